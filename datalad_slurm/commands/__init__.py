@@ -1,0 +1,1 @@
+"""The DataLad commands: parameters, validation, result rendering; no business logic."""

@@ -1,0 +1,166 @@
+"""``datalad finish``: commit completed Slurm jobs, report and close the others."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from datalad.distribution.dataset import EnsureDataset, datasetmethod, require_dataset
+from datalad.interface.base import Interface, build_doc, eval_results
+from datalad.support.constraints import EnsureInt, EnsureNone, EnsureStr
+from datalad.support.param import Parameter
+
+from datalad_slurm.finishing import FinishError, FinishRequest, finish, list_open_jobs
+from datalad_slurm.slurm.backend import BackendError
+from datalad_slurm.slurm.select import choose_backend
+
+
+@build_doc
+class Finish(Interface):
+    """Commit the results of completed Slurm jobs as ``[DATALAD SLURM RUN]`` records.
+
+    All open jobs of the dataset are looked up with one query to Slurm.  Each
+    job whose every task ended COMPLETED gets one commit with its outputs, its
+    Slurm log files and ``slurm-job-<id>.env.json``.  Jobs still pending or
+    running are left for later; failed or cancelled jobs are reported and
+    stay open until closed with ``--close-failed-jobs`` or committed anyway
+    with ``--commit-failed-jobs``.
+    """
+
+    _params_ = dict(
+        job_id=Parameter(
+            args=("job_id",),
+            nargs="?",
+            metavar="JOBID",
+            doc="""finish only this Slurm job""",
+            constraints=EnsureInt() | EnsureNone(),
+        ),
+        dataset=Parameter(
+            args=("-d", "--dataset"),
+            doc="""the dataset whose jobs to finish; default: the current one""",
+            constraints=EnsureDataset() | EnsureNone(),
+        ),
+        list_open_jobs=Parameter(
+            args=("--list-open-jobs",),
+            action="store_true",
+            doc="""show every open job with its Slurm state; change nothing""",
+        ),
+        close_failed_jobs=Parameter(
+            args=("--close-failed-jobs",),
+            action="store_true",
+            doc="""drop failed, cancelled and unknown jobs from the registry and
+            release their outputs; their files stay as they are, untracked""",
+        ),
+        commit_failed_jobs=Parameter(
+            args=("--commit-failed-jobs",),
+            action="store_true",
+            doc="""commit failed and cancelled jobs too, with their real state in
+            the record's subject""",
+        ),
+        message=Parameter(
+            args=("-m", "--message"),
+            metavar="MESSAGE",
+            doc="""a description added to each run record's commit message""",
+            constraints=EnsureStr() | EnsureNone(),
+        ),
+    )
+
+    @staticmethod
+    @datasetmethod(name="finish")
+    @eval_results
+    def __call__(
+        job_id: int | None = None,
+        *,
+        dataset: Any = None,
+        list_open_jobs: bool = False,
+        close_failed_jobs: bool = False,
+        commit_failed_jobs: bool = False,
+        message: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        ds = require_dataset(dataset, check_installed=True, purpose="finish Slurm jobs")
+        if close_failed_jobs and commit_failed_jobs:
+            yield _error(ds.path, "--close-failed-jobs and --commit-failed-jobs exclude each other")
+            return
+        try:
+            backend = choose_backend(ds.config.get("datalad.slurm.backend"))
+            if list_open_jobs:
+                yield from _list(ds, job_id, backend)
+                return
+            request = FinishRequest(
+                job_id=job_id,
+                close_failed_jobs=close_failed_jobs,
+                commit_failed_jobs=commit_failed_jobs,
+                message=message,
+            )
+            yield from finish(ds, request, backend)
+        except (FinishError, BackendError) as exc:
+            yield _error(ds.path, str(exc))
+
+    @staticmethod
+    def custom_result_renderer(res: dict[str, Any], **kwargs: Any) -> None:
+        if res.get("list_open_jobs"):
+            return  # the table comes in the summary
+        from datalad.interface.utils import generic_result_renderer
+
+        generic_result_renderer(res)
+
+    custom_result_summary_renderer_pass_summary = True
+
+    @staticmethod
+    def custom_result_summary_renderer(results: list[dict[str, Any]], action_summary: Any) -> None:
+        from datalad.ui import ui
+
+        listed = [r for r in results if r.get("list_open_jobs")]
+        if listed:
+            ui.message(render_open_jobs(listed))
+            return
+        if action_summary and sum(sum(s.values()) for s in action_summary.values()) > 1:
+            from datalad.interface.utils import render_action_summary
+
+            render_action_summary(action_summary)
+
+
+def _list(ds: Any, job_id: int | None, backend: Any) -> Iterator[dict[str, Any]]:
+    found = False
+    for result in list_open_jobs(ds, job_id, backend):
+        found = True
+        yield result
+    if not found:
+        yield {
+            "action": "finish",
+            "status": "ok",
+            "path": str(ds.path),
+            "type": "dataset",
+            "message": "there are no open jobs",
+            "list_open_jobs": False,
+        }
+
+
+def render_open_jobs(results: list[dict[str, Any]]) -> str:
+    """The table of ``--list-open-jobs``, headed as in datalad-slurm 0.2.8."""
+    rows = [("slurm-job-id", "slurm-job-status", "tasks")]
+    for res in results:
+        counts = res.get("task_counts") or {}
+        tasks = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "-"
+        job = res.get("slurm_job_id")
+        rows.append((str(job) if job is not None else "-", res.get("slurm_job_status", ""), tasks))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    lines = [
+        "The following jobs are open: ",
+        "",
+        *(f"{r[0]:<{widths[0]}}   {r[1]:<{widths[1]}}   {r[2]}".rstrip() for r in rows),
+        "",
+        f"({len(results)} open job{'s' if len(results) != 1 else ''}; "
+        f"states from {results[0].get('backend', '?')})",
+    ]
+    return "\n".join(lines)
+
+
+def _error(path: Any, message: str) -> dict[str, Any]:
+    return {
+        "action": "finish",
+        "status": "error",
+        "path": str(path),
+        "type": "dataset",
+        "message": message,
+    }

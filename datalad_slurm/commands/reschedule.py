@@ -1,0 +1,74 @@
+"""``datalad reschedule``: submit a recorded Slurm job again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from datalad.distribution.dataset import EnsureDataset, datasetmethod, require_dataset
+from datalad.interface.base import Interface, build_doc, eval_results
+from datalad.support.constraints import EnsureNone, EnsureStr
+from datalad.support.param import Parameter
+
+from datalad_slurm.rescheduling import RescheduleError, reschedule
+
+
+@build_doc
+class Reschedule(Interface):
+    """Submit the job of a ``[DATALAD SLURM RUN]`` record again.
+
+    The recorded command is run from the recorded directory with the same
+    inputs and outputs, and registered like ``datalad schedule`` does, with
+    the old commit appended to the record's ``chain``.  ``datalad finish``
+    then records the new run.  Records of datalad-slurm 0.2.8 are read too.
+    """
+
+    _params_ = dict(
+        revision=Parameter(
+            args=("revision",),
+            metavar="REVISION",
+            nargs="?",
+            doc="""the record's commit (default: HEAD); with --since, the last
+            commit of the range""",
+            constraints=EnsureStr() | EnsureNone(),
+        ),
+        dataset=Parameter(
+            args=("-d", "--dataset"),
+            doc="""the dataset; default: the current one""",
+            constraints=EnsureDataset() | EnsureNone(),
+        ),
+        since=Parameter(
+            args=("--since",),
+            metavar="REV",
+            doc="""submit every record after REV up to REVISION again, oldest
+            first""",
+            constraints=EnsureStr() | EnsureNone(),
+        ),
+        report=Parameter(
+            args=("--report",),
+            action="store_true",
+            doc="""only show what would be submitted""",
+        ),
+    )
+
+    @staticmethod
+    @datasetmethod(name="reschedule")
+    @eval_results
+    def __call__(
+        revision: str | None = None,
+        *,
+        dataset: Any = None,
+        since: str | None = None,
+        report: bool = False,
+    ) -> Iterator[dict[str, Any]]:
+        ds = require_dataset(dataset, check_installed=True, purpose="reschedule a Slurm job")
+        try:
+            yield from reschedule(ds, revision or "HEAD", since=since, report=report)
+        except RescheduleError as exc:
+            yield {
+                "action": "reschedule",
+                "status": "error",
+                "path": str(ds.path),
+                "type": "dataset",
+                "message": str(exc),
+            }

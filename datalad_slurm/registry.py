@@ -1,0 +1,324 @@
+"""The job registry: an SQLite file in the dataset's git directory.
+
+It owns the scheduled jobs, the outputs they reserve and their life cycle
+(``submitting`` -> ``open`` -> ``committing`` -> ``finished`` | ``closed``).
+Every change is one transaction; checks that must not be split from their
+write run under ``BEGIN IMMEDIATE``.  The schema version lives in
+``PRAGMA user_version`` and is raised by the ordered migrations below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from datalad_slurm.paths import ancestors, collapse
+
+REGISTRY_DIRNAME = "datalad-slurm"
+REGISTRY_FILENAME = "registry.sqlite"
+
+#: states in which a job holds its output reservations
+HOLDING_STATES = ("submitting", "open", "committing")
+
+_MIGRATIONS: list[str] = [
+    # 1: jobs and their reservations
+    """
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        token TEXT NOT NULL UNIQUE,
+        job_id INTEGER,
+        cluster TEXT,
+        state TEXT NOT NULL CHECK (state IN
+            ('submitting', 'open', 'committing', 'finished', 'closed')),
+        cmd TEXT NOT NULL,
+        pwd TEXT NOT NULL,
+        inputs TEXT NOT NULL,
+        extra_inputs TEXT NOT NULL,
+        outputs TEXT NOT NULL,
+        chain TEXT NOT NULL,
+        message TEXT,
+        dsid TEXT,
+        submitted_from TEXT,
+        submitted_at REAL NOT NULL,
+        finished_at REAL,
+        commit_sha TEXT,
+        note TEXT
+    );
+    CREATE INDEX jobs_by_job_id ON jobs (job_id);
+    CREATE INDEX jobs_by_state ON jobs (state);
+    CREATE TABLE reservations (
+        path TEXT PRIMARY KEY,
+        job INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE
+    );
+    CREATE INDEX reservations_by_job ON reservations (job);
+    """,
+]
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class RegistryError(RuntimeError):
+    """The registry cannot do what was asked (the message says why)."""
+
+
+class OutputConflictError(RegistryError):
+    """Outputs overlap with those of a job that is still open."""
+
+    def __init__(self, conflicts: Sequence[tuple[str, str, Job]]) -> None:
+        self.conflicts = list(conflicts)
+        parts = []
+        for wanted, held, job in self.conflicts:
+            owner = f"job {job.job_id}" if job.job_id is not None else "a submission in progress"
+            parts.append(f"{wanted!r} overlaps {held!r} of open {owner}")
+        super().__init__(
+            "output conflict: "
+            + "; ".join(parts)
+            + ". Finish or close that job first"
+            " ('datalad finish', or 'datalad finish --close-failed-jobs')"
+        )
+
+
+@dataclass
+class Job:
+    """One registered submission."""
+
+    id: int
+    token: str
+    job_id: int | None
+    cluster: str | None
+    state: str
+    cmd: str
+    pwd: str
+    inputs: list[str]
+    extra_inputs: list[str]
+    outputs: list[str]
+    chain: list[str]
+    message: str | None
+    dsid: str | None
+    submitted_from: str | None
+    submitted_at: float
+    finished_at: float | None = None
+    commit_sha: str | None = None
+    note: str | None = None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        return cls(
+            id=row["id"],
+            token=row["token"],
+            job_id=row["job_id"],
+            cluster=row["cluster"],
+            state=row["state"],
+            cmd=row["cmd"],
+            pwd=row["pwd"],
+            inputs=json.loads(row["inputs"]),
+            extra_inputs=json.loads(row["extra_inputs"]),
+            outputs=json.loads(row["outputs"]),
+            chain=json.loads(row["chain"]),
+            message=row["message"],
+            dsid=row["dsid"],
+            submitted_from=row["submitted_from"],
+            submitted_at=row["submitted_at"],
+            finished_at=row["finished_at"],
+            commit_sha=row["commit_sha"],
+            note=row["note"],
+        )
+
+
+class Registry:
+    """Access to one dataset's job registry."""
+
+    def __init__(self, path: str, timeout: float = 120.0) -> None:
+        self.path = path
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self._conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        self._migrate()
+
+    @classmethod
+    def for_git_dir(cls, git_dir: str) -> Registry:
+        return cls(os.path.join(git_dir, REGISTRY_DIRNAME, REGISTRY_FILENAME))
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        else:
+            self._conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RegistryError(
+                    f"the registry {self.path} has schema version {version}, newer than this "
+                    f"datalad-slurm understands ({SCHEMA_VERSION}); upgrade datalad-slurm"
+                )
+            for number in range(version, SCHEMA_VERSION):
+                for statement in _split_sql(_MIGRATIONS[number]):
+                    conn.execute(statement)
+            if version != SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- schedule -------------------------------------------------------------
+
+    def reserve(
+        self,
+        *,
+        cmd: str,
+        pwd: str,
+        inputs: Sequence[str],
+        extra_inputs: Sequence[str],
+        outputs: Sequence[str],
+        chain: Sequence[str] = (),
+        message: str | None = None,
+        dsid: str | None = None,
+        submitted_from: str | None = None,
+    ) -> Job:
+        """Check the outputs against every open job and reserve them, atomically."""
+        wanted = collapse(outputs)
+        with self.transaction() as conn:
+            conflicts = self._conflicts(conn, wanted)
+            if conflicts:
+                raise OutputConflictError(conflicts)
+            token = uuid.uuid4().hex
+            cursor = conn.execute(
+                "INSERT INTO jobs (token, state, cmd, pwd, inputs, extra_inputs, outputs, chain,"
+                " message, dsid, submitted_from, submitted_at)"
+                " VALUES (?, 'submitting', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    token,
+                    cmd,
+                    pwd,
+                    json.dumps(list(inputs)),
+                    json.dumps(list(extra_inputs)),
+                    json.dumps(list(outputs)),
+                    json.dumps(list(chain)),
+                    message,
+                    dsid,
+                    submitted_from,
+                    time.time(),
+                ),
+            )
+            row_id = cursor.lastrowid
+            conn.executemany(
+                "INSERT INTO reservations (path, job) VALUES (?, ?)",
+                [(path, row_id) for path in wanted],
+            )
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (row_id,)).fetchone()
+        return Job.from_row(row)
+
+    def _conflicts(
+        self, conn: sqlite3.Connection, wanted: Sequence[str]
+    ) -> list[tuple[str, str, Job]]:
+        found: list[tuple[str, str, Job]] = []
+        for path in wanted:
+            held_rows = []
+            candidates = [path, *ancestors(path)]
+            marks = ",".join("?" * len(candidates))
+            held_rows += conn.execute(
+                f"SELECT path, job FROM reservations WHERE path IN ({marks})", candidates
+            ).fetchall()
+            if path == ".":
+                held_rows += conn.execute(
+                    "SELECT path, job FROM reservations WHERE path != '.'"
+                ).fetchall()
+            else:
+                # every path below `path`: '0' sorts right after '/'
+                held_rows += conn.execute(
+                    "SELECT path, job FROM reservations WHERE path > ? AND path < ?",
+                    (path + "/", path + "0"),
+                ).fetchall()
+            for held in held_rows:
+                job_row = conn.execute("SELECT * FROM jobs WHERE id = ?", (held["job"],)).fetchone()
+                found.append((path, held["path"], Job.from_row(job_row)))
+        return found
+
+    def mark_submitted(self, job: Job, job_id: int, cluster: str | None) -> Job:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET job_id = ?, cluster = ?, state = 'open' WHERE id = ?",
+                (job_id, cluster, job.id),
+            )
+        job.job_id, job.cluster, job.state = job_id, cluster, "open"
+        return job
+
+    def forget_submission(self, job: Job) -> None:
+        """Drop a reservation whose submission failed (nothing was submitted)."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM jobs WHERE id = ? AND state = 'submitting'", (job.id,))
+
+    # -- finish ---------------------------------------------------------------
+
+    def jobs(self, states: Sequence[str] = HOLDING_STATES, job_id: int | None = None) -> list[Job]:
+        marks = ",".join("?" * len(states))
+        query = f"SELECT * FROM jobs WHERE state IN ({marks})"
+        args: list[Any] = list(states)
+        if job_id is not None:
+            query += " AND job_id = ?"
+            args.append(job_id)
+        query += " ORDER BY id"
+        return [Job.from_row(row) for row in self._conn.execute(query, args)]
+
+    def get(self, row_id: int) -> Job:
+        row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (row_id,)).fetchone()
+        if row is None:
+            raise RegistryError(f"no registry entry {row_id}")
+        return Job.from_row(row)
+
+    def mark_committing(self, job: Job) -> None:
+        """Note that a commit for this job is being written (see ``recover``)."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE jobs SET state = 'committing' WHERE id = ?", (job.id,))
+        job.state = "committing"
+
+    def mark_finished(self, job: Job, commit_sha: str | None, state: str = "finished") -> None:
+        """Close the job and release its reservations, in one transaction."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET state = ?, commit_sha = ?, finished_at = ? WHERE id = ?",
+                (state, commit_sha, time.time(), job.id),
+            )
+            conn.execute("DELETE FROM reservations WHERE job = ?", (job.id,))
+        job.state, job.commit_sha = state, commit_sha
+
+    def reopen(self, job: Job) -> None:
+        """A commit attempt left no commit behind: the job is open again."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET state = 'open' WHERE id = ? AND state = 'committing'", (job.id,)
+            )
+        job.state = "open"
+
+    def reservations(self, job: Job) -> list[str]:
+        return [
+            row["path"]
+            for row in self._conn.execute(
+                "SELECT path FROM reservations WHERE job = ? ORDER BY path", (job.id,)
+            )
+        ]
+
+
+def _split_sql(script: str) -> list[str]:
+    return [part.strip() for part in script.split(";") if part.strip()]

@@ -1,0 +1,138 @@
+"""Reading ``[DATALAD SLURM RUN]`` commits back into schedule requests."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from datalad_slurm.git import GitError, run_git
+from datalad_slurm.records import RecordError, RunRecord, is_record_message, parse_message
+from datalad_slurm.scheduling import ScheduleError, ScheduleRequest, schedule
+
+
+class RescheduleError(RuntimeError):
+    """The revision names no Slurm run record that can be submitted again."""
+
+
+@dataclass
+class RecordedJob:
+    commit: str
+    record: RunRecord
+
+    @property
+    def is_ours(self) -> bool:
+        """Written by this tool (dataset-relative paths) or by 0.2.8 (relative to pwd)."""
+        return "slurm_record_version" in self.record.extra
+
+    def dataset_relative(self, paths: list[str]) -> list[str]:
+        if self.is_ours:
+            return paths
+        return [posixpath.normpath(posixpath.join(self.record.pwd, p)) for p in paths]
+
+    def request(self, dataset_path: str) -> ScheduleRequest:
+        return ScheduleRequest(
+            cmd=self.record.cmd,
+            outputs=[
+                os.path.join(dataset_path, p)
+                for p in self.dataset_relative(self.record.declared_outputs)
+            ],
+            inputs=[
+                os.path.join(dataset_path, p) for p in self.dataset_relative(self.record.inputs)
+            ],
+            chain=[*self.record.chain, self.commit],
+            cwd=os.path.join(dataset_path, self.record.pwd),
+        )
+
+
+def _resolve(dataset_path: str, revision: str) -> str:
+    try:
+        return run_git(
+            dataset_path, "rev-parse", "--verify", "-q", f"{revision}^{{commit}}"
+        ).strip()
+    except GitError as exc:
+        raise RescheduleError(
+            f"{revision!r} is not a commit of the dataset at {dataset_path}"
+        ) from exc
+
+
+def _message(dataset_path: str, sha: str) -> str:
+    return run_git(dataset_path, "log", "-1", "--format=%B", sha)
+
+
+def find_records(dataset_path: str, revision: str, since: str | None) -> list[RecordedJob]:
+    """The record at ``revision``, or every record after ``since`` up to it, oldest first."""
+    tip = _resolve(dataset_path, revision)
+    if since is None:
+        message = _message(dataset_path, tip)
+        if not is_record_message(message):
+            raise RescheduleError(
+                f"commit {tip[:8]} ({revision}) is not a [DATALAD SLURM RUN] record; "
+                "name the commit 'datalad finish' made for the job"
+            )
+        try:
+            return [RecordedJob(tip, parse_message(message))]
+        except RecordError as exc:
+            raise RescheduleError(f"commit {tip[:8]}: {exc}") from exc
+    base = _resolve(dataset_path, since)
+    shas = run_git(dataset_path, "rev-list", "--reverse", f"{base}..{tip}").split()
+    found = []
+    for sha in shas:
+        message = _message(dataset_path, sha)
+        if is_record_message(message):
+            try:
+                found.append(RecordedJob(sha, parse_message(message)))
+            except RecordError as exc:
+                raise RescheduleError(f"commit {sha[:8]}: {exc}") from exc
+    return found
+
+
+def reschedule(
+    ds: Any, revision: str, since: str | None = None, report: bool = False
+) -> Iterator[dict[str, Any]]:
+    dataset_path = str(ds.path)
+    records = find_records(dataset_path, revision, since)
+    if not records:
+        yield {
+            "action": "reschedule",
+            "status": "notneeded",
+            "path": dataset_path,
+            "type": "dataset",
+            "message": f"no [DATALAD SLURM RUN] records between {since} and {revision}",
+        }
+        return
+    for recorded in records:
+        request = recorded.request(dataset_path)
+        base = {
+            "action": "reschedule",
+            "path": dataset_path,
+            "type": "dataset",
+            "commit": recorded.commit,
+            "cmd": recorded.record.cmd,
+            "pwd": recorded.record.pwd,
+            "outputs": recorded.dataset_relative(recorded.record.declared_outputs),
+            "inputs": recorded.dataset_relative(recorded.record.inputs),
+            "chain": list(request.chain),
+        }
+        if report:
+            yield {
+                **base,
+                "status": "ok",
+                "message": (
+                    f"would submit {recorded.record.cmd!r} from {recorded.record.pwd} "
+                    f"(job {recorded.record.slurm_job_id}, commit {recorded.commit[:8]})"
+                ),
+            }
+            continue
+        try:
+            for result in schedule(ds, request):
+                yield {
+                    **result,
+                    **{k: v for k, v in base.items() if k not in result},
+                    "action": "reschedule",
+                    "message": f"{result.get('message')} (again, from {recorded.commit[:8]})",
+                }
+        except ScheduleError as exc:
+            yield {**base, "status": "error", "message": f"commit {recorded.commit[:8]}: {exc}"}

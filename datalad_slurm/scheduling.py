@@ -1,0 +1,214 @@
+"""Submitting a job: reserve outputs, prepare the worktree, run sbatch, register.
+
+The order matters for crash safety: outputs are reserved (state
+``submitting``) before anything runs, and the job id is written the moment
+the submit command returned one.  A failed submission releases the
+reservation and registers nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import string
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from datalad_slurm.gitlock import git_lock, open_registry
+from datalad_slurm.paths import PathOutsideDatasetError, normalise, relative_to_pwd
+from datalad_slurm.registry import OutputConflictError
+from datalad_slurm.slurm.jobid import NoJobIdError, parse_submission
+
+ACTION = "schedule"
+
+
+class ScheduleError(RuntimeError):
+    """A request that cannot be scheduled; the message says what to change."""
+
+
+@dataclass
+class ScheduleRequest:
+    """One submission, as the user described it."""
+
+    cmd: str
+    outputs: Sequence[str]
+    inputs: Sequence[str] = ()
+    message: str | None = None
+    chain: Sequence[str] = ()
+    #: the directory the command runs in (default: the current one)
+    cwd: str | None = None
+    dry_run: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def join_command(cmd: str | Sequence[str]) -> str:
+    """A command line as a string; a single argument is taken as shell text."""
+    if isinstance(cmd, str):
+        return cmd
+    if len(cmd) == 1:
+        return cmd[0]
+    return shlex.join(cmd)
+
+
+def expand_placeholders(
+    cmd: str, *, inputs: Sequence[str], outputs: Sequence[str], pwd: str, dspath: str
+) -> str:
+    """Fill ``{inputs}``, ``{outputs}``, ``{pwd}``, ``{dspath}`` as ``datalad run`` does."""
+    values = {
+        "inputs": " ".join(shlex.quote(p) for p in inputs),
+        "outputs": " ".join(shlex.quote(p) for p in outputs),
+        "pwd": pwd,
+        "dspath": dspath,
+    }
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(cmd) if name is not None}
+    except ValueError as exc:
+        raise ScheduleError(
+            f"cannot expand placeholders in {cmd!r}: {exc}; write literal braces as {{{{ and }}}}"
+        ) from exc
+    unknown = sorted(f for f in fields if f.split(".")[0].split("[")[0] not in values)
+    if unknown:
+        raise ScheduleError(
+            f"unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)} in {cmd!r}; "
+            "known are {inputs}, {outputs}, {pwd}, {dspath}; write literal braces as {{ and }}"
+        )
+    return cmd.format(**values)
+
+
+def normalise_all(paths: Sequence[str], dataset_path: str, cwd: str, kind: str) -> list[str]:
+    result: list[str] = []
+    for path in paths:
+        try:
+            normal = normalise(path, dataset_path, cwd)
+        except (PathOutsideDatasetError, ValueError) as exc:
+            raise ScheduleError(f"{kind} {exc}") from exc
+        if normal not in result:
+            result.append(normal)
+    return result
+
+
+def schedule(ds: Any, request: ScheduleRequest) -> Iterator[dict[str, Any]]:
+    """Submit one job and register it; yields DataLad result records."""
+    dataset_path = str(ds.path)
+    cwd = os.path.abspath(request.cwd or os.getcwd())
+    try:
+        normalise(cwd, dataset_path, cwd)
+    except PathOutsideDatasetError:
+        cwd = dataset_path  # called from outside with -d: run from the dataset root
+    if not request.outputs:
+        raise ScheduleError(
+            "no outputs given: name what the job writes with -o/--output PATH (at least one)"
+        )
+    outputs = normalise_all(request.outputs, dataset_path, cwd, "output")
+    inputs = normalise_all(request.inputs, dataset_path, cwd, "input")
+    pwd = normalise(cwd, dataset_path, cwd)
+    command = expand_placeholders(
+        request.cmd,
+        inputs=[relative_to_pwd(p, pwd) for p in inputs],
+        outputs=[relative_to_pwd(p, pwd) for p in outputs],
+        pwd=cwd,
+        dspath=dataset_path,
+    )
+    if request.dry_run:
+        yield {
+            "action": ACTION,
+            "status": "ok",
+            "path": dataset_path,
+            "type": "dataset",
+            "message": f"would submit {command!r} from {pwd} with outputs {outputs}",
+            "cmd": command,
+            "outputs": outputs,
+            "inputs": inputs,
+            "pwd": pwd,
+            "dry_run": True,
+        }
+        return
+
+    registry = open_registry(dataset_path)
+    try:
+        try:
+            job = registry.reserve(
+                cmd=request.cmd,
+                pwd=pwd,
+                inputs=inputs,
+                extra_inputs=[],
+                outputs=outputs,
+                chain=list(request.chain),
+                message=request.message,
+                dsid=ds.id,
+                submitted_from=ds.repo.get_hexsha(),
+            )
+        except OutputConflictError as exc:
+            raise ScheduleError(str(exc)) from exc
+        try:
+            _prepare_worktree(ds, inputs, outputs)
+        except BaseException:
+            registry.forget_submission(job)
+            raise
+        # From here on a job may exist in Slurm: an interruption leaves the
+        # reservation in 'submitting', which finish reports instead of dropping.
+        proc = subprocess.run(
+            command, shell=True, cwd=cwd, capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            registry.forget_submission(job)
+            raise ScheduleError(
+                f"the submit command {command!r} failed with exit code {proc.returncode}: "
+                f"{proc.stderr.strip() or proc.stdout.strip() or '(no output)'}; "
+                "nothing was registered, the outputs are free again"
+            )
+        try:
+            submission = parse_submission(proc.stdout)
+        except NoJobIdError as exc:
+            registry.forget_submission(job)
+            raise ScheduleError(
+                f"{exc}: {command!r} printed {proc.stdout.strip()!r}; nothing was registered. "
+                "Use sbatch (plain or --parsable) as the submit command"
+            ) from exc
+        registry.mark_submitted(job, submission.job_id, submission.cluster)
+    finally:
+        registry.close()
+    yield {
+        "action": ACTION,
+        "status": "ok",
+        "path": dataset_path,
+        "type": "dataset",
+        "message": f"submitted Slurm job {submission.job_id}, outputs {', '.join(outputs)}",
+        "slurm_job_id": submission.job_id,
+        "cluster": submission.cluster,
+        "cmd": request.cmd,
+        "outputs": outputs,
+        "inputs": inputs,
+        "pwd": pwd,
+    }
+
+
+def _prepare_worktree(ds: Any, inputs: Sequence[str], outputs: Sequence[str]) -> None:
+    """Obtain inputs and unlock outputs that exist, as ``datalad run`` does."""
+    root = str(ds.path)
+    if inputs:
+        results = ds.get(
+            path=[os.path.join(root, p) for p in inputs],
+            on_failure="ignore",
+            return_type="list",
+            result_renderer="disabled",
+        )
+        failed = [r for r in results if r.get("status") in ("error", "impossible")]
+        if failed:
+            details = "; ".join(f"{r.get('path')}: {r.get('message')}" for r in failed)
+            raise ScheduleError(f"could not obtain input(s): {details}")
+    existing = [os.path.join(root, p) for p in outputs if os.path.lexists(os.path.join(root, p))]
+    if existing:
+        with git_lock(root):
+            results = ds.unlock(
+                path=existing,
+                on_failure="ignore",
+                return_type="list",
+                result_renderer="disabled",
+            )
+        failed = [r for r in results if r.get("status") == "error"]
+        if failed:
+            details = "; ".join(f"{r.get('path')}: {r.get('message')}" for r in failed)
+            raise ScheduleError(f"could not unlock output(s): {details}")

@@ -1,0 +1,1 @@
+"""Everything that talks about or to Slurm: job ids, the state model, backends."""

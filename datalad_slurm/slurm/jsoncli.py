@@ -1,0 +1,251 @@
+"""Backend over Slurm's own JSON output: one ``squeue --json``, one ``sacct --json``.
+
+``squeue --json`` lists every job slurmctld still holds (22.05 ignores
+``-j``), so it is called once without filters.  Jobs it no longer holds, and
+array tasks that already left it, are looked up with one ``sacct --json -j``
+call when accounting is enabled.  Exit codes are taken from squeue where
+possible: 22.05's ``sacct --json`` reports 0 for every non-zero normal exit.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from datalad_slurm.slurm.backend import (
+    BackendError,
+    expand_array_spec,
+    expand_filename_pattern,
+    merge_tasks,
+)
+from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
+
+#: how many ids go into one sacct call (command lines have limits)
+SACCT_CHUNK = 5000
+#: Slurm's NO_VAL for 32-bit fields: "no array task"
+_NO_VAL = 4294967294
+
+
+class JsonCliBackend:
+    """Ask ``squeue --json`` and ``sacct --json``; one call each per query."""
+
+    name = "squeue/sacct --json"
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        self.timeout = timeout
+        #: set after a query: whether sacct answered (accounting enabled)
+        self.accounting: bool | None = None
+
+    def query(self, job_ids: Sequence[int]) -> dict[int, JobStatus]:
+        wanted = set(job_ids)
+        statuses: dict[int, JobStatus] = {}
+        if not wanted:
+            return statuses
+        live = self._run(["squeue", "--json"])
+        merge_tasks(statuses, _squeue_tasks(live, wanted), "squeue")
+        # ask accounting for jobs squeue does not hold, and for arrays whose
+        # finished tasks may already have left slurmctld
+        rest = sorted(
+            j for j in wanted if j not in statuses or _is_array_without_pending(statuses[j])
+        )
+        if rest:
+            for chunk_start in range(0, len(rest), SACCT_CHUNK):
+                chunk = rest[chunk_start : chunk_start + SACCT_CHUNK]
+                accounted = self._sacct(chunk)
+                if accounted is None:
+                    break
+                merge_tasks(statuses, _sacct_tasks(accounted, wanted), "sacct")
+        for status in statuses.values():
+            status.backend = self.name
+        return statuses
+
+    def _sacct(self, job_ids: Sequence[int]) -> dict[str, Any] | None:
+        command = ["sacct", "--json", "-j", ",".join(str(j) for j in job_ids)]
+        try:
+            answer = self._run(command)
+        except BackendError as exc:
+            if "accounting storage is disabled" in str(exc).lower():
+                self.accounting = False
+                return None
+            raise
+        self.accounting = True
+        return answer
+
+    def _run(self, command: list[str]) -> dict[str, Any]:
+        try:
+            proc = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+                check=False,
+            )
+        except FileNotFoundError as exc:
+            raise BackendError(
+                f"{command[0]} is not installed or not on PATH; install the Slurm client tools"
+            ) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise BackendError(
+                f"'{' '.join(command[:2])}' did not answer within {self.timeout:.0f} s; "
+                "is slurmctld up? Try again later"
+            ) from exc
+        if proc.returncode != 0:
+            raise BackendError(
+                f"'{' '.join(command[:2])}' failed (exit {proc.returncode}): "
+                f"{proc.stderr.strip() or proc.stdout.strip()}"
+            )
+        try:
+            data = json.loads(proc.stdout)
+        except json.JSONDecodeError as exc:
+            raise BackendError(f"'{' '.join(command[:2])}' printed no valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise BackendError(f"'{' '.join(command[:2])}' printed JSON of an unexpected shape")
+        return data
+
+
+def _is_array_without_pending(status: JobStatus) -> bool:
+    tasks = list(status.tasks.values())
+    return (
+        bool(tasks)
+        and any(t.task_id is not None for t in tasks)
+        and all(t.state.is_terminal for t in tasks)
+    )
+
+
+def _number(value: Any) -> int | None:
+    """Slurm writes numbers plainly, or as {"set": .., "number": ..} in newer releases."""
+    if isinstance(value, Mapping):
+        if not value.get("set", True) or value.get("infinite"):
+            return None
+        value = value.get("number")
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return None if number in (_NO_VAL, _NO_VAL + 1) else number
+
+
+def _dig(record: Mapping[str, Any], *keys: str) -> Any:
+    value: Any = record
+    for key in keys:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def split_wait_status(status: int | None) -> tuple[int | None, int | None]:
+    """A raw wait status (squeue's ``exit_code``) as (exit code, signal)."""
+    if status is None:
+        return None, None
+    return (status >> 8) & 0xFF, status & 0x7F
+
+
+def _owner(job_id: int | None, array_job_id: int | None) -> int | None:
+    return array_job_id if array_job_id else job_id
+
+
+def _squeue_tasks(answer: Mapping[str, Any], wanted: set[int]) -> Iterator[TaskState]:
+    for record in answer.get("jobs") or []:
+        job_id = _number(record.get("job_id"))
+        array_job_id = _number(record.get("array_job_id"))
+        owner = _owner(job_id, array_job_id)
+        if owner not in wanted or job_id is None or owner is None:
+            continue
+        state = JobState.parse(record.get("job_state"))
+        exit_code, signal = split_wait_status(_number(record.get("exit_code")))
+        common = TaskState(
+            job_id=owner,
+            task_id=None,
+            state=state,
+            exit_code=exit_code if state.is_terminal else None,
+            signal=signal if state.is_terminal else None,
+            start_time=_number(record.get("start_time")) or None,
+            end_time=_number(record.get("end_time")) or None,
+            submit_time=_number(record.get("submit_time")) or None,
+            work_dir=record.get("current_working_directory") or None,
+            cluster=record.get("cluster") or None,
+            reason=record.get("state_reason") or None,
+        )
+        pending_tasks = str(record.get("array_task_string") or "")
+        if array_job_id and pending_tasks:
+            # the not-yet-started rest of an array, compressed into one record
+            for pending_id in expand_array_spec(pending_tasks):
+                yield _with_logs(record, owner, pending_id, common)
+            continue
+        task_id = _number(record.get("array_task_id")) if array_job_id else None
+        yield _with_logs(record, owner, task_id, common)
+
+
+def _with_logs(
+    record: Mapping[str, Any], owner: int, task_id: int | None, common: TaskState
+) -> TaskState:
+    job_id = _number(record.get("job_id")) or owner
+    work_dir = common.work_dir
+    names: dict[str, str | None] = {}
+    for key in ("standard_output", "standard_error"):
+        pattern = record.get(key) or ""
+        if not pattern:
+            names[key] = None
+            continue
+        path = expand_filename_pattern(
+            pattern,
+            job_id=job_id,
+            array_job_id=owner if task_id is not None else None,
+            task_id=task_id,
+            job_name=record.get("name"),
+            user=record.get("user_name"),
+            node=(record.get("batch_host") or record.get("nodes") or None),
+        )
+        if work_dir and not path.startswith("/"):
+            path = f"{work_dir.rstrip('/')}/{path}"
+        names[key] = path
+    return replace(
+        common, task_id=task_id, stdout=names["standard_output"], stderr=names["standard_error"]
+    )
+
+
+def _sacct_tasks(answer: Mapping[str, Any], wanted: set[int]) -> Iterable[TaskState]:
+    newest: dict[tuple[int, int | None], tuple[int, TaskState]] = {}
+    for record in answer.get("jobs") or []:
+        job_id = _number(record.get("job_id"))
+        array_job_id = _number(_dig(record, "array", "job_id"))
+        owner = _owner(job_id, array_job_id)
+        if owner not in wanted or owner is None:
+            continue
+        state = JobState.parse(_dig(record, "state", "current"))
+        exit_code = _number(_dig(record, "exit_code", "return_code"))
+        signal = _number(_dig(record, "exit_code", "signal", "signal_id"))
+        if signal is None:
+            signal = _number(_dig(record, "exit_code", "signal", "id"))
+        submit = _number(_dig(record, "time", "submission")) or 0
+        common = TaskState(
+            job_id=owner,
+            task_id=None,
+            state=state,
+            exit_code=exit_code,
+            signal=signal,
+            start_time=_number(_dig(record, "time", "start")) or None,
+            end_time=_number(_dig(record, "time", "end")) or None,
+            submit_time=submit or None,
+            work_dir=record.get("working_directory") or None,
+            cluster=record.get("cluster") or None,
+            reason=_dig(record, "state", "reason") or None,
+        )
+        pending = str(_dig(record, "array", "task") or "")
+        task_id = _number(_dig(record, "array", "task_id")) if array_job_id else None
+        if array_job_id and task_id is None and pending:
+            task_ids: list[int | None] = list(expand_array_spec(pending))
+        else:
+            task_ids = [task_id]
+        for tid in task_ids:
+            key = (owner, tid)
+            # job ids are reused after a controller reset: keep the newest
+            if key not in newest or newest[key][0] <= submit:
+                newest[key] = (submit, replace(common, task_id=tid))
+    return [task for _, task in newest.values()]
