@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from datalad_slurm.registry import SCHEMA_VERSION, OutputConflictError, Registry, RegistryError
+
+
+def _reserve(registry: Registry, *outputs: str) -> object:
+    return registry.reserve(cmd="sbatch job.sh", pwd=".", inputs=[], extra_inputs=[],
+                            outputs=list(outputs))
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(str(tmp_path / "git" / "datalad-slurm" / "registry.sqlite"))
+
+
+def test_schema_version_and_reopen(registry: Registry, tmp_path: Path) -> None:
+    job = _reserve(registry, "out")
+    registry.close()
+    again = Registry(registry.path)
+    conn = sqlite3.connect(registry.path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert [j.token for j in again.jobs()] == [job.token]  # type: ignore[attr-defined]
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "r.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(RegistryError, match="upgrade datalad-slurm"):
+        Registry(str(path))
+
+
+@pytest.mark.parametrize(
+    ("held", "wanted"),
+    [("out", "out"), ("out", "out/file"), ("out/file", "out"), (".", "x"), ("x", "."),
+     ("a/b/c", "a")],
+)
+def test_conflicts_are_refused_with_both_names(registry: Registry, held: str, wanted: str) -> None:
+    first = _reserve(registry, held)
+    registry.mark_submitted(first, 101, None)  # type: ignore[arg-type]
+    with pytest.raises(OutputConflictError) as info:
+        _reserve(registry, "other", wanted)
+    message = str(info.value)
+    assert repr(wanted) in message and repr(held) in message and "job 101" in message
+    # the refused request left nothing behind
+    assert [j.job_id for j in registry.jobs()] == [101]
+    assert registry.reservations(first) == [held]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("held", "wanted"), [("out", "out2"), ("a/b", "a/c"), ("a-b", "a/b"),
+                                              ("a", "a0")])
+def test_neighbours_do_not_conflict(registry: Registry, held: str, wanted: str) -> None:
+    _reserve(registry, held)
+    _reserve(registry, wanted)
+    assert len(registry.jobs()) == 2
+
+
+def test_lifecycle_releases_reservations(registry: Registry) -> None:
+    job = _reserve(registry, "out")
+    registry.mark_submitted(job, 7, "c1")  # type: ignore[arg-type]
+    registry.mark_committing(job)  # type: ignore[arg-type]
+    registry.reopen(job)  # type: ignore[arg-type]
+    assert registry.jobs(job_id=7)[0].state == "open"
+    registry.mark_finished(job, "abc")  # type: ignore[arg-type]
+    assert registry.jobs() == []
+    assert registry.jobs(states=("finished",))[0].commit_sha == "abc"
+    _reserve(registry, "out")  # free again
+
+
+def test_failed_submission_is_forgotten(registry: Registry) -> None:
+    job = _reserve(registry, "out")
+    registry.forget_submission(job)  # type: ignore[arg-type]
+    assert registry.jobs() == []
+    _reserve(registry, "out")
+
+
+def _race(path: str, barrier: object, results: object) -> None:
+    registry = Registry(path)
+    barrier.wait()  # type: ignore[attr-defined]
+    try:
+        _reserve(registry, "shared/out")
+        results.put("won")  # type: ignore[attr-defined]
+    except OutputConflictError:
+        results.put("lost")  # type: ignore[attr-defined]
+
+
+def test_concurrent_reservations_exactly_one_wins(registry: Registry) -> None:
+    ctx = multiprocessing.get_context("fork")
+    n = 8
+    barrier = ctx.Barrier(n)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_race, args=(registry.path, barrier, results)) for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+    outcome = sorted(results.get(timeout=5) for _ in range(n))
+    assert outcome == ["lost"] * (n - 1) + ["won"]
+    assert len(registry.jobs()) == 1
