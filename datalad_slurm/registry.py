@@ -78,9 +78,7 @@ class OutputConflictError(RegistryError):
             owner = f"job {job.job_id}" if job.job_id is not None else "a submission in progress"
             parts.append(f"{wanted!r} overlaps {held!r} of open {owner}")
         super().__init__(
-            "output conflict: "
-            + "; ".join(parts)
-            + ". Finish or close that job first"
+            "output conflict: " + "; ".join(parts) + ". Finish or close that job first"
             " ('datalad finish', or 'datalad finish --close-failed-jobs')"
         )
 

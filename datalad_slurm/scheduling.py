@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from datalad_slurm.git import run_git
 from datalad_slurm.gitlock import git_lock, open_registry
 from datalad_slurm.paths import PathOutsideDatasetError, normalise, relative_to_pwd
 from datalad_slurm.registry import OutputConflictError
@@ -200,6 +201,9 @@ def _prepare_worktree(ds: Any, inputs: Sequence[str], outputs: Sequence[str]) ->
             details = "; ".join(f"{r.get('path')}: {r.get('message')}" for r in failed)
             raise ScheduleError(f"could not obtain input(s): {details}")
     existing = [os.path.join(root, p) for p in outputs if os.path.lexists(os.path.join(root, p))]
+    # only what git tracks can be (and needs to be) unlocked
+    tracked = run_git(root, "ls-files", "-z", "--", *existing).split("\0") if existing else []
+    existing = [path for path in existing if _holds_tracked(root, path, tracked)]
     if existing:
         with git_lock(root):
             results = ds.unlock(
@@ -212,3 +216,10 @@ def _prepare_worktree(ds: Any, inputs: Sequence[str], outputs: Sequence[str]) ->
         if failed:
             details = "; ".join(f"{r.get('path')}: {r.get('message')}" for r in failed)
             raise ScheduleError(f"could not unlock output(s): {details}")
+
+
+def _holds_tracked(root: str, path: str, tracked: Sequence[str]) -> bool:
+    relative = os.path.relpath(path, root)
+    if relative == ".":
+        return any(tracked)
+    return any(t == relative or t.startswith(relative + "/") for t in tracked if t)

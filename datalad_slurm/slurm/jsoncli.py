@@ -103,6 +103,17 @@ class JsonCliBackend:
             raise BackendError(f"'{' '.join(command[:2])}' printed no valid JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise BackendError(f"'{' '.join(command[:2])}' printed JSON of an unexpected shape")
+        # squeue answers a dead controller with exit 0 and an error list
+        failures = [
+            e
+            for e in data.get("errors") or []
+            if isinstance(e, Mapping) and e.get("error_number") != 9003
+        ]
+        if failures:
+            details = "; ".join(str(e.get("description") or e.get("error")) for e in failures)
+            raise BackendError(
+                f"'{' '.join(command[:2])}' reported: {details}; is slurmctld up? Try again later"
+            )
         return data
 
 
@@ -179,6 +190,8 @@ def _squeue_tasks(answer: Mapping[str, Any], wanted: set[int]) -> Iterator[TaskS
                 yield _with_logs(record, owner, pending_id, common)
             continue
         task_id = _number(record.get("array_task_id")) if array_job_id else None
+        if array_job_id and task_id is None:
+            continue  # an array's bookkeeping record with no task behind it
         yield _with_logs(record, owner, task_id, common)
 
 
@@ -210,6 +223,22 @@ def _with_logs(
     )
 
 
+def expand_task_bitmap(text: str) -> list[int]:
+    """Task ids of sacct's pending-task bitmap (``"0x7"`` = 0, 1, 2) or of a range spec."""
+    if text.lower().startswith("0x"):
+        bits = int(text, 16)
+        return [i for i in range(bits.bit_length()) if bits >> i & 1]
+    return expand_array_spec(text)
+
+
+def _step_signal(record: Mapping[str, Any]) -> int | None:
+    for where in [record, *(record.get("steps") or [])]:
+        signal = _number(_dig(where, "exit_code", "signal", "signal_id"))
+        if signal:
+            return signal
+    return None
+
+
 def _sacct_tasks(answer: Mapping[str, Any], wanted: set[int]) -> Iterable[TaskState]:
     newest: dict[tuple[int, int | None], tuple[int, TaskState]] = {}
     for record in answer.get("jobs") or []:
@@ -220,9 +249,8 @@ def _sacct_tasks(answer: Mapping[str, Any], wanted: set[int]) -> Iterable[TaskSt
             continue
         state = JobState.parse(_dig(record, "state", "current"))
         exit_code = _number(_dig(record, "exit_code", "return_code"))
-        signal = _number(_dig(record, "exit_code", "signal", "signal_id"))
-        if signal is None:
-            signal = _number(_dig(record, "exit_code", "signal", "id"))
+        # 22.05 reports the job's signal only on its batch step
+        signal = _step_signal(record)
         submit = _number(_dig(record, "time", "submission")) or 0
         common = TaskState(
             job_id=owner,
@@ -240,7 +268,9 @@ def _sacct_tasks(answer: Mapping[str, Any], wanted: set[int]) -> Iterable[TaskSt
         pending = str(_dig(record, "array", "task") or "")
         task_id = _number(_dig(record, "array", "task_id")) if array_job_id else None
         if array_job_id and task_id is None and pending:
-            task_ids: list[int | None] = list(expand_array_spec(pending))
+            task_ids: list[int | None] = list(expand_task_bitmap(pending))
+        elif array_job_id and task_id is None:
+            continue  # an array's bookkeeping record with no task behind it
         else:
             task_ids = [task_id]
         for tid in task_ids:

@@ -9,8 +9,13 @@ from datalad_slurm.slurm.jsoncli import split_wait_status
 
 @pytest.mark.parametrize(
     ("spec", "ids"),
-    [("0-3", [0, 1, 2, 3]), ("1,5,7", [1, 5, 7]), ("0-10:5", [0, 5, 10]), ("2-4%1", [2, 3, 4]),
-     ("7", [7])],
+    [
+        ("0-3", [0, 1, 2, 3]),
+        ("1,5,7", [1, 5, 7]),
+        ("0-10:5", [0, 5, 10]),
+        ("2-4%1", [2, 3, 4]),
+        ("7", [7]),
+    ],
 )
 def test_expand_array_spec(spec: str, ids: list[int]) -> None:
     assert expand_array_spec(spec) == ids
@@ -32,12 +37,23 @@ def test_expand_array_spec_rejects_garbage() -> None:
     ],
 )
 def test_expand_filename_pattern(pattern: str, expected: str) -> None:
-    assert expand_filename_pattern(pattern, job_id=12, array_job_id=10, task_id=2,
-                                   job_name="name", user="alice", node="node1") == expected
+    assert (
+        expand_filename_pattern(
+            pattern,
+            job_id=12,
+            array_job_id=10,
+            task_id=2,
+            job_name="name",
+            user="alice",
+            node="node1",
+        )
+        == expected
+    )
 
 
-@pytest.mark.parametrize(("raw", "expected"), [(0, (0, 0)), (256, (1, 0)), (15, (0, 15)),
-                                               (None, (None, None))])
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(0, (0, 0)), (256, (1, 0)), (15, (0, 15)), (None, (None, None))]
+)
 def test_split_wait_status(raw: int | None, expected: tuple[int | None, int | None]) -> None:
     assert split_wait_status(raw) == expected
 
@@ -45,8 +61,15 @@ def test_split_wait_status(raw: int | None, expected: tuple[int | None, int | No
 def test_join_command_and_placeholders() -> None:
     assert join_command(["sbatch job.sh"]) == "sbatch job.sh"
     assert join_command(["sbatch", "--wrap", "echo a b"]) == "sbatch --wrap 'echo a b'"
-    assert expand_placeholders("sbatch --export=O={outputs} job.sh {inputs} {{x}}",
-                               inputs=["in put"], outputs=["o1", "o2"], pwd="/p", dspath="/d") \
+    assert (
+        expand_placeholders(
+            "sbatch --export=O={outputs} job.sh {inputs} {{x}}",
+            inputs=["in put"],
+            outputs=["o1", "o2"],
+            pwd="/p",
+            dspath="/d",
+        )
         == "sbatch --export=O=o1 o2 job.sh 'in put' {x}"
+    )
     with pytest.raises(ScheduleError, match=r"unknown placeholder\(s\) \{nope\}"):
         expand_placeholders("sbatch {nope}", inputs=[], outputs=[], pwd="", dspath="")

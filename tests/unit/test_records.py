@@ -44,8 +44,13 @@ def test_round_trip_matches_the_seed_layout() -> None:
 
 
 def test_extra_keys_and_user_message_round_trip() -> None:
-    record = RunRecord(cmd="sbatch x", dsid="id", slurm_job_id=3, outputs=["o"],
-                       extra={"slurm_exit_code": 0, "slurm_task_states": {"3": "COMPLETED"}})
+    record = RunRecord(
+        cmd="sbatch x",
+        dsid="id",
+        slurm_job_id=3,
+        outputs=["o"],
+        extra={"slurm_exit_code": 0, "slurm_task_states": {"3": "COMPLETED"}},
+    )
     message = format_message(record, "Failed", "why I ran it")
     assert message.startswith("[DATALAD SLURM RUN] Slurm job 3: Failed\n\nwhy I ran it\n\n===")
     again = parse_message(message)
@@ -57,10 +62,16 @@ def test_extra_keys_and_user_message_round_trip() -> None:
     [
         ("[DATALAD RUNCMD] x", "not a Slurm run record"),
         ("[DATALAD SLURM RUN] Slurm job 3: Completed\n\nno block", "missing or cut"),
-        ("[DATALAD SLURM RUN] Slurm job 3: Completed\n\n=== Do not change lines below ===\n{\n"
-         "^^^ Do not change lines above ^^^", "not valid JSON"),
-        ("[DATALAD SLURM RUN] Slurm job 3: Completed\n\n=== Do not change lines below ===\n{}\n"
-         "^^^ Do not change lines above ^^^", "lacks 'cmd'"),
+        (
+            "[DATALAD SLURM RUN] Slurm job 3: Completed\n\n=== Do not change lines below ===\n{\n"
+            "^^^ Do not change lines above ^^^",
+            "not valid JSON",
+        ),
+        (
+            "[DATALAD SLURM RUN] Slurm job 3: Completed\n\n=== Do not change lines below ===\n{}\n"
+            "^^^ Do not change lines above ^^^",
+            "lacks 'cmd'",
+        ),
     ],
 )
 def test_bad_records_are_named(message: str, match: str) -> None:

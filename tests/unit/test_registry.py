@@ -10,8 +10,9 @@ from datalad_slurm.registry import SCHEMA_VERSION, OutputConflictError, Registry
 
 
 def _reserve(registry: Registry, *outputs: str) -> object:
-    return registry.reserve(cmd="sbatch job.sh", pwd=".", inputs=[], extra_inputs=[],
-                            outputs=list(outputs))
+    return registry.reserve(
+        cmd="sbatch job.sh", pwd=".", inputs=[], extra_inputs=[], outputs=list(outputs)
+    )
 
 
 @pytest.fixture
@@ -39,8 +40,14 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("held", "wanted"),
-    [("out", "out"), ("out", "out/file"), ("out/file", "out"), (".", "x"), ("x", "."),
-     ("a/b/c", "a")],
+    [
+        ("out", "out"),
+        ("out", "out/file"),
+        ("out/file", "out"),
+        (".", "x"),
+        ("x", "."),
+        ("a/b/c", "a"),
+    ],
 )
 def test_conflicts_are_refused_with_both_names(registry: Registry, held: str, wanted: str) -> None:
     first = _reserve(registry, held)
@@ -54,8 +61,9 @@ def test_conflicts_are_refused_with_both_names(registry: Registry, held: str, wa
     assert registry.reservations(first) == [held]  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("held", "wanted"), [("out", "out2"), ("a/b", "a/c"), ("a-b", "a/b"),
-                                              ("a", "a0")])
+@pytest.mark.parametrize(
+    ("held", "wanted"), [("out", "out2"), ("a/b", "a/c"), ("a-b", "a/b"), ("a", "a0")]
+)
 def test_neighbours_do_not_conflict(registry: Registry, held: str, wanted: str) -> None:
     _reserve(registry, held)
     _reserve(registry, wanted)

@@ -27,8 +27,16 @@ def test_parse(text: object, state: JobState) -> None:
 
 
 ACTIVE = ["PENDING", "RUNNING", "REQUEUED", "SUSPENDED", "COMPLETING", "CONFIGURING"]
-FAILED = ["FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
-          "PREEMPTED"]
+FAILED = [
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+]
 
 
 @pytest.mark.parametrize("name", ACTIVE)

@@ -1,0 +1,180 @@
+"""Fixtures shared by the test tiers.
+
+Cluster tests need the real local Slurm that ``tests/run`` starts; it passes
+the clusters' configs in ``DATALAD_SLURM_TEST_ACCT_CONF`` (with slurmdbd) and
+``DATALAD_SLURM_TEST_NOACCT_CONF`` (without).  A missing cluster FAILS the
+test: it never turns into a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CLUSTER_ENV = {
+    "acct": "DATALAD_SLURM_TEST_ACCT_CONF",
+    "noacct": "DATALAD_SLURM_TEST_NOACCT_CONF",
+}
+
+
+@dataclass
+class Cluster:
+    name: str
+    conf: str
+
+    @property
+    def accounting(self) -> bool:
+        return self.name == "acct"
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "SLURM_CONF": self.conf}
+        return subprocess.run(list(args), env=env, capture_output=True, text=True, check=check)
+
+    def submit(self, *args: str, cwd: str | Path) -> int:
+        env = {**os.environ, "SLURM_CONF": self.conf}
+        out = subprocess.run(
+            ["sbatch", "--parsable", *args],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return int(out.strip().split(";")[0])
+
+    def state(self, job_id: int | str) -> str:
+        """The state squeue shows for a job or array task (``N`` or ``N_T``), '' if gone."""
+        out = self.run(
+            "squeue", "-h", "-t", "all", "-j", str(job_id), "-o", "%i %T", check=False
+        ).stdout
+        for line in out.splitlines():
+            label, _, state = line.partition(" ")
+            if label == str(job_id):
+                return state.strip()
+        return ""
+
+    def wait_state(self, job_id: int | str, wanted: Sequence[str], timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            state = self.state(job_id)
+            if state in wanted:
+                return state
+            time.sleep(0.2)
+        raise AssertionError(
+            f"job {job_id} did not reach {wanted} in {timeout} s (last: {state!r})"
+        )
+
+    def wait_done(self, job_ids: Sequence[int], timeout: float = 120) -> None:
+        """Wait until squeue shows no job (or array task) of these ids as active."""
+        active = {
+            "PENDING",
+            "RUNNING",
+            "CONFIGURING",
+            "COMPLETING",
+            "REQUEUED",
+            "SUSPENDED",
+            "RESIZING",
+            "SIGNALING",
+            "STAGE_OUT",
+        }
+        deadline = time.monotonic() + timeout
+        ids = ",".join(str(j) for j in job_ids)
+        while time.monotonic() < deadline:
+            out = self.run("squeue", "-h", "-t", "all", "-j", ids, "-o", "%T", check=False).stdout
+            if not (set(out.split()) & active):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"jobs {ids} still active after {timeout} s")
+
+    def scancel(self, *job_ids: int | str) -> None:
+        self.run("scancel", *[str(j) for j in job_ids])
+
+
+def _cluster(name: str) -> Cluster:
+    variable = CLUSTER_ENV[name]
+    conf = os.environ.get(variable)
+    if not conf or not os.path.exists(conf):
+        pytest.fail(
+            f"{variable} is not set to a running local Slurm's config: run the suite with tests/run, "
+            "which starts the clusters"
+        )
+    return Cluster(name, conf)
+
+
+@pytest.fixture(scope="session")
+def acct_cluster() -> Cluster:
+    return _cluster("acct")
+
+
+@pytest.fixture(scope="session")
+def noacct_cluster() -> Cluster:
+    return _cluster("noacct")
+
+
+@pytest.fixture(params=["acct", "noacct"])
+def any_cluster(request: pytest.FixtureRequest) -> Cluster:
+    return _cluster(request.param)
+
+
+@pytest.fixture
+def slurm(acct_cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
+    """The accounting cluster, with SLURM_CONF pointing at it for this test."""
+    monkeypatch.setenv("SLURM_CONF", acct_cluster.conf)
+    return acct_cluster
+
+
+@pytest.fixture
+def slurm_any(any_cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
+    """Each cluster in turn (accounting on and off), SLURM_CONF set."""
+    monkeypatch.setenv("SLURM_CONF", any_cluster.conf)
+    return any_cluster
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Iterator[Any]:
+    """A fresh DataLad dataset with a committed ``code/`` folder for job scripts."""
+    from datalad.api import Dataset
+
+    ds = Dataset(str(tmp_path / "ds")).create(result_renderer="disabled")
+    (Path(ds.path) / "code").mkdir()
+    yield ds
+
+
+def write_script(ds: Any, name: str, body: str, save: bool = True) -> str:
+    """A job script under code/, committed; returns its dataset-relative path."""
+    path = Path(ds.path) / "code" / name
+    path.write_text("#!/bin/bash\n" + body.lstrip("\n"))
+    path.chmod(0o755)
+    if save:
+        ds.save(path=str(path), message=f"add {name}", to_git=True, result_renderer="disabled")
+    return f"code/{name}"
+
+
+def call(ds: Any, command: str, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """Run one of our commands through the Python API and return all results."""
+    method = getattr(ds, command)
+    return list(
+        method(*args, on_failure="ignore", return_type="list", result_renderer="disabled", **kwargs)
+    )
+
+
+def only(results: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
+    return [r for r in results if r.get("action") == action]
+
+
+def git(ds: Any, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=ds.path, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def subjects(ds: Any) -> list[str]:
+    return git(ds, "log", "--format=%s").splitlines()
