@@ -103,8 +103,8 @@ def _cluster(name: str) -> Cluster:
     conf = os.environ.get(variable)
     if not conf or not os.path.exists(conf):
         pytest.fail(
-            f"{variable} is not set to a running local Slurm's config: run the suite with tests/run, "
-            "which starts the clusters"
+            f"{variable} is not set to a running local Slurm's config: "
+            "run the suite with tests/run, which starts the clusters"
         )
     return Cluster(name, conf)
 

@@ -57,7 +57,7 @@ class JsonCliBackend:
                 accounted = self._sacct(chunk)
                 if accounted is None:
                     break
-                merge_tasks(statuses, _sacct_tasks(accounted, wanted), "sacct")
+                merge_tasks(statuses, _trusted(statuses, _sacct_tasks(accounted, wanted)), "sacct")
         for status in statuses.values():
             status.backend = self.name
         return statuses
@@ -115,6 +115,18 @@ class JsonCliBackend:
                 f"'{' '.join(command[:2])}' reported: {details}; is slurmctld up? Try again later"
             )
         return data
+
+
+def _trusted(known: dict[int, JobStatus], tasks: Iterable[TaskState]) -> Iterator[TaskState]:
+    """Accounting tasks that may complete what squeue said.
+
+    Accounting lags slurmctld: for a job squeue still holds, a young sacct record
+    may lack its array fields or show an old state.  Only terminal array tasks
+    squeue no longer has are added to such a job.
+    """
+    for task in tasks:
+        if task.job_id not in known or (task.task_id is not None and task.state.is_terminal):
+            yield task
 
 
 def _is_array_without_pending(status: JobStatus) -> bool:

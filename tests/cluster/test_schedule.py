@@ -131,19 +131,20 @@ def test_missing_outputs_and_bad_paths(
 
 
 def test_outputs_in_subdirectory_and_inputs(
-    slurm: Cluster, dataset: Any, monkeypatch: pytest.MonkeyPatch
+    slurm: Cluster, dataset: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ds = dataset
-    work = Path(ds.path, "analysis", "run1")
-    work.mkdir(parents=True)
-    Path(ds.path, "data.txt").write_text("input data\n")
-    ds.save(path="data.txt", message="data", result_renderer="disabled")
-    # drop the content so that schedule must get it back
-    ds.drop("data.txt", reckless="kill", result_renderer="disabled")
+    from datalad.api import clone
+
+    origin = dataset
+    Path(origin.path, "data.txt").write_text("input data\n")
+    write_script(origin, "sub.sh", "#SBATCH -o results/slurm-%j.out\ncat $1 > results/copy.txt\n")
+    origin.save(path="data.txt", message="data", result_renderer="disabled")
+    # a clone has the input's name but not its content: schedule must get it
+    ds = clone(source=origin.path, path=str(tmp_path / "clone"), result_renderer="disabled")
     assert not Path(ds.path, "data.txt").exists()
-    write_script(ds, "sub.sh", "#SBATCH -o results/slurm-%j.out\ncat $1 > results/copy.txt\n")
+    work = Path(ds.path, "analysis", "run1")
+    (work / "results").mkdir(parents=True)
     monkeypatch.chdir(work)
-    Path(work, "results").mkdir()
     results = call(
         ds,
         "schedule",

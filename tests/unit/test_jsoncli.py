@@ -87,3 +87,19 @@ def test_sacct_nothing_found() -> None:
 @pytest.mark.parametrize(("text", "ids"), [("0x7", [0, 1, 2]), ("0x14", [2, 4]), ("1-2", [1, 2])])
 def test_expand_task_bitmap(text: str, ids: list[int]) -> None:
     assert expand_task_bitmap(text) == ids
+
+
+def test_lagging_accounting_never_overrides_squeue() -> None:
+    from datalad_slurm.slurm.jsoncli import _trusted
+    from datalad_slurm.slurm.state import TaskState
+
+    known = _statuses(_squeue_tasks(_load("squeue-finished.json"), {3}))
+    stale = [
+        TaskState(3, None, JobState.RUNNING),  # young record without its array fields
+        TaskState(3, 1, JobState.RUNNING),  # old state of a task squeue has
+        TaskState(3, 7, JobState.COMPLETED),  # a task squeue no longer holds
+        TaskState(8, None, JobState.COMPLETED),  # a job squeue does not know at all
+    ]
+    merge_tasks(known, _trusted(known, stale), "sacct")
+    assert _states(known[3]) == {**{f"3_{t}": "COMPLETED" for t in range(4)}, "3_7": "COMPLETED"}
+    assert _states(known[8]) == {"8": "COMPLETED"}
