@@ -38,6 +38,7 @@ for model in gold silver copper bronze; do
 #SBATCH --job-name=$model
 #SBATCH --output=models/abrupt/$model/slurm-%j.out
 echo "training the $model model on \$(hostname)"
+sleep 2
 mkdir -p models/abrupt/$model/05_02
 echo "weights of $model" > models/abrupt/$model/05_02/model_0.model
 exit $exit_code
@@ -49,6 +50,7 @@ cat > code/submit_array_platinum.slurm <<'SCRIPT'
 #SBATCH --array=0-2
 #SBATCH --output=models/abrupt/platinum/slurm-%A_%a.out
 mkdir -p models/abrupt/platinum/05_02
+sleep 1
 echo "weights $SLURM_ARRAY_TASK_ID" > models/abrupt/platinum/05_02/model_$SLURM_ARRAY_TASK_ID.model
 [ "$SLURM_ARRAY_TASK_ID" != 2 ]   # task 2 fails
 SCRIPT
