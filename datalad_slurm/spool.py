@@ -1,0 +1,492 @@
+"""The spool: where the Slurm hook leaves completion events for ``datalad finish``.
+
+Standard library only: the epilog hook imports this very file (installed
+beside it as ``datalad_slurm_spool.py``) under the system Python.  It owns the
+layout, the versioned event format, the atomic write and the validation.
+
+Layout under the configured spool directory (created by the admin, mode 1733
+or 1777, see docs/admin.md)::
+
+    <spool>/<uid>/              owned by the user, 0755, made by ``schedule``
+    <spool>/<uid>/jobs/         registrations: ``<cluster>.<jobid>`` (user writes, hook reads)
+    <spool>/<uid>/inflight/     one file per ``schedule`` between sbatch and registration
+    <spool>/<uid>/events/       owned by the user, mode 1733: the hook writes
+                                ``*.event`` files, ``finish`` reads and removes them
+
+Every path below ``<spool>`` is opened component by component with
+``O_NOFOLLOW`` relative to its parent's descriptor, so a symlink planted by a
+user is never followed, and nothing is written outside the spool.  ``finish``
+accepts only regular files owned by the hook's account (or root): a user can
+write into their own events folder, but not with the hook's uid.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+EVENT_VERSION = 1
+EVENT_SUFFIX = ".event"
+MAX_EVENT_BYTES = 65536
+DEFAULT_CONFIG = "/etc/datalad-slurm.conf"
+DEFAULT_SPOOL = "/var/spool/datalad-slurm"
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class SpoolError(RuntimeError):
+    """The spool is missing, unsafe or not usable; the message says why."""
+
+
+# -- configuration ------------------------------------------------------------------
+
+
+@dataclass
+class SpoolConfig:
+    """The one setting file shared by the hook and ``datalad finish``."""
+
+    spool: str = DEFAULT_SPOOL
+    hook_user: str = "slurm"
+    #: "syslog", a file path, or "" for no log
+    log: str = "syslog"
+    #: seconds the hook may wait for Slurm when resolving a state
+    query_timeout: float = 5.0
+    #: the slurm.conf the hook's Slurm calls use ("" = Slurm's default)
+    slurm_conf: str = ""
+    path: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def read_config(path: str) -> SpoolConfig:
+    """Read ``key = value`` lines; ``#`` starts a comment. Missing file: SpoolError."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read(65536)
+    except OSError as exc:
+        raise SpoolError(f"cannot read the datalad-slurm config {path}: {exc.strerror}") from exc
+    config = SpoolConfig(path=path)
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise SpoolError(f"{path}:{number}: expected 'key = value', got {raw.strip()!r}")
+        key, value = key.strip().lower(), value.strip()
+        if key == "spool":
+            config.spool = value
+        elif key == "hook_user":
+            config.hook_user = value
+        elif key == "log":
+            config.log = value
+        elif key == "slurm_conf":
+            config.slurm_conf = value
+        elif key == "query_timeout":
+            try:
+                config.query_timeout = float(value)
+            except ValueError as exc:
+                raise SpoolError(f"{path}:{number}: query_timeout must be a number") from exc
+        else:
+            config.extra[key] = value
+    if not os.path.isabs(config.spool):
+        raise SpoolError(f"{path}: spool must be an absolute path, got {config.spool!r}")
+    return config
+
+
+# -- safe directory access ------------------------------------------------------------
+
+
+def _open_spool_root(path: str, owners: set[int] | None = None) -> int:
+    """Open the configured spool (the admin's path: a symlink there is the admin's choice).
+
+    With ``owners``, the spool must belong to one of them, and if everybody may
+    write to it, it must have the sticky bit, as /tmp has.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    if owners is not None:
+        info = os.fstat(fd)
+        if info.st_uid not in owners or (
+            info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX
+        ):
+            os.close(fd)
+            raise SpoolError(
+                f"the spool {path} must belong to root or the hook's account and, if "
+                "world-writable, have the sticky bit (mode 1733 or 1777)"
+            )
+    return fd
+
+
+def _open_child(parent_fd: int, name: str, owner: int | None = None) -> int:
+    fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    if owner is not None:
+        info = os.fstat(fd)
+        if info.st_uid != owner:
+            os.close(fd)
+            raise SpoolError(f"{name} in the spool belongs to uid {info.st_uid}, not {owner}")
+    return fd
+
+
+def _ensure_child(parent_fd: int, name: str, mode: int) -> int:
+    try:
+        os.mkdir(name, mode, dir_fd=parent_fd)
+        # mkdir obeys the umask; the mode is part of the contract
+        fd = _open_child(parent_fd, name)
+        os.fchmod(fd, mode)
+        return fd
+    except FileExistsError:
+        return _open_child(parent_fd, name, owner=os.getuid())
+
+
+def user_dir_path(spool: str, uid: int) -> str:
+    return os.path.join(spool, str(uid))
+
+
+def registration_name(cluster: str | None, job_id: int | str) -> str:
+    return f"{cluster or '_'}.{job_id}"
+
+
+# -- the user's side: registration and draining ------------------------------------------
+
+
+class UserSpool:
+    """The calling user's part of the spool, as ``schedule`` and ``finish`` see it."""
+
+    def __init__(self, spool: str, uid: int | None = None) -> None:
+        self.spool = spool
+        self.uid = os.getuid() if uid is None else uid
+
+    @property
+    def path(self) -> str:
+        return user_dir_path(self.spool, self.uid)
+
+    def _dirs(self) -> tuple[int, int, int, int]:
+        """(user, jobs, inflight, events) descriptors, created on first use."""
+        try:
+            spool_fd = _open_spool_root(self.spool)
+        except OSError as exc:
+            raise SpoolError(
+                f"the spool {self.spool} cannot be opened ({exc.strerror}); ask your admin to "
+                "create it (docs/admin.md)"
+            ) from exc
+        try:
+            try:
+                user_fd = _ensure_child(spool_fd, str(self.uid), 0o755)
+            except SpoolError as exc:
+                raise SpoolError(
+                    f"{self.path} exists but does not belong to you ({exc}); ask your admin to "
+                    "remove it"
+                ) from exc
+        finally:
+            os.close(spool_fd)
+        try:
+            jobs = _ensure_child(user_fd, "jobs", 0o755)
+            inflight = _ensure_child(user_fd, "inflight", 0o755)
+            events = _ensure_child(user_fd, "events", 0o1733)
+        except BaseException:
+            os.close(user_fd)
+            raise
+        return user_fd, jobs, inflight, events
+
+    def begin_submission(self, token: str) -> None:
+        """Mark a submission in flight: the hook reports this user's jobs meanwhile."""
+        fds = self._dirs()
+        try:
+            _touch(fds[2], token)
+        finally:
+            _close(fds)
+
+    def end_submission(self, token: str) -> None:
+        fds = self._dirs()
+        try:
+            _unlink_quietly(fds[2], token)
+        finally:
+            _close(fds)
+
+    def register(self, cluster: str | None, job_id: int, token: str | None = None) -> None:
+        fds = self._dirs()
+        try:
+            _touch(fds[1], registration_name(cluster, job_id))
+            if token:
+                _unlink_quietly(fds[2], token)
+        finally:
+            _close(fds)
+
+    def unregister(self, cluster: str | None, job_id: int) -> None:
+        fds = self._dirs()
+        try:
+            _unlink_quietly(fds[1], registration_name(cluster, job_id))
+            _unlink_quietly(fds[1], registration_name(None, job_id))
+        finally:
+            _close(fds)
+
+    def read_events(self, trusted_uids: set[int]) -> tuple[list[Event], list[Rejected]]:
+        """Every valid event in the user's events folder, and every rejected file."""
+        fds = self._dirs()
+        events: list[Event] = []
+        rejected: list[Rejected] = []
+        try:
+            events_fd = fds[3]
+            for name in sorted(os.listdir(events_fd)):
+                if not name.endswith(EVENT_SUFFIX):
+                    continue
+                try:
+                    events.append(_read_event(events_fd, name, trusted_uids))
+                except EventError as exc:
+                    rejected.append(Rejected(name, str(exc)))
+        finally:
+            _close(fds)
+        return events, rejected
+
+    def remove_events(self, names: list[str]) -> None:
+        fds = self._dirs()
+        try:
+            for name in names:
+                _unlink_quietly(fds[3], name)
+        finally:
+            _close(fds)
+
+    def set_aside(self, name: str) -> None:
+        """Keep a rejected event for inspection, out of the next drain's way."""
+        fds = self._dirs()
+        try:
+            try:
+                os.rename(name, name + ".rejected", src_dir_fd=fds[3], dst_dir_fd=fds[3])
+            except FileNotFoundError:
+                pass
+        finally:
+            _close(fds)
+
+    def clean_inflight(self, older_than: float) -> None:
+        fds = self._dirs()
+        try:
+            now = time.time()
+            for name in os.listdir(fds[2]):
+                try:
+                    info = os.stat(name, dir_fd=fds[2], follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if now - info.st_mtime > older_than:
+                    _unlink_quietly(fds[2], name)
+        finally:
+            _close(fds)
+
+
+def _touch(dir_fd: int, name: str) -> None:
+    fd = os.open(
+        name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd
+    )
+    os.close(fd)
+
+
+def _unlink_quietly(dir_fd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
+def _close(fds: tuple[int, ...]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+# -- events -----------------------------------------------------------------------------
+
+
+class EventError(ValueError):
+    """A file in the spool that is not a valid event (the message says why)."""
+
+
+@dataclass
+class Rejected:
+    name: str
+    reason: str
+
+
+_INT_FIELDS = (
+    "job_id",
+    "array_job_id",
+    "array_task_id",
+    "uid",
+    "exit_code",
+    "signal",
+    "derived_exit_code",
+    "start_time",
+    "end_time",
+    "restarts",
+)
+_STR_FIELDS = ("cluster", "user", "state", "work_dir", "stdout", "stderr", "resolved_by", "reason")
+
+
+@dataclass
+class Event:
+    """One job or array task that ended, as the hook saw it."""
+
+    job_id: int
+    state: str
+    cluster: str | None = None
+    array_job_id: int | None = None
+    array_task_id: int | None = None
+    uid: int | None = None
+    user: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    derived_exit_code: int | None = None
+    start_time: int | None = None
+    end_time: int | None = None
+    restarts: int | None = None
+    work_dir: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    reason: str | None = None
+    resolved_by: str | None = None
+    written_at: float = 0.0
+    #: the file it was read from (not part of the format)
+    name: str = ""
+
+    @property
+    def owner_job_id(self) -> int:
+        """The id ``schedule`` registered: the array job's for an array task."""
+        return self.array_job_id if self.array_job_id is not None else self.job_id
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"version": EVENT_VERSION, "written_at": self.written_at}
+        for key in (*_INT_FIELDS, *_STR_FIELDS):
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> Event:
+        if not isinstance(data, dict):
+            raise EventError("not a JSON object")
+        if data.get("version") != EVENT_VERSION:
+            raise EventError(f"unknown event version {data.get('version')!r}")
+        values: dict[str, Any] = {}
+        for key in _INT_FIELDS:
+            value = data.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise EventError(f"{key} must be an integer")
+            values[key] = value
+        for key in _STR_FIELDS:
+            value = data.get(key)
+            if value is not None and not isinstance(value, str):
+                raise EventError(f"{key} must be a string")
+            values[key] = value
+        if values["job_id"] is None or values["state"] is None:
+            raise EventError("job_id and state are required")
+        written = data.get("written_at", 0.0)
+        if not isinstance(written, (int, float)) or isinstance(written, bool):
+            raise EventError("written_at must be a number")
+        return cls(written_at=float(written), **values)
+
+    def file_name(self) -> str:
+        task = f"_{self.array_task_id}" if self.array_task_id is not None else ""
+        unique = f"{time.time_ns()}.{os.getpid()}"
+        return (
+            f"{self.cluster or '_'}.{self.owner_job_id}{task}.{self.job_id}.{unique}{EVENT_SUFFIX}"
+        )
+
+
+def _read_event(dir_fd: int, name: str, trusted_uids: set[int]) -> Event:
+    try:
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd
+        )
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise EventError("is a symlink") from exc
+        raise EventError(f"cannot be opened: {exc.strerror}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise EventError("is not a regular file")
+        if info.st_uid not in trusted_uids:
+            raise EventError(
+                f"was written by uid {info.st_uid}, not by the hook's account; "
+                "only the Slurm hook may write events"
+            )
+        if info.st_size > MAX_EVENT_BYTES:
+            raise EventError(f"is too large ({info.st_size} bytes)")
+        raw = os.read(fd, MAX_EVENT_BYTES + 1)
+    finally:
+        os.close(fd)
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EventError(f"is not valid JSON: {exc}") from exc
+    event = Event.from_json(data)
+    event.name = name
+    return event
+
+
+# -- the hook's side ----------------------------------------------------------------------
+
+
+def is_registered(spool: str, uid: int, cluster: str | None, job_id: int | str) -> bool:
+    """Whether the hook should report this job: a stat or two, no more.
+
+    True for a registered job, and for any job of a user with a submission in
+    flight (a job may end before its registration is written).
+    """
+    base = os.path.join(spool, str(uid))
+    for name in (registration_name(cluster, job_id), registration_name(None, job_id)):
+        try:
+            os.lstat(os.path.join(base, "jobs", name))
+            return True
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+    try:
+        with os.scandir(os.path.join(base, "inflight")) as entries:
+            return any(True for _ in entries)
+    except OSError:
+        return False
+
+
+def write_event(spool: str, uid: int, event: Event, spool_owners: set[int] | None = None) -> str:
+    """Write one event atomically into the user's events folder; returns its name.
+
+    Runs as the hook's account.  Each path component is opened without
+    following symlinks and must belong to the expected owner.
+    """
+    spool_fd = _open_spool_root(spool, spool_owners)
+    fds = [spool_fd]
+    try:
+        user_fd = _open_child(spool_fd, str(uid), owner=uid)
+        fds.append(user_fd)
+        events_fd = _open_child(user_fd, "events", owner=uid)
+        fds.append(events_fd)
+        event.written_at = time.time()
+        name = event.file_name()
+        temporary = "." + name + ".tmp"
+        payload = json.dumps(event.to_json(), sort_keys=True).encode("utf-8")
+        fd = os.open(
+            temporary,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o644,
+            dir_fd=events_fd,
+        )
+        try:
+            view = memoryview(payload)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(events_fd, temporary)
+            raise
+        os.close(fd)
+        os.rename(temporary, name, src_dir_fd=events_fd, dst_dir_fd=events_fd)
+        return name
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)
