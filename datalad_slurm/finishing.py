@@ -1,28 +1,34 @@
-"""Finishing jobs: ask Slurm once about all open jobs, then commit, report or close each.
+"""Finishing jobs: drain the spool, ask Slurm once about the rest, then commit, report or close.
 
 Everything that writes to git happens under the dataset's git lock, and the
-registry is read only after the lock is held, so two ``finish`` runs never
-handle the same job.  A problem with one job becomes that job's result and
-never stops the others.
+registry and the spool are read only after the lock is held, so two
+``finish`` runs never handle the same job.  Events are removed only after
+their job is committed or closed: a crash at any point loses nothing.  A
+problem with one job becomes that job's result and never stops the others.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from datalad_slurm.committer import commit_job, recover, status_word
-from datalad_slurm.gitlock import git_lock, open_registry
+from datalad_slurm.gitlock import GitLockTimeout, git_lock, open_registry
 from datalad_slurm.registry import Job, Registry
+from datalad_slurm.settings import hook_uids, spool_config
 from datalad_slurm.slurm.backend import Backend
+from datalad_slurm.slurm.events import JobKey, match_events, resolve
 from datalad_slurm.slurm.select import choose_backend
 from datalad_slurm.slurm.state import JobStatus, Verdict
+from datalad_slurm.spool import Event, Rejected, SpoolError, UserSpool
 
 ACTION = "finish"
 #: a reservation still 'submitting' after this long was interrupted
 STALE_SUBMISSION_SECONDS = 600.0
+#: events nobody claimed are removed after this long (other datasets had their chance)
+STALE_EVENT_SECONDS = 30 * 24 * 3600.0
 
 
 class FinishError(RuntimeError):
@@ -32,12 +38,33 @@ class FinishError(RuntimeError):
 @dataclass
 class FinishRequest:
     job_id: int | None = None
-    list_open_jobs: bool = False
     close_failed_jobs: bool = False
     commit_failed_jobs: bool = False
     message: str | None = None
     #: seconds to wait for another finish's lock; None: wait as long as it takes
     lock_timeout: float | None = None
+
+
+@dataclass
+class SpoolView:
+    """What the calling user's spool holds right now."""
+
+    spool: UserSpool | None = None
+    events: list[Event] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    problem: str | None = None
+
+
+def read_spool(ds: Any) -> SpoolView:
+    try:
+        config = spool_config(ds)
+        if config is None:
+            return SpoolView()
+        spool = UserSpool(config.spool)
+        events, rejected = spool.read_events(hook_uids(config))
+    except (OSError, SpoolError) as exc:
+        return SpoolView(problem=f"the spool could not be read ({exc}); asking Slurm instead")
+    return SpoolView(spool, events, rejected)
 
 
 def _result(ds_path: str, status: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -51,9 +78,14 @@ def _result(ds_path: str, status: str, message: str, **extra: Any) -> dict[str, 
     }
 
 
-def query_statuses(backend: Backend, jobs: Sequence[Job]) -> dict[int, JobStatus]:
-    ids = sorted({j.job_id for j in jobs if j.job_id is not None})
-    return backend.query(ids) if ids else {}
+def job_statuses(
+    jobs: Sequence[Job], events: Sequence[Event], backend: Backend
+) -> tuple[dict[int, JobStatus], list[Event]]:
+    """Each registered job's status by registry row id, and the events no job claimed."""
+    keys = {job.id: JobKey(job.job_id, job.cluster) for job in jobs if job.job_id is not None}
+    matched, unmatched = match_events(keys.values(), events)
+    resolved = resolve(list(keys.values()), matched, backend)
+    return {row: resolved[key] for row, key in keys.items()}, unmatched
 
 
 def list_open_jobs(
@@ -64,31 +96,24 @@ def list_open_jobs(
     with open_registry(dataset_path) as registry:
         jobs = registry.jobs(job_id=job_id)
     backend = backend or choose_backend()
-    statuses = query_statuses(backend, jobs)
+    view = read_spool(ds)
+    statuses, _ = job_statuses(jobs, view.events, backend)
     for job in jobs:
         if job.job_id is None:
-            yield _result(
-                dataset_path,
-                "ok",
-                "submission in progress or interrupted",
-                slurm_job_id=None,
-                slurm_job_status="SUBMITTING",
-                tasks={},
-                backend=backend.name,
-                outputs=job.outputs,
-                list_open_jobs=True,
-            )
-            continue
-        status = statuses.get(job.job_id, JobStatus(job.job_id, backend=backend.name))
+            status = JobStatus(0, backend=backend.name)
+            state = "SUBMITTING"
+        else:
+            status = statuses.get(job.id, JobStatus(job.job_id, backend=backend.name))
+            state = status.summary_state
         yield _result(
             dataset_path,
             "ok",
-            f"{job.job_id}: {status.summary_state}",
+            f"{job.job_id}: {state}",
             slurm_job_id=job.job_id,
-            slurm_job_status=status.summary_state,
+            slurm_job_status=state,
             tasks={label: t.state.value for label, t in status.tasks.items()},
             task_counts=dict(status.task_counts()),
-            backend=backend.name,
+            backend=status.backend or backend.name,
             outputs=job.outputs,
             list_open_jobs=True,
         )
@@ -99,35 +124,116 @@ def finish(
 ) -> Iterator[dict[str, Any]]:
     """Commit every completed open job (or the one named) and report the rest."""
     dataset_path = str(ds.path)
-    lock = git_lock(
-        dataset_path, timeout=-1 if request.lock_timeout is None else request.lock_timeout
-    )
-    with lock, open_registry(dataset_path) as registry:
-        recover(dataset_path, registry)
-        jobs = registry.jobs(states=("submitting", "open"), job_id=request.job_id)
-        if request.job_id is not None and not jobs:
-            raise FinishError(
-                f"job {request.job_id} is not an open job of the dataset at {dataset_path}; "
-                "'datalad finish --list-open-jobs' shows the open ones"
+    timeout = -1 if request.lock_timeout is None else request.lock_timeout
+    lock = git_lock(dataset_path, timeout=timeout)
+    try:
+        lock.acquire()
+    except GitLockTimeout:
+        yield _result(
+            dataset_path,
+            "notneeded",
+            f"another 'datalad finish' holds the lock of {dataset_path}; leaving it the work",
+            locked=True,
+        )
+        return
+    try:
+        with open_registry(dataset_path) as registry:
+            yield from _drain(ds, registry, request, backend)
+    finally:
+        lock.release()
+
+
+def _drain(
+    ds: Any, registry: Registry, request: FinishRequest, backend: Backend | None
+) -> Iterator[dict[str, Any]]:
+    dataset_path = str(ds.path)
+    recover(dataset_path, registry)
+    jobs = registry.jobs(states=("submitting", "open"), job_id=request.job_id)
+    if request.job_id is not None and not jobs:
+        raise FinishError(
+            f"job {request.job_id} is not an open job of the dataset at {dataset_path}; "
+            "'datalad finish --list-open-jobs' shows the open ones"
+        )
+    view = read_spool(ds)
+    if view.problem:
+        yield _result(dataset_path, "impossible", view.problem)
+    yield from _reject(dataset_path, view)
+    backend = backend or choose_backend()
+    submitted = [j for j in jobs if j.job_id is not None]
+    statuses, unmatched = job_statuses(submitted, view.events, backend)
+    events_of = _events_by_job(submitted, view.events)
+    for job in jobs:
+        if job.job_id is None:
+            yield from _handle_interrupted_submission(dataset_path, registry, job, request)
+            continue
+        status = statuses.get(job.id, JobStatus(job.job_id, backend=backend.name))
+        try:
+            yield from _handle_job(ds, registry, job, status, request)
+        except Exception as exc:  # one job's trouble must not stop the others
+            registry.reopen(job)
+            yield _result(
+                dataset_path,
+                "error",
+                f"job {job.job_id} could not be finished: {exc}; it stays open",
+                slurm_job_id=job.job_id,
             )
-        submitted = [j for j in jobs if j.job_id is not None]
-        backend = backend or choose_backend()
-        statuses = query_statuses(backend, submitted)
-        for job in jobs:
-            if job.job_id is None:
-                yield from _handle_interrupted_submission(dataset_path, registry, job, request)
-                continue
-            status = statuses.get(job.job_id, JobStatus(job.job_id, backend=backend.name))
-            try:
-                yield from _handle_job(ds, registry, job, status, request)
-            except Exception as exc:  # one job's trouble must not stop the others
-                registry.reopen(job)
-                yield _result(
-                    dataset_path,
-                    "error",
-                    f"job {job.job_id} could not be finished: {exc}; it stays open",
-                    slurm_job_id=job.job_id,
-                )
+        if job.state in ("finished", "closed"):
+            _consume(view.spool, job, events_of.get(job.id, []))
+    if request.job_id is None:
+        _tidy(view.spool, registry, unmatched)
+
+
+def _events_by_job(jobs: Sequence[Job], events: Sequence[Event]) -> dict[int, list[Event]]:
+    keys = {JobKey(job.job_id, job.cluster): job.id for job in jobs if job.job_id is not None}
+    matched, _ = match_events(keys, events)
+    return {keys[key]: found for key, found in matched.items()}
+
+
+def _reject(dataset_path: str, view: SpoolView) -> Iterator[dict[str, Any]]:
+    for rejected in view.rejected:
+        if view.spool is not None:
+            view.spool.set_aside(rejected.name)
+        yield _result(
+            dataset_path,
+            "impossible",
+            f"spool event {rejected.name} {rejected.reason}; it was not used and is kept as "
+            f"{rejected.name}.rejected in {view.spool.path if view.spool else 'the spool'}",
+            rejected_event=rejected.name,
+        )
+
+
+def _consume(spool: UserSpool | None, job: Job, events: Sequence[Event]) -> None:
+    """The job is committed or closed: its events and registration can go."""
+    if spool is None or job.job_id is None:
+        return
+    try:
+        spool.remove_events([e.name for e in events])
+        spool.unregister(job.cluster, job.job_id)
+    except (OSError, SpoolError):
+        pass  # _tidy removes them on a later run
+
+
+def _tidy(spool: UserSpool | None, registry: Registry, unmatched: Sequence[Event]) -> None:
+    """Remove events of jobs this dataset already finished, and very old unclaimed ones."""
+    if spool is None:
+        return
+    done = {
+        (job.job_id, job.cluster)
+        for job in registry.jobs(states=("finished", "closed"))
+        if job.job_id is not None
+    }
+    now = time.time()
+    stale = [
+        e.name
+        for e in unmatched
+        if (e.owner_job_id, e.cluster) in done
+        or (e.owner_job_id, None) in done
+        or now - e.written_at > STALE_EVENT_SECONDS
+    ]
+    try:
+        spool.remove_events(stale)
+    except (OSError, SpoolError):
+        pass
 
 
 def _handle_job(

@@ -20,7 +20,10 @@ from datalad_slurm.git import run_git
 from datalad_slurm.gitlock import git_lock, open_registry
 from datalad_slurm.paths import PathOutsideDatasetError, normalise, relative_to_pwd
 from datalad_slurm.registry import OutputConflictError
+from datalad_slurm.settings import spool_config
+from datalad_slurm.slurm.conf import cluster_name
 from datalad_slurm.slurm.jobid import NoJobIdError, parse_submission
+from datalad_slurm.spool import SpoolError, UserSpool
 
 ACTION = "schedule"
 
@@ -148,12 +151,15 @@ def schedule(ds: Any, request: ScheduleRequest) -> Iterator[dict[str, Any]]:
         except BaseException:
             registry.forget_submission(job)
             raise
+        spool = _user_spool(ds)
+        spool_note = _spool_call(spool, "begin_submission", job.token)
         # From here on a job may exist in Slurm: an interruption leaves the
         # reservation in 'submitting', which finish reports instead of dropping.
         proc = subprocess.run(
             command, shell=True, cwd=cwd, capture_output=True, text=True, check=False
         )
         if proc.returncode != 0:
+            _spool_call(spool, "end_submission", job.token)
             registry.forget_submission(job)
             raise ScheduleError(
                 f"the submit command {command!r} failed with exit code {proc.returncode}: "
@@ -163,12 +169,17 @@ def schedule(ds: Any, request: ScheduleRequest) -> Iterator[dict[str, Any]]:
         try:
             submission = parse_submission(proc.stdout)
         except NoJobIdError as exc:
+            _spool_call(spool, "end_submission", job.token)
             registry.forget_submission(job)
             raise ScheduleError(
                 f"{exc}: {command!r} printed {proc.stdout.strip()!r}; nothing was registered. "
                 "Use sbatch (plain or --parsable) as the submit command"
             ) from exc
-        registry.mark_submitted(job, submission.job_id, submission.cluster)
+        cluster = submission.cluster or cluster_name()
+        registry.mark_submitted(job, submission.job_id, cluster)
+        spool_note = spool_note or _spool_call(
+            spool, "register", cluster, submission.job_id, job.token
+        )
     finally:
         registry.close()
     yield {
@@ -176,14 +187,31 @@ def schedule(ds: Any, request: ScheduleRequest) -> Iterator[dict[str, Any]]:
         "status": "ok",
         "path": dataset_path,
         "type": "dataset",
-        "message": f"submitted Slurm job {submission.job_id}, outputs {', '.join(outputs)}",
+        "message": f"submitted Slurm job {submission.job_id}, outputs {', '.join(outputs)}"
+        + (f" ({spool_note})" if spool_note else ""),
         "slurm_job_id": submission.job_id,
-        "cluster": submission.cluster,
+        "cluster": cluster,
         "cmd": request.cmd,
         "outputs": outputs,
         "inputs": inputs,
         "pwd": pwd,
     }
+
+
+def _user_spool(ds: Any) -> UserSpool | None:
+    config = spool_config(ds)
+    return UserSpool(config.spool) if config else None
+
+
+def _spool_call(spool: UserSpool | None, method: str, *args: Any) -> str | None:
+    """Tell the spool; trouble there costs the job its event, not its submission."""
+    if spool is None:
+        return None
+    try:
+        getattr(spool, method)(*args)
+    except (OSError, SpoolError) as exc:
+        return f"not registered in the spool, finish will ask Slurm instead: {exc}"
+    return None
 
 
 def _prepare_worktree(ds: Any, inputs: Sequence[str], outputs: Sequence[str]) -> None:

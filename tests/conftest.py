@@ -21,6 +21,7 @@ import pytest
 CLUSTER_ENV = {
     "acct": "DATALAD_SLURM_TEST_ACCT_CONF",
     "noacct": "DATALAD_SLURM_TEST_NOACCT_CONF",
+    "short": "DATALAD_SLURM_TEST_SHORT_CONF",
 }
 
 
@@ -28,10 +29,46 @@ CLUSTER_ENV = {
 class Cluster:
     name: str
     conf: str
+    #: where tests/run installed the hook for this cluster (config, spool, log)
+    hook: str = ""
 
     @property
     def accounting(self) -> bool:
         return self.name == "acct"
+
+    @property
+    def hook_config(self) -> str:
+        return os.path.join(self.hook, "datalad-slurm.conf")
+
+    @property
+    def spool(self) -> str:
+        return os.path.join(self.hook, "spool")
+
+    @property
+    def hook_log(self) -> str:
+        return os.path.join(self.hook, "hook.log")
+
+    def events_dir(self, uid: int | None = None) -> Path:
+        return Path(self.spool, str(os.getuid() if uid is None else uid), "events")
+
+    def events(self, uid: int | None = None) -> list[dict[str, Any]]:
+        """Every event file in a user's events folder, parsed."""
+        import json
+
+        folder = self.events_dir(uid)
+        if not folder.exists():
+            return []
+        return [json.loads(p.read_text()) for p in sorted(folder.glob("*.event"))]
+
+    def gone(self, job_id: int, timeout: float = 90) -> None:
+        """Wait until slurmctld no longer knows the job (MinJobAge passed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.run("squeue", "--json", check=False).stdout
+            if f'"job_id": {job_id},' not in out and f'"array_job_id": {job_id},' not in out:
+                return
+            time.sleep(1)
+        raise AssertionError(f"job {job_id} is still in slurmctld after {timeout} s")
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "SLURM_CONF": self.conf}
@@ -106,7 +143,14 @@ def _cluster(name: str) -> Cluster:
             f"{variable} is not set to a running local Slurm's config: "
             "run the suite with tests/run, which starts the clusters"
         )
-    return Cluster(name, conf)
+    hook = os.environ.get(variable.replace("_CONF", "_HOOK"), "")
+    return Cluster(name, conf, hook)
+
+
+@pytest.fixture(scope="session")
+def short_cluster() -> Cluster:
+    """No accounting, MinJobAge 2: finished jobs leave slurmctld within seconds."""
+    return _cluster("short")
 
 
 @pytest.fixture(scope="session")
@@ -136,6 +180,30 @@ def slurm_any(any_cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
     """Each cluster in turn (accounting on and off), SLURM_CONF set."""
     monkeypatch.setenv("SLURM_CONF", any_cluster.conf)
     return any_cluster
+
+
+@pytest.fixture
+def spooled(any_cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
+    """Each of the acct and noacct clusters, with the hook's spool configured for finish."""
+    monkeypatch.setenv("SLURM_CONF", any_cluster.conf)
+    monkeypatch.setenv("DATALAD_SLURM_CONFIG", any_cluster.hook_config)
+    return any_cluster
+
+
+@pytest.fixture
+def spooled_acct(acct_cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
+    """The accounting cluster with the hook's spool configured for finish."""
+    monkeypatch.setenv("SLURM_CONF", acct_cluster.conf)
+    monkeypatch.setenv("DATALAD_SLURM_CONFIG", acct_cluster.hook_config)
+    return acct_cluster
+
+
+@pytest.fixture
+def short(short_cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
+    """The short-memory cluster with the spool configured."""
+    monkeypatch.setenv("SLURM_CONF", short_cluster.conf)
+    monkeypatch.setenv("DATALAD_SLURM_CONFIG", short_cluster.hook_config)
+    return short_cluster
 
 
 @pytest.fixture

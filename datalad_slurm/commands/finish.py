@@ -7,7 +7,7 @@ from typing import Any
 
 from datalad.distribution.dataset import EnsureDataset, datasetmethod, require_dataset
 from datalad.interface.base import Interface, build_doc, eval_results
-from datalad.support.constraints import EnsureInt, EnsureNone, EnsureStr
+from datalad.support.constraints import EnsureFloat, EnsureInt, EnsureNone, EnsureStr
 from datalad.support.param import Parameter
 
 from datalad_slurm.finishing import FinishError, FinishRequest, finish, list_open_jobs
@@ -63,6 +63,21 @@ class Finish(Interface):
             doc="""a description added to each run record's commit message""",
             constraints=EnsureStr() | EnsureNone(),
         ),
+        lock_timeout=Parameter(
+            args=("--lock-timeout",),
+            metavar="SECONDS",
+            doc="""wait at most this long for another 'datalad finish' of the
+            dataset, then step aside (exit 0). Default: wait as long as it
+            takes; with --cron: do not wait.""",
+            constraints=EnsureFloat() | EnsureNone(),
+        ),
+        cron=Parameter(
+            args=("--cron",),
+            action="store_true",
+            doc="""behave as a cron job: print nothing when there is nothing to
+            do (jobs still running, another finish at work), print problems on
+            stderr, and exit non-zero only for them""",
+        ),
     )
 
     @staticmethod
@@ -76,6 +91,8 @@ class Finish(Interface):
         close_failed_jobs: bool = False,
         commit_failed_jobs: bool = False,
         message: str | None = None,
+        lock_timeout: float | None = None,
+        cron: bool = False,
     ) -> Iterator[dict[str, Any]]:
         ds = require_dataset(dataset, check_installed=True, purpose="finish Slurm jobs")
         if close_failed_jobs and commit_failed_jobs:
@@ -91,8 +108,12 @@ class Finish(Interface):
                 close_failed_jobs=close_failed_jobs,
                 commit_failed_jobs=commit_failed_jobs,
                 message=message,
+                lock_timeout=0.0 if cron and lock_timeout is None else lock_timeout,
             )
-            yield from finish(ds, request, backend)
+            for result in finish(ds, request, backend):
+                if cron:
+                    result["cron"] = True  # for the renderers
+                yield result
         except (FinishError, BackendError) as exc:
             yield _error(ds.path, str(exc))
 
@@ -102,6 +123,16 @@ class Finish(Interface):
             return  # the table comes in the summary
         from datalad.interface.utils import generic_result_renderer
 
+        if kwargs.get("cron"):
+            if res.get("status") == "notneeded":
+                return
+            if res.get("status") in ("impossible", "error"):
+                import contextlib
+                import sys
+
+                with contextlib.redirect_stdout(sys.stderr):
+                    generic_result_renderer(res)
+                return
         generic_result_renderer(res)
 
     custom_result_summary_renderer_pass_summary = True
@@ -113,6 +144,8 @@ class Finish(Interface):
         listed = [r for r in results if r.get("list_open_jobs")]
         if listed:
             ui.message(render_open_jobs(listed))
+            return
+        if any(r.get("cron") for r in results):
             return
         if action_summary and sum(sum(s.values()) for s in action_summary.values()) > 1:
             from datalad.interface.utils import render_action_summary

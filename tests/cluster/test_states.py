@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -143,10 +144,21 @@ if [ "${SLURM_RESTART_COUNT:-0}" = 0 ]; then sleep 300; fi
     result = _finish(ds)[job]
     assert result["status"] == "notneeded", result  # requeued is active, never failed
     assert f"{job}: {state}" in result["message"] or f"{job}: PENDING" in result["message"], result
-    # Slurm holds a requeued job back (Reason=BeginTime) for two minutes: release it now
-    slurm_any.run("scontrol", "update", f"jobid={job}", "StartTime=now")
+    # Slurm holds a requeued job back (Reason=BeginTime) for two minutes: release it
+    # as soon as it is pending again
+    slurm_any.wait_state(job, ["PENDING"])
+    for _ in range(50):
+        if (
+            slurm_any.run(
+                "scontrol", "update", f"jobid={job}", "StartTime=now", check=False
+            ).returncode
+            == 0
+        ):
+            break
+        time.sleep(0.2)
     slurm_any.wait_done([job], timeout=180)
-    assert _finish(ds)[job]["status"] == "ok"
+    final = _finish(ds)[job]
+    assert final["status"] == "ok", final
     assert subjects(ds)[0] == f"[DATALAD SLURM RUN] Slurm job {job}: Completed"
 
 

@@ -1,0 +1,42 @@
+"""Where datalad-slurm's settings come from, on the DataLad side.
+
+The spool setting is the file the Slurm hook reads too (see spool.py):
+``DATALAD_SLURM_CONFIG``, else the git config ``datalad.slurm.config``, else
+``/etc/datalad-slurm.conf``.  Without that file there is no spool: jobs are
+resolved through Slurm alone.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from datalad_slurm.spool import DEFAULT_CONFIG, SpoolConfig, SpoolError, read_config
+
+
+def spool_config(ds: Any = None) -> SpoolConfig | None:
+    """The shared config, or None when none is installed. A named file must exist."""
+    named = os.environ.get("DATALAD_SLURM_CONFIG") or (
+        ds.config.get("datalad.slurm.config") if ds is not None else None
+    )
+    path = named or DEFAULT_CONFIG
+    if not named and not os.path.exists(path):
+        return None
+    try:
+        return read_config(path)
+    except SpoolError as exc:
+        raise SpoolError(
+            f"{exc}; fix it, or unset DATALAD_SLURM_CONFIG / datalad.slurm.config"
+        ) from exc
+
+
+def hook_uids(config: SpoolConfig) -> set[int]:
+    """The accounts whose events finish trusts: the hook's, and root."""
+    import pwd
+
+    uids = {0}
+    try:
+        uids.add(pwd.getpwnam(config.hook_user).pw_uid)
+    except KeyError:
+        pass
+    return uids

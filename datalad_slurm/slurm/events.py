@@ -1,0 +1,115 @@
+"""Job states from spool events first, then one backend query for what events cannot tell.
+
+Events are free and survive a job leaving slurmctld; the backend is asked
+only about jobs with no event (a job cancelled while pending runs no hook),
+about arrays (more tasks may still be pending or running), and about jobs
+whose event says they are not over (requeue).  A task the backend sees as
+active overrides an older event; otherwise the hook's resolved state wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from datalad_slurm.slurm.backend import Backend
+from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
+from datalad_slurm.spool import Event
+
+
+@dataclass(frozen=True)
+class JobKey:
+    """What identifies a registered job: its (array) job id and, if known, its cluster."""
+
+    job_id: int
+    cluster: str | None = None
+
+
+def event_task(event: Event) -> TaskState:
+    return TaskState(
+        job_id=event.owner_job_id,
+        task_id=event.array_task_id if event.array_job_id is not None else None,
+        state=JobState.parse(event.state),
+        exit_code=event.exit_code,
+        signal=event.signal,
+        start_time=event.start_time,
+        end_time=event.end_time,
+        stdout=event.stdout,
+        stderr=event.stderr,
+        work_dir=event.work_dir,
+        cluster=event.cluster,
+        reason=event.reason,
+    )
+
+
+def match_events(
+    keys: Iterable[JobKey], events: Iterable[Event]
+) -> tuple[dict[JobKey, list[Event]], list[Event]]:
+    """Events per registered job, and the events that match none of them."""
+    by_id: dict[int, list[JobKey]] = {}
+    for key in keys:
+        by_id.setdefault(key.job_id, []).append(key)
+    matched: dict[JobKey, list[Event]] = {}
+    unmatched: list[Event] = []
+    for event in events:
+        candidates = [
+            key
+            for key in by_id.get(event.owner_job_id, [])
+            if key.cluster is None or event.cluster is None or key.cluster == event.cluster
+        ]
+        if len(candidates) == 1:
+            matched.setdefault(candidates[0], []).append(event)
+        else:
+            unmatched.append(event)
+    return matched, unmatched
+
+
+def statuses_from_events(events: Sequence[Event], job_id: int) -> JobStatus:
+    """The newest event per task, as a job status."""
+    status = JobStatus(job_id, backend="spool")
+    newest: dict[str, tuple[float, TaskState]] = {}
+    for event in events:
+        task = event_task(event)
+        if task.label not in newest or newest[task.label][0] <= event.written_at:
+            newest[task.label] = (event.written_at, task)
+    status.tasks = {label: task for label, (_, task) in newest.items()}
+    return status
+
+
+def needs_backend(status: JobStatus) -> bool:
+    """Whether events alone cannot settle this job."""
+    if not status.tasks:
+        return True
+    tasks = list(status.tasks.values())
+    if any(t.task_id is not None for t in tasks):
+        return True  # an array: other tasks may not have ended
+    return any(not t.state.is_terminal for t in tasks)
+
+
+def combine(from_events: JobStatus, from_backend: JobStatus | None) -> JobStatus:
+    """Merge a job's event tasks with what the backend said about it."""
+    if from_backend is None or not from_backend.tasks:
+        return from_events
+    merged = JobStatus(
+        from_events.job_id,
+        backend=f"{from_events.backend} + {from_backend.backend}"
+        if from_events.tasks
+        else from_backend.backend,
+    )
+    merged.tasks = dict(from_events.tasks)
+    for label, task in from_backend.tasks.items():
+        if label not in merged.tasks or task.state.is_active:
+            merged.tasks[label] = task
+    return merged
+
+
+def resolve(
+    keys: Sequence[JobKey], events_by_key: dict[JobKey, list[Event]], backend: Backend | None
+) -> dict[JobKey, JobStatus]:
+    """Every job's status: events first, one backend query for the rest."""
+    from_events = {
+        key: statuses_from_events(events_by_key.get(key, []), key.job_id) for key in keys
+    }
+    ask = sorted({key.job_id for key, status in from_events.items() if needs_backend(status)})
+    answers = backend.query(ask) if (backend is not None and ask) else {}
+    return {key: combine(from_events[key], answers.get(key.job_id)) for key in keys}
