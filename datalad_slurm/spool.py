@@ -37,6 +37,8 @@ DEFAULT_CONFIG = "/etc/datalad-slurm.conf"
 DEFAULT_SPOOL = "/var/spool/datalad-slurm"
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: for walking through directories we may not list (the spool is mode 1733)
+_PATH_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class SpoolError(RuntimeError):
@@ -107,7 +109,7 @@ def _open_spool_root(path: str, owners: set[int] | None = None) -> int:
     With ``owners``, the spool must belong to one of them, and if everybody may
     write to it, it must have the sticky bit, as /tmp has.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = os.open(path, (_PATH_FLAGS & ~os.O_NOFOLLOW))
     if owners is not None:
         info = os.fstat(fd)
         if info.st_uid not in owners or (
@@ -121,8 +123,10 @@ def _open_spool_root(path: str, owners: set[int] | None = None) -> int:
     return fd
 
 
-def _open_child(parent_fd: int, name: str, owner: int | None = None) -> int:
-    fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+def _open_child(
+    parent_fd: int, name: str, owner: int | None = None, listable: bool = True
+) -> int:
+    fd = os.open(name, _DIR_FLAGS if listable else _PATH_FLAGS, dir_fd=parent_fd)
     if owner is not None:
         info = os.fstat(fd)
         if info.st_uid != owner:
@@ -460,9 +464,9 @@ def write_event(spool: str, uid: int, event: Event, spool_owners: set[int] | Non
     spool_fd = _open_spool_root(spool, spool_owners)
     fds = [spool_fd]
     try:
-        user_fd = _open_child(spool_fd, str(uid), owner=uid)
+        user_fd = _open_child(spool_fd, str(uid), owner=uid, listable=False)
         fds.append(user_fd)
-        events_fd = _open_child(user_fd, "events", owner=uid)
+        events_fd = _open_child(user_fd, "events", owner=uid, listable=False)
         fds.append(events_fd)
         event.written_at = time.time()
         name = event.file_name()

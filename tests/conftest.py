@@ -62,10 +62,12 @@ class Cluster:
 
     def gone(self, job_id: int, timeout: float = 90) -> None:
         """Wait until slurmctld no longer knows the job (MinJobAge passed)."""
+        import json
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            out = self.run("squeue", "--json", check=False).stdout
-            if f'"job_id": {job_id},' not in out and f'"array_job_id": {job_id},' not in out:
+            jobs = json.loads(self.run("squeue", "--json").stdout)["jobs"]
+            if not any(job_id in (j.get("job_id"), j.get("array_job_id")) for j in jobs):
                 return
             time.sleep(1)
         raise AssertionError(f"job {job_id} is still in slurmctld after {timeout} s")

@@ -8,6 +8,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ def _finish(ds: Any, **kwargs: Any) -> dict[Any, dict[str, Any]]:
     return {r.get("slurm_job_id"): r for r in only(call(ds, "finish", **kwargs), "finish")}
 
 
-def _wait_events(cluster: Cluster, labels: set[str], timeout: float = 30) -> dict[str, Any]:
+def _wait_events(cluster: Cluster, labels: set[str], timeout: float = 120) -> dict[str, Any]:
     """Events by ``N`` / ``A_T`` label once all the given labels have one."""
     deadline = time.monotonic() + timeout
     found: dict[str, Any] = {}
@@ -109,7 +110,10 @@ echo $SLURM_ARRAY_TASK_ID > arr/r$SLURM_ARRAY_TASK_ID
     assert {closed[j]["status"] for j in (bad, slow, arr)} == {"ok"}
     assert not {bad, slow, arr} & {e.get("array_job_id", e["job_id"]) for e in spooled.events()}
     # registrations are gone with them
-    assert not any(Path(spooled.spool, str(os.getuid()), "jobs").iterdir())
+    registered = {
+        p.name.split(".")[-1] for p in Path(spooled.spool, str(os.getuid()), "jobs").iterdir()
+    }
+    assert not registered & {str(j) for j in (ok, bad, slow, arr)}
 
 
 def test_cancelled_while_pending_runs_no_hook(spooled_acct: Cluster, in_dataset: Any) -> None:
@@ -154,10 +158,12 @@ def test_jobs_gone_from_slurmctld_without_accounting(
     short.gone(slow)
     # Slurm itself no longer knows either job: without the spool nothing could be decided
     monkeypatch.delenv("DATALAD_SLURM_CONFIG")
+    ds.config.reload(force=True)  # DataLad caches DATALAD_* variables as config
     blind = _finish(ds)
     assert blind[ok]["status"] == "impossible" and "does not know" in blind[ok]["message"]
     assert "SLURM RUN" not in subjects(ds)[0]
     monkeypatch.setenv("DATALAD_SLURM_CONFIG", short.hook_config)
+    ds.config.reload(force=True)
     done = _finish(ds)
     assert done[ok]["status"] == "ok"
     assert done[slow]["status"] == "impossible" and f"{slow}: CANCELLED" in done[slow]["message"]
@@ -330,14 +336,16 @@ def test_hook_as_slurmd_epilog_never_drains_the_node(
     extra = tmp_path / "epilog.conf"
     hook = Path(spooled.hook, "libexec", "datalad-slurm-epilog")
     extra.write_text(f"Epilog={hook}\n")
-    state = tmp_path / "cluster"
+    # munged wants a socket path everybody may traverse: not under pytest's 0700 tmp_path
+    state = Path(tempfile.mkdtemp(prefix="dls-epilog-node-", dir="/tmp"))
+    state.chmod(0o755)
     start = subprocess.run(
         [
             str(REPO / "contrib/slurm-local/start"),
             "--state-dir",
             str(state),
             "--port-base",
-            "6877",
+            "6897",
             "--extra-conf",
             str(extra),
         ],
@@ -375,7 +383,7 @@ def test_hook_as_slurmd_epilog_never_drains_the_node(
             events.chmod(mode)
     finally:
         subprocess.run(
-            [str(REPO / "contrib/slurm-local/stop"), "--state-dir", str(state)],
+            [str(REPO / "contrib/slurm-local/stop"), "--state-dir", str(state), "--purge"],
             capture_output=True,
             timeout=120,
         )
