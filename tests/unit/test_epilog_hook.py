@@ -1,0 +1,124 @@
+"""The hook's own logic, without Slurm: parsing, the state decision, every exit path."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from datalad_slurm.spool import UserSpool
+
+HOOK = Path(__file__).resolve().parents[2] / "epilog" / "datalad_slurm_epilog.py"
+
+
+def _hook() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("datalad_slurm_epilog", HOOK)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["datalad_slurm_epilog"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+hook = _hook()
+
+
+def test_parse_scontrol_line_keeps_spaces_in_values() -> None:
+    line = (
+        "JobId=7 JobName=my job UserId=root(0) JobState=COMPLETING Reason=None "
+        "ExitCode=0:15 WorkDir=/data/with space StdOut=/data/with space/o-7.out"
+    )
+    fields = hook.parse_scontrol_line(line)
+    assert fields["JobName"] == "my job"
+    assert fields["WorkDir"] == "/data/with space"
+    assert fields["StdOut"] == "/data/with space/o-7.out"
+    assert fields["ExitCode"] == "0:15"
+
+
+@pytest.mark.parametrize(
+    ("fields", "env_exit", "state"),
+    [
+        ({"JobState": "COMPLETING", "Reason": "None", "ExitCode": "0:0"}, "0:0", "COMPLETED"),
+        ({"JobState": "COMPLETING", "Reason": "TimeLimit", "ExitCode": "0:15"}, "0:0", "TIMEOUT"),
+        ({"JobState": "COMPLETING", "Reason": "None", "ExitCode": "0:15"}, "0:0", "CANCELLED"),
+        ({"JobState": "COMPLETING", "Reason": "None", "ExitCode": "3:0"}, "3:0", "FAILED"),
+        ({"JobState": "COMPLETING", "Reason": "NodeDown", "ExitCode": "0:0"}, "0:0", "NODE_FAIL"),
+        ({"JobState": "FAILED", "Reason": "NonZeroExitCode", "ExitCode": "1:0"}, "1:0", "FAILED"),
+        ({"JobState": "CANCELLED", "Reason": "None", "ExitCode": "0:0"}, "0:0", "CANCELLED"),
+        ({"JobState": "COMPLETED", "Reason": "None", "ExitCode": "0:0"}, "0:0", "COMPLETED"),
+    ],
+)
+def test_decide_state(fields: dict[str, str], env_exit: str, state: str) -> None:
+    assert hook.decide_state(fields, {"SLURM_JOB_EXIT_CODE2": env_exit}) == state
+
+
+def _config(tmp_path: Path, spool: Path) -> Path:
+    config = tmp_path / "hook.conf"
+    config.write_text(
+        f"spool = {spool}\nlog = {tmp_path / 'hook.log'}\nquery_timeout = 2\n"
+        f"slurm_conf = {tmp_path / 'no-slurm.conf'}\n"
+    )
+    return config
+
+
+def _env(config: Path, job: str = "11", uid: str | None = None) -> dict[str, str]:
+    return {
+        "DATALAD_SLURM_CONFIG": str(config),
+        "SLURM_JOB_ID": job,
+        "SLURM_JOB_UID": uid or str(os.getuid()),
+        "SLURM_CLUSTER_NAME": "c",
+        "SLURM_JOB_EXIT_CODE2": "0:0",
+        "SLURM_JOB_USER": "someone",
+    }
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Path:
+    root = tmp_path / "spool"
+    root.mkdir()
+    root.chmod(0o1733)
+    return root
+
+
+def test_unregistered_job_writes_nothing(tmp_path: Path, spool: Path) -> None:
+    assert hook.main(_env(_config(tmp_path, spool))) == 0
+    assert not (spool / str(os.getuid())).exists()
+
+
+def test_registered_job_without_slurm_answer(tmp_path: Path, spool: Path) -> None:
+    UserSpool(str(spool)).register("c", 11)
+    assert hook.main(_env(_config(tmp_path, spool))) == 0
+    [event_file] = (spool / str(os.getuid()) / "events").glob("*.event")
+    event = json.loads(event_file.read_text())
+    # Slurm could not be asked and the environment cannot tell a cancel from a success
+    assert event["state"] == "UNKNOWN" and event["resolved_by"] == "environment"
+    assert event["job_id"] == 11 and event["cluster"] == "c"
+
+
+@pytest.mark.parametrize(
+    "env_change",
+    [
+        {"SLURM_JOB_UID": "x"},
+        {"SLURM_JOB_ID": ""},
+        {"DATALAD_SLURM_CONFIG": "/nonexistent"},
+        {"SLURM_JOB_UID": "4242"},
+    ],
+)
+def test_every_bad_path_exits_0(tmp_path: Path, spool: Path, env_change: dict[str, str]) -> None:
+    UserSpool(str(spool)).register("c", 11)
+    env = {**_env(_config(tmp_path, spool)), **env_change}
+    assert hook.main(env) == 0
+
+
+def test_failures_are_logged_not_raised(tmp_path: Path, spool: Path) -> None:
+    UserSpool(str(spool)).register("c", 11)
+    events = spool / str(os.getuid()) / "events"
+    events.rmdir()
+    events.write_text("not a folder")
+    assert hook.main(_env(_config(tmp_path, spool))) == 0
+    assert "job 11: no event written" in (tmp_path / "hook.log").read_text()

@@ -1,0 +1,85 @@
+"""Combining spool events with backend answers (no Slurm)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from datalad_slurm.slurm.events import JobKey, match_events, needs_backend, resolve
+from datalad_slurm.slurm.state import JobState, JobStatus, TaskState, Verdict
+from datalad_slurm.spool import Event
+
+
+class RecordingBackend:
+    name = "recording"
+
+    def __init__(self, answers: dict[int, JobStatus]) -> None:
+        self.answers = answers
+        self.calls: list[list[int]] = []
+
+    def query(self, job_ids: Sequence[int]) -> dict[int, JobStatus]:
+        self.calls.append(list(job_ids))
+        return {j: self.answers[j] for j in job_ids if j in self.answers}
+
+
+def _status(job: int, *tasks: tuple[int | None, str]) -> JobStatus:
+    status = JobStatus(job, backend="recording")
+    for task_id, state in tasks:
+        task = TaskState(job, task_id, JobState(state))
+        status.tasks[task.label] = task
+    return status
+
+
+def test_events_settle_plain_jobs_without_asking_slurm() -> None:
+    keys = [JobKey(1, "c"), JobKey(2, "c")]
+    events = [
+        Event(job_id=1, state="COMPLETED", cluster="c"),
+        Event(job_id=2, state="TIMEOUT", cluster="c"),
+    ]
+    backend = RecordingBackend({})
+    matched, unmatched = match_events(keys, events)
+    result = resolve(keys, matched, backend)
+    assert backend.calls == []
+    assert result[keys[0]].verdict is Verdict.COMPLETED and result[keys[0]].backend == "spool"
+    assert result[keys[1]].verdict is Verdict.FAILED
+    assert unmatched == []
+
+
+def test_backend_only_for_what_events_cannot_tell() -> None:
+    keys = [JobKey(1), JobKey(5), JobKey(9)]
+    events = [
+        Event(job_id=1, state="COMPLETED"),
+        Event(job_id=6, state="COMPLETED", array_job_id=5, array_task_id=0),
+    ]
+    backend = RecordingBackend(
+        {
+            5: _status(5, (0, "COMPLETED"), (1, "RUNNING")),
+            9: _status(9, (None, "CANCELLED")),
+        }
+    )
+    matched, _ = match_events(keys, events)
+    result = resolve(keys, matched, backend)
+    assert backend.calls == [[5, 9]]  # one call, for the array and the job without event
+    assert result[JobKey(5)].verdict is Verdict.ACTIVE
+    assert result[JobKey(9)].statuses() == "9: CANCELLED"
+
+
+def test_a_requeued_job_overrides_its_old_event() -> None:
+    keys = [JobKey(3)]
+    matched, _ = match_events(keys, [Event(job_id=3, state="COMPLETED")])
+    backend = RecordingBackend({3: _status(3, (None, "PENDING"))})
+    assert needs_backend(_status(3, (None, "REQUEUED")))
+    # an event that is terminal settles the job; the backend is not asked...
+    assert resolve(keys, matched, backend)[keys[0]].verdict is Verdict.COMPLETED
+    # ...unless the event itself says the job goes on
+    matched, _ = match_events(keys, [Event(job_id=3, state="REQUEUED")])
+    assert resolve(keys, matched, backend)[keys[0]].verdict is Verdict.ACTIVE
+
+
+def test_events_of_other_clusters_and_jobs_are_left_alone() -> None:
+    keys = [JobKey(1, "c")]
+    events = [
+        Event(job_id=1, state="COMPLETED", cluster="other"),
+        Event(job_id=2, state="COMPLETED", cluster="c"),
+    ]
+    matched, unmatched = match_events(keys, events)
+    assert matched == {} and len(unmatched) == 2
