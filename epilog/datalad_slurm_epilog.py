@@ -1,11 +1,13 @@
 #!/usr/bin/python3 -IS
-"""datalad-slurm's Slurm hook: drop a completion event for registered jobs.
+"""datalad-slurm's Slurm hook worker: drop a completion event for a registered job.
 
-Installed by ``epilog/install`` as ``EpilogSlurmctld`` (runs on the controller
-as SlurmUser, once per job and per array task; a failure there drains no
-node).  It is also safe as a slurmd ``Epilog``.  Python standard library only;
-the spool code is the package's own ``datalad_slurm/spool.py``, installed
-beside this file as ``datalad_slurm_spool.py``.
+Slurm runs ``datalad-slurm-epilog`` (``epilog/datalad-slurm-epilog.sh``) as
+``EpilogSlurmctld``; for registered jobs that script starts this worker in a
+new session and returns at once, so the job is no longer COMPLETING by the
+time the worker asks slurmctld, and its final state (COMPLETED, CANCELLED,
+TIMEOUT, ...) shows plainly.  Python standard library only; the spool code
+is the package's own ``datalad_slurm/spool.py``, installed beside this file
+as ``datalad_slurm_spool.py``.
 
 Contract: exit 0 on every path, within a bounded time; write nothing outside
 the spool; log failures to syslog or the admin's log file, never to a file
@@ -57,6 +59,8 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     log_target = "syslog"
     job = env.get("SLURM_JOB_ID", "?")
     try:
+        if environ is None and os.getpid() != os.getsid(0):
+            os.setsid()  # no longer part of Slurm's process group
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, HARD_LIMIT)
         spool = _load_spool()
@@ -177,23 +181,13 @@ def resolve(
     facts: dict[str, Any] = {}
     fields: dict[str, str] = {}
     scontrol = next((p for p in SCONTROL_CANDIDATES if os.access(p, os.X_OK)), None)
-    if scontrol:
-        try:
-            out = subprocess.run(
-                [scontrol, "show", "job", "-o", job],
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-                env={"PATH": "/usr/bin:/bin", **({"SLURM_CONF": slurm_conf} if slurm_conf else {})},
-            ).stdout
-            for line in out.splitlines():
-                parsed = parse_scontrol_line(line)
-                if parsed.get("JobId") == job:
-                    fields = parsed
-                    break
-        except (OSError, subprocess.TimeoutExpired):
-            fields = {}
+    deadline = time.monotonic() + timeout
+    while scontrol and time.monotonic() < deadline:
+        fields = _show_job(scontrol, job, deadline - time.monotonic(), slurm_conf)
+        # the job leaves COMPLETING moments after the hook's entry script returned
+        if not fields or not fields.get("JobState", "").startswith("COMPLETING"):
+            break
+        time.sleep(0.05)
     if fields:
         facts["resolved_by"] = "scontrol"
         facts["state"] = decide_state(fields, env)
@@ -219,6 +213,25 @@ def resolve(
 
 
 # -- logging --------------------------------------------------------------------------------
+
+
+def _show_job(scontrol: str, job: str, timeout: float, slurm_conf: str) -> dict[str, str]:
+    try:
+        out = subprocess.run(
+            [scontrol, "show", "job", "-o", job],
+            capture_output=True,
+            text=True,
+            timeout=max(timeout, 0.1),
+            check=False,
+            env={"PATH": "/usr/bin:/bin", **({"SLURM_CONF": slurm_conf} if slurm_conf else {})},
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    for line in out.splitlines():
+        parsed = parse_scontrol_line(line)
+        if parsed.get("JobId") == job:
+            return parsed
+    return {}
 
 
 def _log(target: str, message: str) -> None:

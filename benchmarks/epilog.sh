@@ -1,0 +1,418 @@
+#!/usr/bin/env bash
+# benchmarks/epilog.sh: what datalad-slurm's Slurm hook (epilog/datalad_slurm_epilog.py as EpilogSlurmctld)
+# costs. (1) Per call, run directly as user slurm with the environment slurmctld gives it: an unregistered
+# job (a stat or two) and a registered one (scontrol + event write), next to bare `python3 -IS` start-up.
+# Target: under 50 ms per job. (2) Throughput of a private 2-CPU Slurm for 500 tiny jobs (500 sbatch calls,
+# and one 500-task array): A = no-op `Epilog=/bin/true` only, B = A + the hook with every job registered.
+# Target: B at least 90% of A's jobs/s. Each variant runs twice (ABBA order), on a freshly restarted cluster.
+#
+# Usage (as root, ~4 minutes): benchmarks/epilog.sh [--out FILE] [--jobs N] [--calls N] [--runs N] [--keep]
+#   --out FILE   write the results as markdown here (default benchmarks/results/epilog-<date>.md); they also
+#                go to stdout, progress goes to stderr
+#   --jobs N     jobs per throughput batch (default 500)     --calls N  hook calls per measurement (default 200)
+#   --runs N     runs per variant (default 2)                --keep     keep state dirs and spool at the end
+#
+# Uses contrib/slurm-local clusters on port base 6917 (part 1) and 6907 (part 2), state in /tmp/dls-bench-6917
+# and /tmp/dls-bench-6907, hook + config + spool in /tmp/dls-bench-work; stops and removes them at the end.
+set -euo pipefail
+export LC_ALL=C # EPOCHREALTIME and printf must use '.' as the decimal point
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+slurm_local=$repo/contrib/slurm-local
+venv_python=$repo/.venv/bin/python # has datalad_slurm: registers jobs the way `datalad schedule` does
+sys_python=/usr/bin/python3        # what the installed hook runs under
+
+cmdline="benchmarks/epilog.sh $*"
+out=$here/results/epilog-$(date +%F).md
+njobs=500
+ncalls=200
+nruns=2
+keep=0
+die() { printf '%s epilog.sh: ERROR: %s\n' "$(date +%T)" "$*" >&2; exit 1; }
+log() { printf '%s epilog.sh: %s\n' "$(date +%T)" "$*" >&2; }
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --out) out=$2; shift 2 ;;
+        --jobs) njobs=$2; shift 2 ;;
+        --calls) ncalls=$2; shift 2 ;;
+        --runs) nruns=$2; shift 2 ;;
+        --keep) keep=1; shift ;;
+        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument $1 (see --help)" ;;
+    esac
+done
+[[ $(id -u) -eq 0 ]] || die "run as root (starts Slurm daemons, runs the hook as user slurm)"
+for n in "$njobs" "$ncalls" "$nruns"; do [[ $n =~ ^[1-9][0-9]*$ ]] || die "counts must be positive integers"; done
+[[ -x $venv_python ]] || die "no virtual environment at $repo/.venv"
+
+# Everything lives under /tmp/dls-bench-*; other Slurm test clusters on this machine use ports 6817-6899.
+work=/tmp/dls-bench-work
+hc_dir=/tmp/dls-bench-6917 hc_port=6917 hc_cluster=local6917 # part 1: hook cost
+tp_dir=/tmp/dls-bench-6907 tp_port=6907 tp_cluster=local6907 # part 2: throughput
+prefix=$work/libexec
+hook=$prefix/datalad-slurm-epilog
+config=$work/datalad-slurm.conf       # embedded in the installed hook; points scontrol at the 6907 cluster
+hc_config=$work/datalad-slurm-6917.conf # the same for part 1, passed by DATALAD_SLURM_CONFIG
+spool=$work/spool
+hook_log=$work/log/hook.log
+helper=$work/spool_helper.py
+cur_conf= # slurm.conf of the cluster the Slurm commands below talk to
+
+# ---------------------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------------------
+
+# Slurm client against the current cluster, bounded so that a dead daemon cannot hang the benchmark.
+sl() { SLURM_CONF=$cur_conf timeout 30 "$@"; }
+
+# Microsecond timestamps from bash itself: no fork inside the timed sections.
+now_us() { now=${EPOCHREALTIME/./}; }
+secs() { printf '%d.%02d' $(($1 / 1000000)) $(($1 % 1000000 / 10000)); }
+rate() { awk -v n="$1" -v us="$2" 'BEGIN { printf "%.1f", n / (us / 1e6) }'; }
+mean() { printf '%s\n' "$@" | awk '{ s += $1 } END { printf "%.1f", s / NR }'; }
+ratio() { awk -v b="$1" -v a="$2" 'BEGIN { printf "%.2f", b / a }'; }
+
+# The user's side of the spool through the package's own UserSpool, as `datalad schedule` does it (uid 0).
+spool_py() { "$venv_python" "$helper" "$spool" "$@"; }
+
+start_cluster() { # DIR PORT_BASE [EXTRA_CONF]: start (or restart with a changed config) and point sl at it
+    local args=(--state-dir "$1" --port-base "$2")
+    if [[ -n ${3:-} ]]; then args+=(--extra-conf "$3"); fi
+    if ! "$slurm_local/start" "${args[@]}" >/dev/null 2>"$work/start.log"; then
+        tail -n 30 "$work/start.log" >&2
+        die "contrib/slurm-local/start ${args[*]} failed"
+    fi
+    cur_conf=$1/etc/slurm.conf
+}
+
+stop_cluster() { # DIR [--purge]
+    "$slurm_local/stop" --state-dir "$@" 2>>"$work/stop.log" || log "WARNING: stop --state-dir $1 failed"
+}
+
+job_state() { sl scontrol show job -o "$1" | grep -o 'JobState=[A-Z_]*' | cut -d= -f2 || true; }
+
+submit_and_wait() { # NAME: submit one tiny job, wait until it COMPLETED, print its id
+    local id deadline=$((SECONDS + 60))
+    id=$(sl sbatch --parsable -J "$1" -D "$work" -o /dev/null --wrap true)
+    until [[ $(job_state "$id") == COMPLETED ]]; do
+        ((SECONDS < deadline)) || die "job $id ($1) did not complete within 60 s"
+        sleep 0.2
+    done
+    echo "$id"
+}
+
+wait_drained() { # NAME: poll every 0.2 s until no job of that name is pending, running or completing
+    # Completing counts as busy: slurmctld keeps a job COMPLETING while its EpilogSlurmctld runs.
+    local deadline=$((SECONDS + 900)) active
+    while :; do
+        if active=$(sl squeue -h -n "$1" -t PD,CF,R,CG -o %i) && [[ -z $active ]]; then return 0; fi
+        ((SECONDS < deadline)) || die "jobs named $1 still active after 900 s"
+        sleep 0.2
+    done
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Setup: the hook installed the way an admin does it (epilog/install), into our own prefix and spool.
+# ---------------------------------------------------------------------------------------------------------
+cleanup() {
+    local rc=$?
+    set +e
+    if ((keep)); then
+        stop_cluster "$hc_dir"; stop_cluster "$tp_dir"
+        log "kept $hc_dir, $tp_dir and $work (--keep)"
+    elif ((rc)); then
+        # keep the clusters' logs for a look; the spool and the hook go
+        stop_cluster "$hc_dir"; stop_cluster "$tp_dir"
+        log "failed; Slurm logs are kept in $hc_dir/slurm and $tp_dir/slurm (remove with stop --purge)"
+        rm -rf -- "$work"
+    else
+        stop_cluster "$hc_dir" --purge; stop_cluster "$tp_dir" --purge
+        rm -rf -- "$work"
+    fi
+}
+
+setup() {
+    rm -rf -- "$work"
+    # 0755 all the way down: the hook runs as slurm and must reach its prefix, config and spool
+    install -d -m 0755 "$work"
+    # leftovers of an interrupted run: stop our own clusters (by their pid files) and start afresh
+    stop_cluster "$hc_dir" --purge; stop_cluster "$tp_dir" --purge
+    install -d -m 0755 -o slurm -g slurm "$work/log"
+    "$repo/epilog/install" --prefix "$prefix" --config "$config" --spool "$spool" --log "$hook_log" \
+        --slurm-conf "$tp_dir/etc/slurm.conf" --python "$sys_python" --force 2>>"$work/install.log" \
+        || { cat "$work/install.log" >&2; die "epilog/install failed"; }
+    sed "s|^slurm_conf = .*|slurm_conf = $hc_dir/etc/slurm.conf|" "$config" >"$hc_config"
+    chmod 0644 "$hc_config"
+    printf 'Epilog=/bin/true\n' >"$work/extra-A.conf"
+    printf 'Epilog=/bin/true\nEpilogSlurmctld=%s\n' "$hook" >"$work/extra-B.conf"
+
+    cat >"$helper" <<'EOF'
+"""Spool operations for benchmarks/epilog.sh through datalad_slurm's own UserSpool (run as root: uid 0)."""
+import os
+import pwd
+import sys
+
+from datalad_slurm.spool import UserSpool
+
+spool, command, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+user = UserSpool(spool)
+if command == "register":  # CLUSTER FIRST COUNT: register job ids FIRST .. FIRST+COUNT-1
+    cluster, first, count = args[0], int(args[1]), int(args[2])
+    for job_id in range(first, first + count):
+        user.register(cluster, job_id)
+elif command == "begin":  # TOKEN: a submission in flight: the hook reports every job of uid 0 meanwhile
+    user.begin_submission(args[0])
+elif command == "end":  # TOKEN
+    user.end_submission(args[0])
+elif command == "events":  # OWNER_ID...: "<events of these jobs> <of them COMPLETED via scontrol> <rejected>"
+    owners = {int(arg) for arg in args}
+    events, rejected = user.read_events({0, pwd.getpwnam("slurm").pw_uid})
+    mine = [event for event in events if event.owner_job_id in owners]
+    good = sum(event.state == "COMPLETED" and event.resolved_by == "scontrol" for event in mine)
+    print(len(mine), good, len(rejected))
+elif command == "clear":  # forget all registrations and events (between batches)
+    for folder in ("jobs", "events"):
+        path = os.path.join(user.path, folder)
+        for name in os.listdir(path) if os.path.isdir(path) else []:
+            os.unlink(os.path.join(path, name))
+else:
+    sys.exit(f"unknown command {command}")
+EOF
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Part 1: the hook's cost per call
+# ---------------------------------------------------------------------------------------------------------
+
+# Runs as user slurm with an empty environment (like `env -i`); starts CMD NCALLS times (after 3 untimed
+# warm-up calls) with exactly the given ENV and prints "median p95" of the wall time in ms. Timing inside
+# one process leaves runuser's PAM session and env's exec out: slurmctld's slurmscriptd just forks and execs.
+driver=$(
+    cat <<'EOF'
+import math, statistics, subprocess, sys, time
+n = int(sys.argv[1])
+sep = sys.argv.index("--")
+env = dict(item.split("=", 1) for item in sys.argv[2:sep])
+cmd = sys.argv[sep + 1:]
+def once():
+    start = time.perf_counter()
+    rc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL).returncode
+    if rc:
+        sys.exit(f"{cmd[0]} exited {rc}")
+    return (time.perf_counter() - start) * 1000
+for _ in range(3):
+    once()
+times = sorted(once() for _ in range(n))
+print(f"{statistics.median(times):.1f} {times[math.ceil(0.95 * n) - 1]:.1f}")
+EOF
+)
+measure() { # ENV... -- CMD...
+    runuser -u slurm -- env -i PATH=/usr/bin:/bin "$sys_python" -IS -c "$driver" "$ncalls" "$@"
+}
+
+bench_hook_cost() {
+    log "part 1: hook cost per call, $ncalls calls each (cluster $hc_cluster, port base $hc_port)"
+    start_cluster "$hc_dir" "$hc_port"
+    # a real finished job, so that scontrol answers for it (MinJobAge 300 keeps it in slurmctld)
+    local jid
+    jid=$(submit_and_wait dls-bench-finished)
+    spool_py clear
+    # what slurmctld passes to an EpilogSlurmctld for a finished job of root (see NOTES.md of slurm-local)
+    local env=(SLURM_JOB_ID="$jid" SLURM_JOB_UID=0 SLURM_JOB_GID=0 SLURM_JOB_USER=root
+        SLURM_JOB_NAME=dls-bench-finished SLURM_JOB_PARTITION=debug SLURM_JOB_NODELIST=localhost
+        SLURM_CLUSTER_NAME="$hc_cluster" SLURM_JOB_EXIT_CODE=0 SLURM_JOB_EXIT_CODE2=0:0
+        SLURM_JOB_DERIVED_EC=0 SLURM_JOB_WORK_DIR="$work" SLURM_SCRIPT_CONTEXT=epilog_slurmctld
+        DATALAD_SLURM_CONFIG="$hc_config")
+
+    t_startup=$(measure -- "$sys_python" -IS -c pass)
+    t_unreg=$(measure "${env[@]}" -- "$hook")
+    read -r unreg_events _ _ < <(spool_py events "$jid")
+    # registered as `datalad schedule` would; from now on every call asks scontrol and writes an event
+    spool_py register "$hc_cluster" "$jid" 1
+    t_reg=$(measure "${env[@]}" -- "$hook")
+    read -r reg_events reg_good reg_rejected < <(spool_py events "$jid")
+    t_scontrol=$(measure PATH=/usr/bin:/bin SLURM_CONF="$cur_conf" -- /usr/bin/scontrol show job -o "$jid")
+    # sanity: the unregistered path wrote nothing, the registered one an event per call, resolved by scontrol
+    ((unreg_events == 0)) || die "the unregistered calls wrote $unreg_events events"
+    ((reg_events == ncalls + 3 && reg_good == reg_events && reg_rejected == 0)) \
+        || die "registered calls: $reg_events events, $reg_good COMPLETED via scontrol, $reg_rejected rejected (want $((ncalls + 3)))"
+    spool_py clear
+    stop_cluster "$hc_dir" # not to compete with part 2 for the CPUs
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Part 2: cluster throughput, A (Epilog=/bin/true) versus B (A + the hook, every job registered)
+# ---------------------------------------------------------------------------------------------------------
+declare -A res=() # "VARIANT RUN KIND" -> "submit_us wall_us events good drain_events registered reg_us"
+next_id=0         # the id the next sbatch will get: nobody else submits to this cluster
+
+run_batch() { # VARIANT RUN KIND(jobs|array)
+    local variant=$1 run=$2 kind=$3 name=dls-bench-$1$2-$3 first=$next_id
+    local t0 t1 t2 r0 r1 id i registered=0 events good rejected drain_events deadline
+    local -a ids=()
+    # Register the ids before the jobs exist, as `schedule` does with its in-flight marker: the ids are
+    # predictable here, so every job is registered before it can end; the marker covers a misprediction.
+    # Both variants do this (the spool only matters to B); its time is reported, not counted.
+    now_us; r0=$now
+    spool_py register "$tp_cluster" "$first" "$([[ $kind == jobs ]] && echo "$njobs" || echo 1)"
+    spool_py begin "$name"
+    now_us; r1=$now
+
+    now_us; t0=$now
+    if [[ $kind == jobs ]]; then
+        for ((i = 0; i < njobs; i++)); do
+            id=$(sl sbatch --parsable -J "$name" -D "$work" -o /dev/null --wrap true)
+            ids+=("$id")
+        done
+    else
+        id=$(sl sbatch --parsable --array="0-$((njobs - 1))" -J "$name" -D "$work" -o /dev/null --wrap true)
+        ids+=("$id")
+    fi
+    now_us; t1=$now
+    wait_drained "$name"
+    now_us; t2=$now
+    spool_py end "$name"
+
+    if [[ $kind == array ]]; then
+        # the tasks report the array's id, which was registered; they took the next njobs-1 ids as they started
+        if ((ids[0] == first)); then registered=$njobs; fi
+        next_id=$((ids[0] + njobs))
+    else
+        for id in "${ids[@]}"; do
+            if ((id >= first && id < first + njobs)); then registered=$((registered + 1)); fi
+        done
+        next_id=$((ids[-1] + 1))
+    fi
+    read -r drain_events _ _ < <(spool_py events "${ids[@]}")
+    events=$drain_events
+    if [[ $variant == B ]]; then # should be complete at once; give stragglers a bounded moment
+        deadline=$((SECONDS + 30))
+        while ((events < njobs && SECONDS < deadline)); do
+            sleep 0.5
+            read -r events _ _ < <(spool_py events "${ids[@]}")
+        done
+    fi
+    read -r events good rejected < <(spool_py events "${ids[@]}")
+    ((rejected == 0)) || die "$rejected rejected files in the events folder"
+    spool_py clear
+    res["$variant $run $kind"]="$((t1 - t0)) $((t2 - t0)) $events $good $drain_events $registered $((r1 - r0))"
+    log "  $variant run $run, $njobs $kind: submit $(secs $((t1 - t0))) s, wall $(secs $((t2 - t0))) s," \
+        "$(rate "$njobs" $((t2 - t0))) jobs/s, events $events"
+}
+
+throughput_run() { # VARIANT RUN: a freshly (re)started cluster per run, so every run starts alike
+    log "part 2: variant $1, run $2 (cluster $tp_cluster, port base $tp_port)"
+    stop_cluster "$tp_dir"
+    start_cluster "$tp_dir" "$tp_port" "$work/extra-$1.conf"
+    if [[ $1 == B ]]; then
+        grep -qx "EpilogSlurmctld=$hook" "$cur_conf" || die "variant B without EpilogSlurmctld in $cur_conf"
+    else
+        ! grep -q '^EpilogSlurmctld' "$cur_conf" || die "variant A has an EpilogSlurmctld in $cur_conf"
+    fi
+    local warm
+    warm=$(submit_and_wait dls-bench-warmup) # the first job after a start waits for a scheduling pass
+    next_id=$((warm + 1))
+    run_batch "$1" "$2" jobs
+    run_batch "$1" "$2" array
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------------------
+batch_label() { if [[ $1 == jobs ]]; then echo "$njobs jobs"; else echo "$njobs-task array"; fi; }
+
+report() {
+    local v r kind f label batch reg_sum=0 reg_n=0 drain_note=
+    local -A rates=()
+    echo "# Epilog hook benchmark, $(date '+%F %H:%M')"
+    echo
+    echo "Host: $(nproc) cores, $(uname -sr), $(sl sinfo -V 2>/dev/null || echo slurm), Python" \
+        "$("$sys_python" -V 2>&1 | cut -d' ' -f2); load average before: $load_before, after: $load_after" \
+        "(other Slurm test clusters share this machine)."
+    echo "Command: \`$cmdline\`"
+    echo
+    echo "## 1. Hook cost per call"
+    echo
+    echo "Run directly (not via Slurm) as user slurm with slurmctld's environment, $ncalls calls each after 3"
+    echo "warm-up calls; wall time of fork + exec + exit. Registered: the hook ran \`scontrol show job -o\` against"
+    echo "a running cluster for a real finished job and wrote an event ($reg_events events, all COMPLETED via scontrol)."
+    echo
+    echo "| what | median ms | p95 ms |"
+    echo "|---|---:|---:|"
+    read -r a b <<<"$t_startup"; echo "| \`python3 -IS -c pass\` (interpreter start-up) | $a | $b |"
+    read -r a b <<<"$t_unreg"; echo "| hook, unregistered job (exits after a stat or two) | $a | $b |"
+    read -r a b <<<"$t_reg"; echo "| hook, registered job (scontrol + event write) | $a | $b |"
+    local reg_median=$a reg_p95=$b
+    read -r a b <<<"$t_scontrol"; echo "| \`scontrol show job -o\` alone (part of the line above) | $a | $b |"
+    echo
+    echo "Target under 50 ms per job: $(awk -v m="$reg_median" -v p="$reg_p95" \
+        'BEGIN { print (p < 50 ? "**met**" : (m < 50 ? "**met** by the median, not by p95" : "**not met**")) }')" \
+        "(registered job: median $reg_median ms, p95 $reg_p95 ms)."
+    echo
+    echo "## 2. Cluster throughput ($njobs tiny jobs, 1 node with 2 CPUs)"
+    echo
+    echo "A: \`Epilog=/bin/true\` only. B: A + \`EpilogSlurmctld=<hook>\`, every job registered in the spool"
+    echo "before it was submitted, plus an in-flight marker, so the hook does the full work for each job."
+    echo "Wall: first sbatch until \`squeue -t PD,CF,R,CG\` shows none of the batch (polled every 0.2 s)."
+    echo "Each run on a freshly restarted cluster after one warm-up job; runs in ABBA order."
+    echo
+    echo "| variant | run | batch | submit s | wall s | jobs/s | events (COMPLETED via scontrol) |"
+    echo "|---|---:|---|---:|---:|---:|---|"
+    for kind in jobs array; do
+        batch=$(batch_label "$kind")
+        for v in A B; do
+            if [[ $v == A ]]; then label="A: no-op"; else label="B: hook"; fi
+            for ((r = 1; r <= nruns; r++)); do
+                read -r -a f <<<"${res["$v $r $kind"]}"
+                rates["$v $r $kind"]=$(rate "$njobs" "${f[1]}")
+                echo "| $label | $r | $batch | $(secs "${f[0]}") | $(secs "${f[1]}") | ${rates["$v $r $kind"]} |" \
+                    "${f[2]} (${f[3]}) |"
+                if [[ $v == B ]]; then
+                    if [[ $kind == jobs ]]; then reg_sum=$((reg_sum + f[6])); reg_n=$((reg_n + 1)); fi
+                    ((f[5] == njobs)) || drain_note+=" B run $r $kind: only ${f[5]} of $njobs ids predicted;"
+                    ((f[4] == f[2])) || drain_note+=" B run $r $kind: ${f[4]} events at drain time, ${f[2]} later;"
+                fi
+            done
+        done
+    done
+    echo
+    echo "| batch | A jobs/s | B jobs/s | B/A per run | B/A of the means | target B/A >= 0.90 |"
+    echo "|---|---|---|---|---:|---|"
+    for kind in jobs array; do
+        batch=$(batch_label "$kind")
+        local ra=() rb=() per=()
+        for ((r = 1; r <= nruns; r++)); do
+            ra+=("${rates["A $r $kind"]}"); rb+=("${rates["B $r $kind"]}")
+            per+=("$(ratio "${rates["B $r $kind"]}" "${rates["A $r $kind"]}")")
+        done
+        local overall
+        overall=$(ratio "$(mean "${rb[@]}")" "$(mean "${ra[@]}")")
+        echo "| $batch | ${ra[*]} | ${rb[*]} | ${per[*]} | $overall |" \
+            "$(awk -v x="$overall" 'BEGIN { print (x >= 0.9 ? "met" : "**not met**") }') |"
+    done
+    echo
+    echo "Registering $njobs ids and creating the in-flight marker before a B batch of separate jobs took" \
+        "$(secs $((reg_sum / reg_n))) s on average (not in the times above)."
+    echo "Hook log ($hook_log): $(wc -l <"$hook_log" 2>/dev/null || echo 0) lines (trouble or calls over 1 s)."
+    if [[ -n $drain_note ]]; then echo "Notes:$drain_note"; fi
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------------
+trap cleanup EXIT
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+setup
+bench_hook_cost
+for ((run = 1; run <= nruns; run++)); do
+    # ABBA...: a slow drift of the machine (or slurmctld's growing job table) favours neither variant
+    if ((run % 2)); then order=(A B); else order=(B A); fi
+    for variant in "${order[@]}"; do throughput_run "$variant" "$run"; done
+done
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+mkdir -p "$(dirname "$out")"
+report >"$out.tmp"
+mv -f "$out.tmp" "$out"
+cat "$out"
+log "results written to $out"
