@@ -147,31 +147,37 @@ _REASON_STATES = {
     "TimeLimit": "TIMEOUT",
     "NodeDown": "NODE_FAIL",
     "NodeFail": "NODE_FAIL",
-    "Prolog": "FAILED",
+    "NonZeroExitCode": "FAILED",
+    "JobLaunchFailure": "FAILED",
     "Deadline": "DEADLINE",
     "OutOfMemory": "OUT_OF_MEMORY",
 }
 
 
 def decide_state(fields: Mapping[str, str], env: Mapping[str, str]) -> str:
-    """The final state from what scontrol shows while the hook runs (see HOOK-NOTES.md)."""
+    """The final state from ``scontrol show job -o`` (see contrib/slurm-local/HOOK-NOTES.md).
+
+    Once the job has left COMPLETING, scontrol names the final state itself.
+    While it is still COMPLETING, only some states can be read off the
+    fields; a job that looks successful may also be a cancelled one whose
+    script trapped SIGTERM, so that case is UNKNOWN and finish asks Slurm.
+    """
     state = fields.get("JobState", "")
     base = state.split()[0] if state else ""
     if base and base not in ("COMPLETING", "RUNNING", "CONFIGURING"):
-        return base  # slurmctld already shows the final state
+        return base  # final, or PENDING again after a requeue
+    if fields.get("EndTime") in ("Unknown", "None"):
+        return "REQUEUED"  # the hook ran for a requeue: the job goes on
     reason = fields.get("Reason", "None")
     for key, value in _REASON_STATES.items():
         if reason.startswith(key):
             return value
     code, sig = _exit_pair(fields.get("ExitCode"))
-    if sig:
-        return "CANCELLED" if sig in (9, 15) and code == 0 else "FAILED"
     if code:
         return "FAILED"
-    env_code, env_sig = _exit_pair(env.get("SLURM_JOB_EXIT_CODE2"))
-    if env_code or env_sig:
-        return "FAILED"
-    return "COMPLETED"
+    if sig:
+        return "CANCELLED"
+    return "UNKNOWN"
 
 
 def resolve(

@@ -43,14 +43,29 @@ def test_parse_scontrol_line_keeps_spaces_in_values() -> None:
 @pytest.mark.parametrize(
     ("fields", "env_exit", "state"),
     [
-        ({"JobState": "COMPLETING", "Reason": "None", "ExitCode": "0:0"}, "0:0", "COMPLETED"),
-        ({"JobState": "COMPLETING", "Reason": "TimeLimit", "ExitCode": "0:15"}, "0:0", "TIMEOUT"),
-        ({"JobState": "COMPLETING", "Reason": "None", "ExitCode": "0:15"}, "0:0", "CANCELLED"),
-        ({"JobState": "COMPLETING", "Reason": "None", "ExitCode": "3:0"}, "3:0", "FAILED"),
-        ({"JobState": "COMPLETING", "Reason": "NodeDown", "ExitCode": "0:0"}, "0:0", "NODE_FAIL"),
-        ({"JobState": "FAILED", "Reason": "NonZeroExitCode", "ExitCode": "1:0"}, "1:0", "FAILED"),
-        ({"JobState": "CANCELLED", "Reason": "None", "ExitCode": "0:0"}, "0:0", "CANCELLED"),
+        # after the job left COMPLETING: scontrol names the final state (HOOK-NOTES.md)
         ({"JobState": "COMPLETED", "Reason": "None", "ExitCode": "0:0"}, "0:0", "COMPLETED"),
+        ({"JobState": "CANCELLED", "Reason": "None", "ExitCode": "0:15"}, "0:0", "CANCELLED"),
+        ({"JobState": "TIMEOUT", "Reason": "TimeLimit", "ExitCode": "0:15"}, "0:0", "TIMEOUT"),
+        ({"JobState": "FAILED", "Reason": "NonZeroExitCode", "ExitCode": "3:0"}, "3:0", "FAILED"),
+        ({"JobState": "PENDING", "Reason": "BeginTime", "EndTime": "Unknown"}, "0:0", "PENDING"),
+        # still COMPLETING when the worker gave up waiting: the decision table
+        ({"JobState": "COMPLETING", "Reason": "TimeLimit", "ExitCode": "0:15"}, "0:0", "TIMEOUT"),
+        ({"JobState": "COMPLETING", "Reason": "NodeDown", "ExitCode": "0:0"}, "0:0", "NODE_FAIL"),
+        (
+            {"JobState": "COMPLETING", "Reason": "NonZeroExitCode", "ExitCode": "3:0"},
+            "3:0",
+            "FAILED",
+        ),
+        (
+            {"JobState": "COMPLETING", "Reason": "JobLaunchFailure", "ExitCode": "0:9"},
+            "0:0",
+            "FAILED",
+        ),
+        ({"JobState": "COMPLETING", "Reason": "None", "ExitCode": "0:15"}, "0:0", "CANCELLED"),
+        ({"JobState": "COMPLETING", "Reason": "None", "EndTime": "Unknown"}, "0:0", "REQUEUED"),
+        # looks successful, may be a cancel whose script trapped SIGTERM: never COMPLETED
+        ({"JobState": "COMPLETING", "Reason": "None", "ExitCode": "0:0"}, "0:0", "UNKNOWN"),
     ],
 )
 def test_decide_state(fields: dict[str, str], env_exit: str, state: str) -> None:
