@@ -271,11 +271,13 @@ def test_symlink_in_the_spool_is_not_followed(
 
 
 def _hook_env(cluster: Cluster, job_id: int) -> dict[str, str]:
+    from datalad_slurm.slurm.conf import cluster_name
+
     return {
         "SLURM_JOB_ID": str(job_id),
         "SLURM_JOB_UID": str(os.getuid()),
         "SLURM_JOB_USER": "root",
-        "SLURM_CLUSTER_NAME": cluster.name,
+        "SLURM_CLUSTER_NAME": cluster_name(cluster.conf) or "",
         "SLURM_JOB_EXIT_CODE2": "0:0",
     }
 
