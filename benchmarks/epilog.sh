@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# benchmarks/epilog.sh: what datalad-slurm's Slurm hook (epilog/datalad_slurm_epilog.py as EpilogSlurmctld)
-# costs. (1) Per call, run directly as user slurm with the environment slurmctld gives it: an unregistered
-# job (a stat or two) and a registered one (scontrol + event write), next to bare `python3 -IS` start-up.
-# Target: under 50 ms per job. (2) Throughput of a private 2-CPU Slurm for 500 tiny jobs (500 sbatch calls,
-# and one 500-task array): A = no-op `Epilog=/bin/true` only, B = A + the hook with every job registered.
-# Target: B at least 90% of A's jobs/s. Each variant runs twice (ABBA order), on a freshly restarted cluster.
+# benchmarks/epilog.sh: what datalad-slurm's Slurm hook costs (EpilogSlurmctld = the /bin/sh entry point
+# epilog/datalad-slurm-epilog.sh, which detaches the Python worker epilog/datalad_slurm_epilog.py for registered
+# jobs). (1) Per call, run directly as user slurm with the environment slurmctld gives it: the entry point for
+# an unregistered and a registered job, and the worker's full work (scontrol + event write), next to bare
+# `python3 -IS` and `sh` start-up. Target: under 50 ms per job. (2) Throughput of a private 2-CPU Slurm for
+# 500 tiny jobs (500 sbatch calls, and one 500-task array): A = no-op `Epilog=/bin/true` only, B = A + the hook
+# with every job registered. Target: B at least 90% of A's jobs/s. Two runs per variant (ABBA order), each on
+# a freshly restarted cluster.
 #
 # Usage (as root, ~4 minutes): benchmarks/epilog.sh [--out FILE] [--jobs N] [--calls N] [--runs N] [--keep]
 #   --out FILE   write the results as markdown here (default benchmarks/results/epilog-<date>.md); they also
@@ -51,7 +53,8 @@ work=/tmp/dls-bench-work
 hc_dir=/tmp/dls-bench-6917 hc_port=6917 hc_cluster=local6917 # part 1: hook cost
 tp_dir=/tmp/dls-bench-6907 tp_port=6907 tp_cluster=local6907 # part 2: throughput
 prefix=$work/libexec
-hook=$prefix/datalad-slurm-epilog
+hook=$prefix/datalad-slurm-epilog      # the entry point slurmctld runs
+worker=$prefix/datalad_slurm_epilog.py # what it starts, detached, for a registered job
 config=$work/datalad-slurm.conf       # embedded in the installed hook; points scontrol at the 6907 cluster
 hc_config=$work/datalad-slurm-6917.conf # the same for part 1, passed by DATALAD_SLURM_CONFIG
 spool=$work/spool
@@ -186,16 +189,18 @@ EOF
 # ---------------------------------------------------------------------------------------------------------
 
 # Runs as user slurm with an empty environment (like `env -i`); starts CMD NCALLS times (after 3 untimed
-# warm-up calls) with exactly the given ENV and prints "median p95" of the wall time in ms. Timing inside
-# one process leaves runuser's PAM session and env's exec out: slurmctld's slurmscriptd just forks and execs.
+# warm-up calls) with exactly the given ENV, GAP seconds apart, and prints "median p95" of the wall time
+# in ms. Timing inside one process leaves runuser's PAM session and env's exec out: slurmctld's
+# slurmscriptd just forks and execs.
 driver=$(
     cat <<'EOF'
 import math, statistics, subprocess, sys, time
-n = int(sys.argv[1])
+n, gap = int(sys.argv[1]), float(sys.argv[2])
 sep = sys.argv.index("--")
-env = dict(item.split("=", 1) for item in sys.argv[2:sep])
+env = dict(item.split("=", 1) for item in sys.argv[3:sep])
 cmd = sys.argv[sep + 1:]
 def once():
+    time.sleep(gap)
     start = time.perf_counter()
     rc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL).returncode
     if rc:
@@ -207,8 +212,18 @@ times = sorted(once() for _ in range(n))
 print(f"{statistics.median(times):.1f} {times[math.ceil(0.95 * n) - 1]:.1f}")
 EOF
 )
-measure() { # ENV... -- CMD...
+measure() { # GAP ENV... -- CMD...
     runuser -u slurm -- env -i PATH=/usr/bin:/bin "$sys_python" -IS -c "$driver" "$ncalls" "$@"
+}
+
+wait_events() { # OWNER_ID WANT: wait (bounded) until the detached workers wrote WANT events; print the count
+    local count deadline=$((SECONDS + 60))
+    while :; do
+        read -r count _ _ < <(spool_py events "$1")
+        if ((count >= $2 || SECONDS >= deadline)); then break; fi
+        sleep 0.5
+    done
+    echo "$count"
 }
 
 bench_hook_cost() {
@@ -225,18 +240,30 @@ bench_hook_cost() {
         SLURM_JOB_DERIVED_EC=0 SLURM_JOB_WORK_DIR="$work" SLURM_SCRIPT_CONTEXT=epilog_slurmctld
         DATALAD_SLURM_CONFIG="$hc_config")
 
-    t_startup=$(measure -- "$sys_python" -IS -c pass)
-    t_unreg=$(measure "${env[@]}" -- "$hook")
-    read -r unreg_events _ _ < <(spool_py events "$jid")
-    # registered as `datalad schedule` would; from now on every call asks scontrol and writes an event
+    local want=$((ncalls + 3)) count
+    t_python=$(measure 0 -- "$sys_python" -IS -c pass)
+    t_sh=$(measure 0 -- /bin/sh -c :)
+    t_unreg=$(measure 0 "${env[@]}" -- "$hook")
+    read -r count _ _ < <(spool_py events "$jid")
+    ((count == 0)) || die "the entry point wrote $count events for an unregistered job"
+
+    # registered as `datalad schedule` would; from now on every call makes a worker ask scontrol and write
+    # an event. The entry point returns before its worker is done: 0.1 s between calls (untimed) keeps the
+    # workers (~40 ms) from piling up on the two CPUs and slowing the calls that are being timed.
     spool_py register "$hc_cluster" "$jid" 1
-    t_reg=$(measure "${env[@]}" -- "$hook")
-    read -r reg_events reg_good reg_rejected < <(spool_py events "$jid")
-    t_scontrol=$(measure PATH=/usr/bin:/bin SLURM_CONF="$cur_conf" -- /usr/bin/scontrol show job -o "$jid")
-    # sanity: the unregistered path wrote nothing, the registered one an event per call, resolved by scontrol
-    ((unreg_events == 0)) || die "the unregistered calls wrote $unreg_events events"
-    ((reg_events == ncalls + 3 && reg_good == reg_events && reg_rejected == 0)) \
-        || die "registered calls: $reg_events events, $reg_good COMPLETED via scontrol, $reg_rejected rejected (want $((ncalls + 3)))"
+    t_reg=$(measure 0.1 "${env[@]}" -- "$hook")
+    count=$(wait_events "$jid" "$want")
+    ((count == want)) || die "registered job: the detached workers wrote $count events, not $want"
+    read -r reg_events reg_good _ < <(spool_py events "$jid")
+    spool_py clear
+    spool_py register "$hc_cluster" "$jid" 1
+    # the worker's whole job, run synchronously: what each registered job costs the controller in total
+    t_worker=$(measure 0 "${env[@]}" -- "$worker")
+    read -r count good _ < <(spool_py events "$jid")
+    ((count == want)) || die "the worker wrote $count events, not $want"
+    reg_events=$((reg_events + count)) reg_good=$((reg_good + good))
+    ((reg_good == reg_events)) || die "only $reg_good of $reg_events events say COMPLETED via scontrol"
+    t_scontrol=$(measure 0 PATH=/usr/bin:/bin SLURM_CONF="$cur_conf" -- /usr/bin/scontrol show job -o "$jid")
     spool_py clear
     stop_cluster "$hc_dir" # not to compete with part 2 for the CPUs
 }
@@ -320,6 +347,7 @@ throughput_run() { # VARIANT RUN: a freshly (re)started cluster per run, so ever
 # ---------------------------------------------------------------------------------------------------------
 # Results
 # ---------------------------------------------------------------------------------------------------------
+verdict() { awk -v ms="$1" 'BEGIN { print (ms < 50 ? "**met**" : "**not met**") }'; }
 batch_label() { if [[ $1 == jobs ]]; then echo "$njobs jobs"; else echo "$njobs-task array"; fi; }
 
 report() {
@@ -335,27 +363,37 @@ report() {
     echo "## 1. Hook cost per call"
     echo
     echo "Run directly (not via Slurm) as user slurm with slurmctld's environment, $ncalls calls each after 3"
-    echo "warm-up calls; wall time of fork + exec + exit. Registered: the hook ran \`scontrol show job -o\` against"
-    echo "a running cluster for a real finished job and wrote an event ($reg_events events, all COMPLETED via scontrol)."
+    echo "warm-up calls; wall time from fork to exit. Registered: the job's id is in the spool, so the entry point"
+    echo "starts the worker detached and returns; the worker runs \`scontrol show job -o\` against a running"
+    echo "cluster for a real finished job and writes an event ($reg_events events, all COMPLETED via scontrol)."
     echo
     echo "| what | median ms | p95 ms |"
     echo "|---|---:|---:|"
-    read -r a b <<<"$t_startup"; echo "| \`python3 -IS -c pass\` (interpreter start-up) | $a | $b |"
-    read -r a b <<<"$t_unreg"; echo "| hook, unregistered job (exits after a stat or two) | $a | $b |"
-    read -r a b <<<"$t_reg"; echo "| hook, registered job (scontrol + event write) | $a | $b |"
-    local reg_median=$a reg_p95=$b
-    read -r a b <<<"$t_scontrol"; echo "| \`scontrol show job -o\` alone (part of the line above) | $a | $b |"
+    read -r a b <<<"$t_python"; echo "| \`python3 -IS -c pass\` (interpreter start-up) | $a | $b |"
+    read -r a b <<<"$t_sh"; echo "| \`/bin/sh -c :\` (shell start-up) | $a | $b |"
+    read -r a b <<<"$t_unreg"; echo "| entry point, unregistered job (a stat or two, exit) | $a | $b |"
+    read -r a b <<<"$t_reg"; echo "| entry point, registered job (detaches the worker, exit) | $a | $b |"
+    local entry_median=$a entry_p95=$b
+    read -r a b <<<"$t_worker"; echo "| worker, registered job, run synchronously (scontrol + event write) | $a | $b |"
+    local worker_median=$a worker_p95=$b
+    read -r a b <<<"$t_scontrol"; echo "| \`scontrol show job -o\` alone (part of the worker's time) | $a | $b |"
     echo
-    echo "Target under 50 ms per job: $(awk -v m="$reg_median" -v p="$reg_p95" \
-        'BEGIN { print (p < 50 ? "**met**" : (m < 50 ? "**met** by the median, not by p95" : "**not met**")) }')" \
-        "(registered job: median $reg_median ms, p95 $reg_p95 ms)."
+    # slurmctld waits for the entry point only; the worker's time is spent anyway, on the controller's CPUs
+    echo "Target under 50 ms per job: what slurmctld waits for (the entry point, registered job, p95" \
+        "$entry_p95 ms): $(verdict "$entry_p95"); the whole work per registered job (entry point + worker):" \
+        "median $(awk -v e="$entry_median" -v w="$worker_median" 'BEGIN { printf "%.1f", e + w }') ms" \
+        "$(verdict "$(awk -v e="$entry_median" -v w="$worker_median" 'BEGIN { print e + w }')"), p95" \
+        "$(awk -v e="$entry_p95" -v w="$worker_p95" 'BEGIN { printf "%.1f", e + w }') ms" \
+        "$(verdict "$(awk -v e="$entry_p95" -v w="$worker_p95" 'BEGIN { print e + w }')")."
     echo
     echo "## 2. Cluster throughput ($njobs tiny jobs, 1 node with 2 CPUs)"
     echo
     echo "A: \`Epilog=/bin/true\` only. B: A + \`EpilogSlurmctld=<hook>\`, every job registered in the spool"
     echo "before it was submitted, plus an in-flight marker, so the hook does the full work for each job."
+    echo "Both on contrib/slurm-local's config ($(grep -m1 '^SchedulerParameters=' "$tp_dir/etc/slurm.conf" 2>/dev/null || echo '?'))."
     echo "Wall: first sbatch until \`squeue -t PD,CF,R,CG\` shows none of the batch (polled every 0.2 s)."
-    echo "Each run on a freshly restarted cluster after one warm-up job; runs in ABBA order."
+    echo "Each run on a freshly restarted cluster after one warm-up job; runs in ABBA order. Events: written by"
+    echo "the detached workers, counted once they stopped coming (at most 30 s after the batch drained)."
     echo
     echo "| variant | run | batch | submit s | wall s | jobs/s | events (COMPLETED via scontrol) |"
     echo "|---|---:|---|---:|---:|---:|---|"
@@ -394,7 +432,9 @@ report() {
     echo
     echo "Registering $njobs ids and creating the in-flight marker before a B batch of separate jobs took" \
         "$(secs $((reg_sum / reg_n))) s on average (not in the times above)."
-    echo "Hook log ($hook_log): $(wc -l <"$hook_log" 2>/dev/null || echo 0) lines (trouble or calls over 1 s)."
+    local log_lines=0
+    if [[ -f $hook_log ]]; then log_lines=$(wc -l <"$hook_log"); fi
+    echo "Hook log: $log_lines lines (the worker logs its trouble and any run over 1 s there)."
     if [[ -n $drain_note ]]; then echo "Notes:$drain_note"; fi
 }
 

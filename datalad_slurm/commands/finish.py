@@ -127,11 +127,17 @@ class Finish(Interface):
             if res.get("status") == "notneeded":
                 return
             if res.get("status") in ("impossible", "error"):
-                import contextlib
                 import sys
 
-                with contextlib.redirect_stdout(sys.stderr):
-                    generic_result_renderer(res)
+                # DataLad's renderer writes to its own stdout handle: say it ourselves
+                message = res.get("message")
+                if isinstance(message, tuple) and message:
+                    message = message[0] % tuple(message[1:])
+                print(
+                    f"{res.get('action')}({res.get('status')}): {res.get('path')} "
+                    f"({res.get('type', '')}) [{message}]",
+                    file=sys.stderr,
+                )
                 return
         generic_result_renderer(res)
 

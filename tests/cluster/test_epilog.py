@@ -484,3 +484,37 @@ def test_finish_killed_mid_drain_then_run_again(spooled_acct: Cluster, in_datase
     )
     assert not any(e.get("job_id") in jobs for e in spooled.events())
     assert git(ds, "status", "--porcelain", "--untracked-files=no").strip() == ""
+
+
+def test_cron_reports_problems_on_stderr(spooled_acct: Cluster, in_dataset: Any) -> None:
+    spooled = spooled_acct
+    ds = in_dataset
+    bad = _schedule(ds, "sbatch " + write_script(ds, "bad.sh", "#SBATCH -o out/%j.log\nexit 2\n"))
+    running = _schedule(ds, "sbatch --hold " + write_script(ds, "h.sh", "echo\n"), "held")
+    spooled.wait_done([bad])
+    _wait_events(spooled, {str(bad)})
+    datalad = str(shutil.which("datalad"))
+    cron = subprocess.run(
+        [datalad, "finish", "--cron"],
+        cwd=ds.path,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert cron.returncode != 0
+    assert cron.stdout == ""  # the held job, still pending, is nobody's business yet
+    assert f"Statuses: {bad}: FAILED" in cron.stderr
+    assert f"job {running}" not in cron.stderr
+    # another finish holds the lock: cron steps aside quietly
+    from datalad_slurm.gitlock import git_lock
+
+    with git_lock(ds.path):
+        aside = subprocess.run(
+            [datalad, "finish", "--cron"],
+            cwd=ds.path,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+    assert (aside.returncode, aside.stdout, aside.stderr) == (0, "", "")
+    spooled.scancel(running)
