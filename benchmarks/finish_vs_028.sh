@@ -37,7 +37,7 @@ state_dir=/tmp/dls-bench-finish
 port_base=6937
 work=/tmp/dls-bench-finish-work
 
-cmdline="benchmarks/finish_vs_028.sh $*"
+cmdline="benchmarks/finish_vs_028.sh${*:+ $*}"
 out=$here/results/finish-vs-028-$(date +%F).md
 njobs=200
 only=
@@ -335,7 +335,8 @@ report() {
         "(1-min load around each phase is in the detail table). Wall times are sensitive to that; CPU times less so."
     echo "- Cluster: \`contrib/slurm-local/start --accounting --state-dir $state_dir --port-base $port_base\`" \
         "(slurmdbd + MariaDB, MinJobAge 300 s, 1 node, 2 CPUs), one warm-up job first. No datalad-slurm hook and" \
-        "no spool: both tools ask Slurm (ours: one \`squeue --json\` + one \`sacct --json\`; 0.2.8: \`sacct\` per job)."
+        "no spool: both tools ask Slurm (ours: one \`squeue --json\`," \
+        "plus one \`sacct --json\` for jobs slurmctld no longer holds; 0.2.8: one \`sacct\` per job)."
     echo "- ours: $ours_label, datalad $ours_datalad_version ($ours_venv)."
     if ((v028_ok)); then
         echo "- 0.2.8: datalad-slurm $v028_version from PyPI, datalad $v028_datalad ($venv028; 0.2.8 declares no datalad" \
