@@ -15,6 +15,22 @@ SUBJECT_TAG = "[DATALAD SLURM RUN]"
 BLOCK_START = "=== Do not change lines below ==="
 BLOCK_END = "^^^ Do not change lines above ^^^"
 
+#: the record keys datalad-slurm 0.2.8 wrote; everything else is kept in ``RunRecord.extra``
+SEED_KEYS = frozenset(
+    {
+        "chain",
+        "cmd",
+        "commit_id",
+        "dsid",
+        "extra_inputs",
+        "inputs",
+        "outputs",
+        "pwd",
+        "slurm_job_id",
+        "slurm_outputs",
+    }
+)
+
 _SUBJECT = re.compile(r"^\[DATALAD SLURM RUN\] Slurm job (\d+)(?:: (.*))?$")
 
 
@@ -94,18 +110,6 @@ def parse_message(message: str) -> RunRecord:
         raise RecordError(f"the record block of {first_line!r} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict) or "cmd" not in data or "slurm_job_id" not in data:
         raise RecordError(f"the record block of {first_line!r} lacks 'cmd' or 'slurm_job_id'")
-    known = {
-        "chain",
-        "cmd",
-        "commit_id",
-        "dsid",
-        "extra_inputs",
-        "inputs",
-        "outputs",
-        "pwd",
-        "slurm_job_id",
-        "slurm_outputs",
-    }
     return RunRecord(
         cmd=str(data["cmd"]),
         dsid=data.get("dsid"),
@@ -117,5 +121,5 @@ def parse_message(message: str) -> RunRecord:
         slurm_outputs=list(data.get("slurm_outputs") or []),
         chain=list(data.get("chain") or []),
         commit_id=data.get("commit_id"),
-        extra={k: v for k, v in data.items() if k not in known},
+        extra={k: v for k, v in data.items() if k not in SEED_KEYS},
     )

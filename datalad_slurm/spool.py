@@ -123,9 +123,7 @@ def _open_spool_root(path: str, owners: set[int] | None = None) -> int:
     return fd
 
 
-def _open_child(
-    parent_fd: int, name: str, owner: int | None = None, listable: bool = True
-) -> int:
+def _open_child(parent_fd: int, name: str, owner: int | None = None, listable: bool = True) -> int:
     fd = os.open(name, _DIR_FLAGS if listable else _PATH_FLAGS, dir_fd=parent_fd)
     if owner is not None:
         info = os.fstat(fd)

@@ -92,14 +92,6 @@ def _env(config: Path, job: str = "11", uid: str | None = None) -> dict[str, str
     }
 
 
-@pytest.fixture
-def spool(tmp_path: Path) -> Path:
-    root = tmp_path / "spool"
-    root.mkdir()
-    root.chmod(0o1733)
-    return root
-
-
 def test_unregistered_job_writes_nothing(tmp_path: Path, spool: Path) -> None:
     assert hook.main(_env(_config(tmp_path, spool))) == 0
     assert not (spool / str(os.getuid())).exists()

@@ -21,14 +21,6 @@ from datalad_slurm.spool import (
 UID = os.getuid()
 
 
-@pytest.fixture
-def spool(tmp_path: Path) -> Path:
-    root = tmp_path / "spool"
-    root.mkdir()
-    root.chmod(0o1733)
-    return root
-
-
 def test_config(tmp_path: Path) -> None:
     path = tmp_path / "c.conf"
     path.write_text(
