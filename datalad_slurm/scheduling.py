@@ -101,6 +101,11 @@ def schedule(ds: Any, request: ScheduleRequest) -> Iterator[dict[str, Any]]:
         normalise(cwd, dataset_path, cwd)
     except PathOutsideDatasetError:
         cwd = dataset_path  # called from outside with -d: run from the dataset root
+    if not os.path.isdir(cwd):
+        raise ScheduleError(
+            f"the directory {cwd} to submit from does not exist; create it (or check out the "
+            "commit that has it) and try again"
+        )
     if not request.outputs:
         raise ScheduleError(
             "no outputs given: name what the job writes with -o/--output PATH (at least one)"
