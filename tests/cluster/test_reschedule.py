@@ -106,3 +106,23 @@ def test_reschedule_since_and_0_2_8_records(
     assert record.declared_outputs == ["sub/res.txt"]
     assert len(record.chain) == 1
     assert Path(ds.path, "sub/res.txt").exists()
+
+
+def test_reschedule_from_a_directory_that_is_gone(
+    slurm: Cluster, dataset: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datalad_slurm.gitlock import open_registry
+
+    ds = dataset
+    monkeypatch.chdir(ds.path)
+    record = (
+        "[DATALAD SLURM RUN] Slurm job 77: Completed\n\n=== Do not change lines below ===\n"
+        '{\n "cmd": "sbatch job.sh",\n "outputs": ["o"],\n "pwd": "gone",\n'
+        ' "slurm_job_id": 77,\n "slurm_outputs": []\n}\n^^^ Do not change lines above ^^^\n'
+    )
+    git(ds, "commit", "--allow-empty", "-q", "-m", record)
+    results = call(ds, "reschedule", "HEAD")
+    assert [r["status"] for r in results] == ["error"]
+    assert "does not exist" in results[0]["message"] and "gone" in results[0]["message"]
+    with open_registry(ds.path) as registry:
+        assert registry.jobs() == []
