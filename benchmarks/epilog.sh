@@ -5,10 +5,10 @@
 # an unregistered and a registered job, and the worker's full work (scontrol + event write), next to bare
 # `python3 -IS` and `sh` start-up. Target: under 50 ms per job. (2) Throughput of a private 2-CPU Slurm for
 # 500 tiny jobs (500 sbatch calls, and one 500-task array): A = no-op `Epilog=/bin/true` only, B = A + the hook
-# with every job registered. Target: B at least 90% of A's jobs/s. Two runs per variant (ABBA order), each on
-# a freshly restarted cluster.
+# with every job registered, C = A + the hook with no job registered (what it costs other users' jobs).
+# Target: B at least 90% of A's jobs/s. Two runs per variant (order ABC CBA), each on a restarted cluster.
 #
-# Usage (as root, ~4 minutes): benchmarks/epilog.sh [--out FILE] [--jobs N] [--calls N] [--runs N] [--keep]
+# Usage (as root, ~6 minutes): benchmarks/epilog.sh [--out FILE] [--jobs N] [--calls N] [--runs N] [--keep]
 #   --out FILE   write the results as markdown here (default benchmarks/results/epilog-<date>.md); they also
 #                go to stdout, progress goes to stderr
 #   --jobs N     jobs per throughput batch (default 500)     --calls N  hook calls per measurement (default 200)
@@ -40,7 +40,7 @@ while [[ $# -gt 0 ]]; do
         --calls) ncalls=$2; shift 2 ;;
         --runs) nruns=$2; shift 2 ;;
         --keep) keep=1; shift ;;
-        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done
@@ -149,6 +149,7 @@ setup() {
     chmod 0644 "$hc_config"
     printf 'Epilog=/bin/true\n' >"$work/extra-A.conf"
     printf 'Epilog=/bin/true\nEpilogSlurmctld=%s\n' "$hook" >"$work/extra-B.conf"
+    cp "$work/extra-B.conf" "$work/extra-C.conf"
 
     cat >"$helper" <<'EOF'
 """Spool operations for benchmarks/epilog.sh through datalad_slurm's own UserSpool (run as root: uid 0)."""
@@ -168,12 +169,14 @@ elif command == "begin":  # TOKEN: a submission in flight: the hook reports ever
     user.begin_submission(args[0])
 elif command == "end":  # TOKEN
     user.end_submission(args[0])
-elif command == "events":  # OWNER_ID...: "<events of these jobs> <of them COMPLETED via scontrol> <rejected>"
+elif command == "events":  # OWNER_ID...: "<events of these jobs> <of them COMPLETED via scontrol> <rejected>
+    # <owner ids without an event, comma-separated, or ->"
     owners = {int(arg) for arg in args}
     events, rejected = user.read_events({0, pwd.getpwnam("slurm").pw_uid})
     mine = [event for event in events if event.owner_job_id in owners]
     good = sum(event.state == "COMPLETED" and event.resolved_by == "scontrol" for event in mine)
-    print(len(mine), good, len(rejected))
+    missing = sorted(owners - {event.owner_job_id for event in mine})
+    print(len(mine), good, len(rejected), ",".join(map(str, missing[:10])) or "-")
 elif command == "clear":  # forget all registrations and events (between batches)
     for folder in ("jobs", "events"):
         path = os.path.join(user.path, folder)
@@ -219,7 +222,7 @@ measure() { # GAP ENV... -- CMD...
 wait_events() { # OWNER_ID WANT: wait (bounded) until the detached workers wrote WANT events; print the count
     local count deadline=$((SECONDS + 60))
     while :; do
-        read -r count _ _ < <(spool_py events "$1")
+        read -r count _ _ _ < <(spool_py events "$1")
         if ((count >= $2 || SECONDS >= deadline)); then break; fi
         sleep 0.5
     done
@@ -269,21 +272,24 @@ bench_hook_cost() {
 }
 
 # ---------------------------------------------------------------------------------------------------------
-# Part 2: cluster throughput, A (Epilog=/bin/true) versus B (A + the hook, every job registered)
+# Part 2: cluster throughput. A: Epilog=/bin/true only. B: A + the hook, every job registered (full work).
+# C: A + the hook, no job registered: what the hook costs everybody else's jobs on a shared cluster.
 # ---------------------------------------------------------------------------------------------------------
-declare -A res=() # "VARIANT RUN KIND" -> "submit_us wall_us events good drain_events registered reg_us"
+declare -A res=() # "VARIANT RUN KIND" -> "submit_us wall_us events good drain_events registered reg_us missing"
 next_id=0         # the id the next sbatch will get: nobody else submits to this cluster
 
 run_batch() { # VARIANT RUN KIND(jobs|array)
     local variant=$1 run=$2 kind=$3 name=dls-bench-$1$2-$3 first=$next_id
-    local t0 t1 t2 r0 r1 id i registered=0 events good rejected drain_events deadline
+    local t0 t1 t2 r0 r1 id i registered=0 events good rejected missing drain_events deadline want=0
     local -a ids=()
-    # Register the ids before the jobs exist, as `schedule` does with its in-flight marker: the ids are
-    # predictable here, so every job is registered before it can end; the marker covers a misprediction.
-    # Both variants do this (the spool only matters to B); its time is reported, not counted.
+    # Register the ids before the jobs exist, and create an in-flight marker as `schedule` does: the ids
+    # are predictable here, so every job is registered before it can end; the marker covers a misprediction.
+    # A does the same (its Slurm has no hook); C registers nothing. The time is reported, not counted.
     now_us; r0=$now
-    spool_py register "$tp_cluster" "$first" "$([[ $kind == jobs ]] && echo "$njobs" || echo 1)"
-    spool_py begin "$name"
+    if [[ $variant != C ]]; then
+        spool_py register "$tp_cluster" "$first" "$([[ $kind == jobs ]] && echo "$njobs" || echo 1)"
+        spool_py begin "$name"
+    fi
     now_us; r1=$now
 
     now_us; t0=$now
@@ -299,7 +305,7 @@ run_batch() { # VARIANT RUN KIND(jobs|array)
     now_us; t1=$now
     wait_drained "$name"
     now_us; t2=$now
-    spool_py end "$name"
+    if [[ $variant != C ]]; then spool_py end "$name"; fi
 
     if [[ $kind == array ]]; then
         # the tasks report the array's id, which was registered; they took the next njobs-1 ids as they started
@@ -311,19 +317,19 @@ run_batch() { # VARIANT RUN KIND(jobs|array)
         done
         next_id=$((ids[-1] + 1))
     fi
-    read -r drain_events _ _ < <(spool_py events "${ids[@]}")
+    if [[ $variant == B ]]; then want=$njobs; fi
+    read -r drain_events _ _ _ < <(spool_py events "${ids[@]}")
     events=$drain_events
-    if [[ $variant == B ]]; then # should be complete at once; give stragglers a bounded moment
-        deadline=$((SECONDS + 30))
-        while ((events < njobs && SECONDS < deadline)); do
-            sleep 0.5
-            read -r events _ _ < <(spool_py events "${ids[@]}")
-        done
-    fi
-    read -r events good rejected < <(spool_py events "${ids[@]}")
+    deadline=$((SECONDS + 30)) # the detached workers may still be busy: give them a bounded moment
+    while ((events < want && SECONDS < deadline)); do
+        sleep 0.5
+        read -r events _ _ _ < <(spool_py events "${ids[@]}")
+    done
+    read -r events good rejected missing < <(spool_py events "${ids[@]}")
     ((rejected == 0)) || die "$rejected rejected files in the events folder"
     spool_py clear
-    res["$variant $run $kind"]="$((t1 - t0)) $((t2 - t0)) $events $good $drain_events $registered $((r1 - r0))"
+    if [[ $variant != B ]]; then missing=-; fi
+    res["$variant $run $kind"]="$((t1 - t0)) $((t2 - t0)) $events $good $drain_events $registered $((r1 - r0)) $missing"
     log "  $variant run $run, $njobs $kind: submit $(secs $((t1 - t0))) s, wall $(secs $((t2 - t0))) s," \
         "$(rate "$njobs" $((t2 - t0))) jobs/s, events $events"
 }
@@ -332,10 +338,10 @@ throughput_run() { # VARIANT RUN: a freshly (re)started cluster per run, so ever
     log "part 2: variant $1, run $2 (cluster $tp_cluster, port base $tp_port)"
     stop_cluster "$tp_dir"
     start_cluster "$tp_dir" "$tp_port" "$work/extra-$1.conf"
-    if [[ $1 == B ]]; then
-        grep -qx "EpilogSlurmctld=$hook" "$cur_conf" || die "variant B without EpilogSlurmctld in $cur_conf"
-    else
+    if [[ $1 == A ]]; then
         ! grep -q '^EpilogSlurmctld' "$cur_conf" || die "variant A has an EpilogSlurmctld in $cur_conf"
+    else
+        grep -qx "EpilogSlurmctld=$hook" "$cur_conf" || die "variant $1 without EpilogSlurmctld in $cur_conf"
     fi
     local warm
     warm=$(submit_and_wait dls-bench-warmup) # the first job after a start waits for a scheduling pass
@@ -349,17 +355,10 @@ throughput_run() { # VARIANT RUN: a freshly (re)started cluster per run, so ever
 # ---------------------------------------------------------------------------------------------------------
 verdict() { awk -v ms="$1" 'BEGIN { print (ms < 50 ? "**met**" : "**not met**") }'; }
 batch_label() { if [[ $1 == jobs ]]; then echo "$njobs jobs"; else echo "$njobs-task array"; fi; }
+declare -A variant_label=([A]="A: no-op" [B]="B: hook, registered" [C]="C: hook, unregistered")
 
-report() {
-    local v r kind f label batch reg_sum=0 reg_n=0 drain_note=
-    local -A rates=()
-    echo "# Epilog hook benchmark, $(date '+%F %H:%M')"
-    echo
-    echo "Host: $(nproc) cores, $(uname -sr), $(sl sinfo -V 2>/dev/null || echo slurm), Python" \
-        "$("$sys_python" -V 2>&1 | cut -d' ' -f2); load average before: $load_before, after: $load_after" \
-        "(other Slurm test clusters share this machine)."
-    echo "Command: \`$cmdline\`"
-    echo
+report_hook_cost() {
+    local a b entry_median entry_p95 worker_median worker_p95
     echo "## 1. Hook cost per call"
     echo
     echo "Run directly (not via Slurm) as user slurm with slurmctld's environment, $ncalls calls each after 3"
@@ -373,9 +372,9 @@ report() {
     read -r a b <<<"$t_sh"; echo "| \`/bin/sh -c :\` (shell start-up) | $a | $b |"
     read -r a b <<<"$t_unreg"; echo "| entry point, unregistered job (a stat or two, exit) | $a | $b |"
     read -r a b <<<"$t_reg"; echo "| entry point, registered job (detaches the worker, exit) | $a | $b |"
-    local entry_median=$a entry_p95=$b
+    entry_median=$a entry_p95=$b
     read -r a b <<<"$t_worker"; echo "| worker, registered job, run synchronously (scontrol + event write) | $a | $b |"
-    local worker_median=$a worker_p95=$b
+    worker_median=$a worker_p95=$b
     read -r a b <<<"$t_scontrol"; echo "| \`scontrol show job -o\` alone (part of the worker's time) | $a | $b |"
     echo
     # slurmctld waits for the entry point only; the worker's time is spent anyway, on the controller's CPUs
@@ -385,48 +384,57 @@ report() {
         "$(verdict "$(awk -v e="$entry_median" -v w="$worker_median" 'BEGIN { print e + w }')"), p95" \
         "$(awk -v e="$entry_p95" -v w="$worker_p95" 'BEGIN { printf "%.1f", e + w }') ms" \
         "$(verdict "$(awk -v e="$entry_p95" -v w="$worker_p95" 'BEGIN { print e + w }')")."
-    echo
+}
+
+report_throughput() {
+    local v r kind batch overall reg_sum=0 reg_n=0 notes=
+    local -a f ra rb rc per
+    local -A rates=()
     echo "## 2. Cluster throughput ($njobs tiny jobs, 1 node with 2 CPUs)"
     echo
-    echo "A: \`Epilog=/bin/true\` only. B: A + \`EpilogSlurmctld=<hook>\`, every job registered in the spool"
-    echo "before it was submitted, plus an in-flight marker, so the hook does the full work for each job."
-    echo "Both on contrib/slurm-local's config ($(grep -m1 '^SchedulerParameters=' "$tp_dir/etc/slurm.conf" 2>/dev/null || echo '?'))."
+    echo "A: \`Epilog=/bin/true\` only (no-op baseline). B: A + \`EpilogSlurmctld=<hook>\`, every job registered in"
+    echo "the spool before it was submitted, plus an in-flight marker, so the hook does the full work for each job."
+    echo "C: as B, but no job registered: the entry point runs and exits, as for other users' jobs."
+    echo "All on contrib/slurm-local's config ($(grep -m1 '^SchedulerParameters=' "$tp_dir/etc/slurm.conf" 2>/dev/null || echo '?'))."
     echo "Wall: first sbatch until \`squeue -t PD,CF,R,CG\` shows none of the batch (polled every 0.2 s)."
-    echo "Each run on a freshly restarted cluster after one warm-up job; runs in ABBA order. Events: written by"
-    echo "the detached workers, counted once they stopped coming (at most 30 s after the batch drained)."
+    echo "Each run on a freshly restarted cluster after one warm-up job; the order reverses every run (ABC CBA)."
+    echo "Events: written by the detached workers, counted once all came or 30 s after the batch drained."
     echo
     echo "| variant | run | batch | submit s | wall s | jobs/s | events (COMPLETED via scontrol) |"
     echo "|---|---:|---|---:|---:|---:|---|"
     for kind in jobs array; do
         batch=$(batch_label "$kind")
-        for v in A B; do
-            if [[ $v == A ]]; then label="A: no-op"; else label="B: hook"; fi
+        for v in A B C; do
             for ((r = 1; r <= nruns; r++)); do
                 read -r -a f <<<"${res["$v $r $kind"]}"
                 rates["$v $r $kind"]=$(rate "$njobs" "${f[1]}")
-                echo "| $label | $r | $batch | $(secs "${f[0]}") | $(secs "${f[1]}") | ${rates["$v $r $kind"]} |" \
-                    "${f[2]} (${f[3]}) |"
+                echo "| ${variant_label[$v]} | $r | $batch | $(secs "${f[0]}") | $(secs "${f[1]}") |" \
+                    "${rates["$v $r $kind"]} | ${f[2]} (${f[3]}) |"
                 if [[ $v == B ]]; then
                     if [[ $kind == jobs ]]; then reg_sum=$((reg_sum + f[6])); reg_n=$((reg_n + 1)); fi
-                    ((f[5] == njobs)) || drain_note+=" B run $r $kind: only ${f[5]} of $njobs ids predicted;"
-                    ((f[4] == f[2])) || drain_note+=" B run $r $kind: ${f[4]} events at drain time, ${f[2]} later;"
+                    if ((f[5] != njobs)); then notes+=" B run $r, $batch: only ${f[5]} of $njobs ids predicted."; fi
+                    if ((f[4] != f[2])); then notes+=" B run $r, $batch: ${f[4]} events when the batch drained, ${f[2]} later."; fi
+                    if ((f[2] < njobs)); then
+                        notes+=" B run $r, $batch: $((njobs - f[2])) of $njobs jobs left no event"
+                        if [[ ${f[7]} != - ]]; then notes+=" (job ${f[7]//,/, })"; fi
+                        notes+="."
+                    fi
                 fi
             done
         done
     done
     echo
-    echo "| batch | A jobs/s | B jobs/s | B/A per run | B/A of the means | target B/A >= 0.90 |"
-    echo "|---|---|---|---|---:|---|"
+    echo "| batch | A jobs/s | B jobs/s | C jobs/s | B/A per run | B/A of the means | C/A of the means | target B/A >= 0.90 |"
+    echo "|---|---|---|---|---|---:|---:|---|"
     for kind in jobs array; do
-        batch=$(batch_label "$kind")
-        local ra=() rb=() per=()
+        ra=() rb=() rc=() per=()
         for ((r = 1; r <= nruns; r++)); do
-            ra+=("${rates["A $r $kind"]}"); rb+=("${rates["B $r $kind"]}")
+            ra+=("${rates["A $r $kind"]}"); rb+=("${rates["B $r $kind"]}"); rc+=("${rates["C $r $kind"]}")
             per+=("$(ratio "${rates["B $r $kind"]}" "${rates["A $r $kind"]}")")
         done
-        local overall
         overall=$(ratio "$(mean "${rb[@]}")" "$(mean "${ra[@]}")")
-        echo "| $batch | ${ra[*]} | ${rb[*]} | ${per[*]} | $overall |" \
+        echo "| $(batch_label "$kind") | ${ra[*]} | ${rb[*]} | ${rc[*]} | ${per[*]} | $overall |" \
+            "$(ratio "$(mean "${rc[@]}")" "$(mean "${ra[@]}")") |" \
             "$(awk -v x="$overall" 'BEGIN { print (x >= 0.9 ? "met" : "**not met**") }') |"
     done
     echo
@@ -435,7 +443,20 @@ report() {
     local log_lines=0
     if [[ -f $hook_log ]]; then log_lines=$(wc -l <"$hook_log"); fi
     echo "Hook log: $log_lines lines (the worker logs its trouble and any run over 1 s there)."
-    if [[ -n $drain_note ]]; then echo "Notes:$drain_note"; fi
+    if [[ -n $notes ]]; then echo "Notes:$notes"; fi
+}
+
+report() {
+    echo "# Epilog hook benchmark, $(date '+%F %H:%M')"
+    echo
+    echo "Host: $(nproc) cores, $(uname -sr), $(sl sinfo -V 2>/dev/null || echo slurm), Python" \
+        "$("$sys_python" -V 2>&1 | cut -d' ' -f2); load average before: $load_before, after: $load_after" \
+        "(other Slurm test clusters share this machine)."
+    echo "Command: \`$cmdline\`"
+    echo
+    report_hook_cost
+    echo
+    report_throughput
 }
 
 # ---------------------------------------------------------------------------------------------------------
@@ -446,8 +467,8 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 setup
 bench_hook_cost
 for ((run = 1; run <= nruns; run++)); do
-    # ABBA...: a slow drift of the machine (or slurmctld's growing job table) favours neither variant
-    if ((run % 2)); then order=(A B); else order=(B A); fi
+    # ABC CBA ...: a slow drift of the machine (or slurmctld's growing job table) favours no variant
+    if ((run % 2)); then order=(A B C); else order=(C B A); fi
     for variant in "${order[@]}"; do throughput_run "$variant" "$run"; done
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
