@@ -59,8 +59,11 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     log_target = "syslog"
     job = env.get("SLURM_JOB_ID", "?")
     try:
-        if environ is None and os.getpid() != os.getsid(0):
-            os.setsid()  # no longer part of Slurm's process group
+        if environ is None:
+            try:
+                os.setsid()  # leave Slurm's session too, where possible
+            except OSError:
+                pass  # already a group leader: the entry point gave it its own group
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, HARD_LIMIT)
         spool = _load_spool()
