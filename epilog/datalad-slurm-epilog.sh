@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/bin/sh
 # datalad-slurm's Slurm hook entry point: EpilogSlurmctld (or slurmd Epilog).
 #
 # Installed by epilog/install, which fills in the @...@ values. It must return at once:
@@ -6,8 +6,8 @@
 # EpilogSlurmctld that outlives the node's epilog leaves them waiting for the next periodic
 # scheduling pass (measured: 20 ms of hook time turned 10 one-second jobs into 80 s).
 # So this script only checks, with shell builtins and a stat or two, whether the job was
-# registered by `datalad schedule`, and if so hands the work to the Python worker in a process
-# group of its own, detached from Slurm, and exits 0. It always exits 0.
+# registered by `datalad schedule`, and if so hands the work to the Python worker in a new
+# session, detached from Slurm, and exits 0. It always exits 0.
 CONFIG=${DATALAD_SLURM_CONFIG:-'@CONFIG@'}
 PYTHON='@PYTHON@'
 WORKER='@PREFIX@/datalad_slurm_epilog.py'
@@ -40,9 +40,28 @@ else
     set -- "$dir"/inflight/*
     [ -e "$1" ] || exit 0
 fi
-# When this script exits, Slurm kills its whole process group: with job control on, bash puts
-# the worker into a process group of its own before `&` returns (no race; a detached `setsid`
-# child lost about 1 event in 1000 under load, measured by benchmarks/epilog.sh).
-set -m
-"$PYTHON" -IS "$WORKER" </dev/null >/dev/null 2>&1 &
+if [ -x /usr/bin/setsid ]; then
+    /usr/bin/setsid "$PYTHON" -IS "$WORKER" </dev/null >/dev/null 2>&1 &
+else
+    "$PYTHON" -IS "$WORKER" </dev/null >/dev/null 2>&1 &
+fi
+child=$!
+# When this script exits, Slurm kills its whole process group. Wait (builtins only, a few ms
+# at most) until the worker has its own session; without this about 1 job in 1000 lost its
+# event under load (measured by benchmarks/epilog.sh).
+set -f  # the fields are split on purpose; no globbing
+read -r own < /proc/$$/stat || exit 0
+own=${own##*) }
+# shellcheck disable=SC2086
+set -- $own
+group=$3
+tries=0
+while [ $tries -lt 5000 ]; do
+    read -r stat < /proc/$child/stat 2>/dev/null || break   # gone already
+    stat=${stat##*) }
+    # shellcheck disable=SC2086
+    set -- $stat
+    [ "$3" != "$group" ] && break
+    tries=$((tries + 1))
+done
 exit 0
