@@ -78,14 +78,26 @@ def _result(ds_path: str, status: str, message: str, **extra: Any) -> dict[str, 
     }
 
 
-def job_statuses(
-    jobs: Sequence[Job], events: Sequence[Event], backend: Backend
-) -> tuple[dict[int, JobStatus], list[Event]]:
-    """Each registered job's status by registry row id, and the events no job claimed."""
+@dataclass
+class Resolution:
+    """What the spool and Slurm say about the registered jobs, by registry row id."""
+
+    statuses: dict[int, JobStatus]
+    #: the events each job consumed, to be removed once it is committed or closed
+    events: dict[int, list[Event]]
+    #: events no open job claimed (other datasets', or already finished jobs')
+    unmatched: list[Event]
+
+
+def job_statuses(jobs: Sequence[Job], events: Sequence[Event], backend: Backend) -> Resolution:
     keys = {job.id: JobKey(job.job_id, job.cluster) for job in jobs if job.job_id is not None}
     matched, unmatched = match_events(keys.values(), events)
     resolved = resolve(list(keys.values()), matched, backend)
-    return {row: resolved[key] for row, key in keys.items()}, unmatched
+    return Resolution(
+        statuses={row: resolved[key] for row, key in keys.items()},
+        events={row: matched.get(key, []) for row, key in keys.items()},
+        unmatched=unmatched,
+    )
 
 
 def list_open_jobs(
@@ -97,7 +109,7 @@ def list_open_jobs(
         jobs = registry.jobs(job_id=job_id)
     backend = backend or choose_backend()
     view = read_spool(ds)
-    statuses, _ = job_statuses(jobs, view.events, backend)
+    statuses = job_statuses(jobs, view.events, backend).statuses
     for job in jobs:
         if job.job_id is None:
             status = JobStatus(0, backend=backend.name)
@@ -160,13 +172,12 @@ def _drain(
     yield from _reject(dataset_path, view)
     backend = backend or choose_backend()
     submitted = [j for j in jobs if j.job_id is not None]
-    statuses, unmatched = job_statuses(submitted, view.events, backend)
-    events_of = _events_by_job(submitted, view.events)
+    resolution = job_statuses(submitted, view.events, backend)
     for job in jobs:
         if job.job_id is None:
             yield from _handle_interrupted_submission(dataset_path, registry, job, request)
             continue
-        status = statuses.get(job.id, JobStatus(job.job_id, backend=backend.name))
+        status = resolution.statuses.get(job.id, JobStatus(job.job_id, backend=backend.name))
         try:
             yield from _handle_job(ds, registry, job, status, request)
         except Exception as exc:  # one job's trouble must not stop the others
@@ -178,15 +189,9 @@ def _drain(
                 slurm_job_id=job.job_id,
             )
         if job.state in ("finished", "closed"):
-            _consume(view.spool, job, events_of.get(job.id, []))
+            _consume(view.spool, job, resolution.events.get(job.id, []))
     if request.job_id is None:
-        _tidy(view.spool, registry, unmatched)
-
-
-def _events_by_job(jobs: Sequence[Job], events: Sequence[Event]) -> dict[int, list[Event]]:
-    keys = {JobKey(job.job_id, job.cluster): job.id for job in jobs if job.job_id is not None}
-    matched, _ = match_events(keys, events)
-    return {keys[key]: found for key, found in matched.items()}
+        _tidy(view.spool, registry, resolution.unmatched)
 
 
 def _reject(dataset_path: str, view: SpoolView) -> Iterator[dict[str, Any]]:
