@@ -166,8 +166,8 @@ class UserSpool:
     def path(self) -> str:
         return user_dir_path(self.spool, self.uid)
 
-    def _dirs(self) -> tuple[int, int, int, int]:
-        """(user, jobs, inflight, events) descriptors, created on first use."""
+    def _dirs(self) -> _UserDirs:
+        """The user's folders, opened (and created on first use); use in ``with``."""
         try:
             spool_fd = _open_spool_root(self.spool)
         except OSError as exc:
@@ -192,47 +192,34 @@ class UserSpool:
         except BaseException:
             os.close(user_fd)
             raise
-        return user_fd, jobs, inflight, events
+        return _UserDirs(user_fd, jobs, inflight, events)
 
     def begin_submission(self, token: str) -> None:
         """Mark a submission in flight: the hook reports this user's jobs meanwhile."""
-        fds = self._dirs()
-        try:
-            _touch(fds[2], token)
-        finally:
-            _close(fds)
+        with self._dirs() as dirs:
+            _touch(dirs.inflight, token)
 
     def end_submission(self, token: str) -> None:
-        fds = self._dirs()
-        try:
-            _unlink_quietly(fds[2], token)
-        finally:
-            _close(fds)
+        with self._dirs() as dirs:
+            _unlink_quietly(dirs.inflight, token)
 
     def register(self, cluster: str | None, job_id: int, token: str | None = None) -> None:
-        fds = self._dirs()
-        try:
-            _touch(fds[1], registration_name(cluster, job_id))
+        with self._dirs() as dirs:
+            _touch(dirs.jobs, registration_name(cluster, job_id))
             if token:
-                _unlink_quietly(fds[2], token)
-        finally:
-            _close(fds)
+                _unlink_quietly(dirs.inflight, token)
 
     def unregister(self, cluster: str | None, job_id: int) -> None:
-        fds = self._dirs()
-        try:
-            _unlink_quietly(fds[1], registration_name(cluster, job_id))
-            _unlink_quietly(fds[1], registration_name(None, job_id))
-        finally:
-            _close(fds)
+        with self._dirs() as dirs:
+            _unlink_quietly(dirs.jobs, registration_name(cluster, job_id))
+            _unlink_quietly(dirs.jobs, registration_name(None, job_id))
 
     def read_events(self, trusted_uids: set[int]) -> tuple[list[Event], list[Rejected]]:
         """Every valid event in the user's events folder, and every rejected file."""
-        fds = self._dirs()
         events: list[Event] = []
         rejected: list[Rejected] = []
-        try:
-            events_fd = fds[3]
+        with self._dirs() as dirs:
+            events_fd = dirs.events
             for name in sorted(os.listdir(events_fd)):
                 if not name.endswith(EVENT_SUFFIX):
                     continue
@@ -240,42 +227,31 @@ class UserSpool:
                     events.append(_read_event(events_fd, name, trusted_uids))
                 except EventError as exc:
                     rejected.append(Rejected(name, str(exc)))
-        finally:
-            _close(fds)
         return events, rejected
 
     def remove_events(self, names: list[str]) -> None:
-        fds = self._dirs()
-        try:
+        with self._dirs() as dirs:
             for name in names:
-                _unlink_quietly(fds[3], name)
-        finally:
-            _close(fds)
+                _unlink_quietly(dirs.events, name)
 
     def set_aside(self, name: str) -> None:
         """Keep a rejected event for inspection, out of the next drain's way."""
-        fds = self._dirs()
-        try:
+        with self._dirs() as dirs:
             try:
-                os.rename(name, name + ".rejected", src_dir_fd=fds[3], dst_dir_fd=fds[3])
+                os.rename(name, name + ".rejected", src_dir_fd=dirs.events, dst_dir_fd=dirs.events)
             except FileNotFoundError:
                 pass
-        finally:
-            _close(fds)
 
     def clean_inflight(self, older_than: float) -> None:
-        fds = self._dirs()
-        try:
+        with self._dirs() as dirs:
             now = time.time()
-            for name in os.listdir(fds[2]):
+            for name in os.listdir(dirs.inflight):
                 try:
-                    info = os.stat(name, dir_fd=fds[2], follow_symlinks=False)
+                    info = os.stat(name, dir_fd=dirs.inflight, follow_symlinks=False)
                 except FileNotFoundError:
                     continue
                 if now - info.st_mtime > older_than:
-                    _unlink_quietly(fds[2], name)
-        finally:
-            _close(fds)
+                    _unlink_quietly(dirs.inflight, name)
 
 
 def _touch(dir_fd: int, name: str) -> None:
@@ -292,9 +268,18 @@ def _unlink_quietly(dir_fd: int, name: str) -> None:
         pass
 
 
-def _close(fds: tuple[int, ...]) -> None:
-    for fd in fds:
-        os.close(fd)
+class _UserDirs:
+    """Open descriptors of a user's spool folders, closed on leaving ``with``."""
+
+    def __init__(self, user: int, jobs: int, inflight: int, events: int) -> None:
+        self.user, self.jobs, self.inflight, self.events = user, jobs, inflight, events
+
+    def __enter__(self) -> _UserDirs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in (self.events, self.inflight, self.jobs, self.user):
+            os.close(fd)
 
 
 # -- events -----------------------------------------------------------------------------
