@@ -170,42 +170,42 @@ def any_cluster(request: pytest.FixtureRequest) -> Cluster:
     return _cluster(request.param)
 
 
+def _use(cluster: Cluster, monkeypatch: pytest.MonkeyPatch, spool: bool) -> Cluster:
+    """Point this test's Slurm clients (and, with ``spool``, finish) at one cluster."""
+    monkeypatch.setenv("SLURM_CONF", cluster.conf)
+    if spool:
+        monkeypatch.setenv("DATALAD_SLURM_CONFIG", cluster.hook_config)
+    return cluster
+
+
 @pytest.fixture
 def slurm(acct_cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
     """The accounting cluster, with SLURM_CONF pointing at it for this test."""
-    monkeypatch.setenv("SLURM_CONF", acct_cluster.conf)
-    return acct_cluster
+    return _use(acct_cluster, monkeypatch, spool=False)
 
 
 @pytest.fixture
 def slurm_any(any_cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
     """Each cluster in turn (accounting on and off), SLURM_CONF set."""
-    monkeypatch.setenv("SLURM_CONF", any_cluster.conf)
-    return any_cluster
+    return _use(any_cluster, monkeypatch, spool=False)
 
 
 @pytest.fixture
 def spooled(any_cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
     """Each of the acct and noacct clusters, with the hook's spool configured for finish."""
-    monkeypatch.setenv("SLURM_CONF", any_cluster.conf)
-    monkeypatch.setenv("DATALAD_SLURM_CONFIG", any_cluster.hook_config)
-    return any_cluster
+    return _use(any_cluster, monkeypatch, spool=True)
 
 
 @pytest.fixture
 def spooled_acct(acct_cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
     """The accounting cluster with the hook's spool configured for finish."""
-    monkeypatch.setenv("SLURM_CONF", acct_cluster.conf)
-    monkeypatch.setenv("DATALAD_SLURM_CONFIG", acct_cluster.hook_config)
-    return acct_cluster
+    return _use(acct_cluster, monkeypatch, spool=True)
 
 
 @pytest.fixture
 def short(short_cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
     """The short-memory cluster with the spool configured."""
-    monkeypatch.setenv("SLURM_CONF", short_cluster.conf)
-    monkeypatch.setenv("DATALAD_SLURM_CONFIG", short_cluster.hook_config)
-    return short_cluster
+    return _use(short_cluster, monkeypatch, spool=True)
 
 
 @pytest.fixture
@@ -248,3 +248,16 @@ def git(ds: Any, *args: str) -> str:
 
 def subjects(ds: Any) -> list[str]:
     return git(ds, "log", "--format=%s").splitlines()
+
+
+def schedule_ok(ds: Any, cmd: str | list[str], output: str = "out") -> int:
+    """Schedule one job with one output folder (made first); it must succeed."""
+    Path(ds.path, output).mkdir(parents=True, exist_ok=True)
+    results = call(ds, "schedule", cmd, outputs=[output])
+    assert [r["status"] for r in results] == ["ok"], results
+    return int(results[0]["slurm_job_id"])
+
+
+def finish_by_job(ds: Any, **kwargs: Any) -> dict[Any, dict[str, Any]]:
+    """finish's own results, by Slurm job id."""
+    return {r.get("slurm_job_id"): r for r in only(call(ds, "finish", **kwargs), "finish")}

@@ -15,20 +15,26 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cluster, call, git, only, subjects, write_script
+from tests.conftest import (
+    Cluster,
+    call,
+    finish_by_job,
+    git,
+    only,
+    schedule_ok,
+    subjects,
+    write_script,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _schedule(ds: Any, cmd: str, output: str = "out") -> int:
-    Path(ds.path, output).mkdir(parents=True, exist_ok=True)
-    results = call(ds, "schedule", cmd, outputs=[output])
-    assert [r["status"] for r in results] == ["ok"], results
-    return int(results[0]["slurm_job_id"])
+    return schedule_ok(ds, cmd, output)
 
 
 def _finish(ds: Any, **kwargs: Any) -> dict[Any, dict[str, Any]]:
-    return {r.get("slurm_job_id"): r for r in only(call(ds, "finish", **kwargs), "finish")}
+    return finish_by_job(ds, **kwargs)
 
 
 def _wait_events(cluster: Cluster, labels: set[str], timeout: float = 120) -> dict[str, Any]:

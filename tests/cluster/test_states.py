@@ -8,18 +8,24 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cluster, call, git, only, subjects, write_script
+from tests.conftest import (
+    Cluster,
+    call,
+    finish_by_job,
+    git,
+    only,
+    schedule_ok,
+    subjects,
+    write_script,
+)
 
 
 def _schedule(ds: Any, script: str, output: str = "out", *sbatch_args: str) -> int:
-    Path(ds.path, output).mkdir(parents=True, exist_ok=True)
-    results = call(ds, "schedule", ["sbatch", *sbatch_args, script], outputs=[output])
-    assert [r["status"] for r in results] == ["ok"], results
-    return int(results[0]["slurm_job_id"])
+    return schedule_ok(ds, ["sbatch", *sbatch_args, script], output)
 
 
-def _finish(ds: Any, **kwargs: Any) -> dict[int, dict[str, Any]]:
-    return {r["slurm_job_id"]: r for r in only(call(ds, "finish", **kwargs), "finish")}
+def _finish(ds: Any, **kwargs: Any) -> dict[Any, dict[str, Any]]:
+    return finish_by_job(ds, **kwargs)
 
 
 @pytest.fixture

@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 from datalad_slurm.records import parse_message
-from tests.conftest import Cluster, call, git, only, subjects, write_script
+from tests.conftest import (
+    Cluster,
+    call,
+    git,
+    only,
+    schedule_ok,
+    subjects,
+    write_script,
+)
 
 SEED_KEYS = {
     "chain",
@@ -40,10 +48,7 @@ echo model > models/{name}/model_0.model
 
 
 def _schedule(ds: Any, output: str, *cmd: str) -> int:
-    Path(ds.path, output).mkdir(parents=True, exist_ok=True)
-    results = call(ds, "schedule", list(cmd), outputs=[output])
-    assert [r["status"] for r in results] == ["ok"], results
-    return int(results[0]["slurm_job_id"])
+    return schedule_ok(ds, list(cmd), output)
 
 
 def test_seed_workflow(slurm_any: Cluster, dataset: Any, monkeypatch: pytest.MonkeyPatch) -> None:
