@@ -344,8 +344,8 @@ def test_hook_exits_0_on_every_path(spooled_acct: Cluster, in_dataset: Any, trou
 def test_hook_as_slurmd_epilog_never_drains_the_node(
     spooled_acct: Cluster, in_dataset: Any, tmp_path: Path
 ) -> None:
-    spooled = spooled_acct
     """The same hook as a slurmd Epilog, with an unwritable spool: the node stays up."""
+    spooled = spooled_acct
     ds = in_dataset
     extra = tmp_path / "epilog.conf"
     hook = Path(spooled.hook, "libexec", "datalad-slurm-epilog")
@@ -359,7 +359,7 @@ def test_hook_as_slurmd_epilog_never_drains_the_node(
             "--state-dir",
             str(state),
             "--port-base",
-            "6897",
+            os.environ.get("DATALAD_SLURM_TEST_SPARE_PORT", "6897"),
             "--extra-conf",
             str(extra),
         ],
