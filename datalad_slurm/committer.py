@@ -178,6 +178,39 @@ class _Owners:
             candidate = posixpath.dirname(candidate)
 
 
+class _Progress:
+    """DataLad's progress bar over a drain: one step per staged file, then the commits.
+
+    Shown on a terminal only (``noninteractive_level`` keeps it out of logs otherwise).
+    """
+
+    def __init__(self, pid: str, jobs: int) -> None:
+        self.pid, self.jobs, self.started = pid, jobs, False
+
+    def _log(self, *args: Any, **kwargs: Any) -> None:
+        log_progress(lgr.info, self.pid, *args, noninteractive_level=5, **kwargs)
+
+    def start(self, files: int) -> None:
+        self.started = True
+        self._log(
+            "Committing %d Slurm jobs",
+            self.jobs,
+            label=f"Committing {self.jobs} Slurm jobs",
+            total=files + self.jobs,
+            unit=" steps",
+        )
+
+    def file_done(self) -> None:
+        self._log("Staged a file", update=1, increment=True)
+
+    def commits_done(self) -> None:
+        self._log("Wrote the commits", update=self.jobs, increment=True)
+
+    def end(self) -> None:
+        if self.started:
+            self._log("Committed %d Slurm jobs", self.jobs)
+
+
 def _commit_batch(
     dataset_path: str,
     registry: Registry,
@@ -189,35 +222,26 @@ def _commit_batch(
     registry.mark_committing_many(jobs)
     owners = _Owners(prepared)
     paths = sorted({path for item in prepared for path in item.paths})
-    pid = f"datalad-slurm-finish-{id(prepared)}"
-    log_progress(
-        lgr.info,
-        pid,
-        "Committing %d Slurm jobs",
-        len(prepared),
-        label="Committing",
-        total=3,
-        unit=" steps",
-        noninteractive_level=5,
-    )
     failed: dict[int, str] = {}
+    progress = _Progress(f"datalad-slurm-finish-{id(prepared)}", len(prepared))
     try:
-        problems = stage(dataset_path, worktree_changes(dataset_path, paths), annex)
-        log_progress(lgr.info, pid, "Staged", update=1, increment=True, noninteractive_level=5)
+        pending = worktree_changes(dataset_path, paths)
+        progress.start(len(pending.to_add))
+        problems = stage(dataset_path, pending, annex, progress.file_done)
         for problem in problems:
             owner = owners.of(problem.path)
             if owner is not None:
                 failed.setdefault(owner.job.id, f"{problem.path}: {problem.message}")
-        changes: dict[int, list[Change]] = {item.job.id: [] for item in prepared}
+        by_job: dict[int, list[Change]] = {item.job.id: [] for item in prepared}
         for change in staged_changes(dataset_path, head, paths):
             owner = owners.of(change.path)
             if owner is not None:
-                changes[owner.job.id].append(change)
+                by_job[owner.job.id].append(change)
         to_commit = [item for item in prepared if item.job.id not in failed]
         shas = write_commits(
-            dataset_path, head, [(item.message, changes[item.job.id]) for item in to_commit]
+            dataset_path, head, [(item.message, by_job[item.job.id]) for item in to_commit]
         )
-        log_progress(lgr.info, pid, "Written", update=1, increment=True, noninteractive_level=5)
+        progress.commits_done()
         if shas:
             advance_head(dataset_path, head, shas[-1], "datalad-slurm: finish")
     except (GitError, OSError) as exc:
@@ -226,13 +250,13 @@ def _commit_batch(
             yield _not_committed(dataset_path, job, str(exc))
         return
     finally:
-        log_progress(lgr.info, pid, "Done", noninteractive_level=5)
+        progress.end()
     registry.mark_finished_many(
         [(item.job, sha) for item, sha in zip(to_commit, shas, strict=True)]
     )
     registry.reopen_many([item.job for item in prepared if item.job.id in failed])
     for item, sha in zip(to_commit, shas, strict=True):
-        yield from _saved(dataset_path, changes[item.job.id])
+        yield from _saved(dataset_path, by_job[item.job.id])
         yield _committed(dataset_path, item, sha)
     for item in prepared:
         if item.job.id in failed:

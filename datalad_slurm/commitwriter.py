@@ -15,7 +15,7 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from datalad_slurm.git import GitError, run_git
@@ -92,12 +92,17 @@ class StagingProblem:
     message: str
 
 
-def stage(repo: str, changes: WorktreeChanges, annex: bool) -> list[StagingProblem]:
-    """Stage additions (through git-annex if ``annex``) and deletions; returns what failed."""
+def stage(
+    repo: str, changes: WorktreeChanges, annex: bool, on_file: Callable[[], None] | None = None
+) -> list[StagingProblem]:
+    """Stage additions (through git-annex if ``annex``) and deletions; returns what failed.
+
+    ``on_file`` is called as git-annex reports each file, for a progress bar.
+    """
     problems: list[StagingProblem] = []
     if changes.to_add and annex:
         for chunk in chunked(changes.to_add):
-            problems.extend(_annex_add(repo, chunk))
+            problems.extend(_annex_add(repo, chunk, on_file or (lambda: None)))
     elif changes.to_add:
         _git_over_paths(repo, ["add"], changes.to_add)
     if changes.deleted:
@@ -105,40 +110,47 @@ def stage(repo: str, changes: WorktreeChanges, annex: bool) -> list[StagingProbl
     return problems
 
 
-def _annex_add(repo: str, files: Sequence[str]) -> list[StagingProblem]:
+def _annex_add(
+    repo: str, files: Sequence[str], on_file: Callable[[], None]
+) -> list[StagingProblem]:
     # the options DataLad's save uses: dotfiles are annexed like any other file unless the
     # dataset's largefiles rules say otherwise
-    proc = subprocess.run(
-        [
-            "git",
-            "annex",
-            "add",
-            "-c",
-            "annex.dotfiles=true",
-            "--json",
-            "--json-error-messages",
-            "--",
-            *files,
-        ],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    command = [
+        "git",
+        "annex",
+        "add",
+        "-c",
+        "annex.dotfiles=true",
+        "--json",
+        "--json-error-messages",
+        "--",
+        *files,
+    ]
     problems = []
     reported = set()
-    for line in proc.stdout.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        reported.add(record.get("file"))
-        if not record.get("success", False):
-            message = "; ".join(record.get("error-messages") or []) or "git annex add failed"
-            problems.append(StagingProblem(record.get("file") or "?", message))
-    if proc.returncode != 0 and not problems:
+    with (
+        tempfile.TemporaryFile() as errors,
+        subprocess.Popen(
+            command, cwd=repo, stdout=subprocess.PIPE, stderr=errors, text=True
+        ) as proc,
+    ):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            on_file()
+            reported.add(record.get("file"))
+            if not record.get("success", False):
+                message = "; ".join(record.get("error-messages") or []) or "git annex add failed"
+                problems.append(StagingProblem(record.get("file") or "?", message))
+        returncode = proc.wait()
+        errors.seek(0)
+        stderr = errors.read().decode(errors="replace").strip()
+    if returncode != 0 and not problems:
         problems.extend(
-            StagingProblem(path, proc.stderr.strip() or "git annex add failed")
+            StagingProblem(path, stderr or "git annex add failed")
             for path in files
             if path not in reported
         )

@@ -261,6 +261,7 @@ class Registry:
         return found
 
     def mark_submitted(self, job: Job, job_id: int, cluster: str | None) -> Job:
+        """Slurm took the job: its id is on record before anything else can go wrong."""
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE jobs SET job_id = ?, cluster = ?, state = 'open' WHERE id = ?",
@@ -270,6 +271,7 @@ class Registry:
         return job
 
     def note_submission_facts(self, job: Job, facts: dict[str, str]) -> None:
+        """What slurmctld said about the job right after its submission (log patterns...)."""
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE jobs SET submission_facts = ? WHERE id = ?", (json.dumps(facts), job.id)

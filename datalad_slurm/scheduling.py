@@ -231,6 +231,7 @@ class Submitter:
                 "Use sbatch (plain or --parsable) as the submit command"
             ) from exc
         cluster = submission.cluster or self._cluster
+        # the job id first: it must be on record even if asking about the job goes wrong
         registry.mark_submitted(job, submission.job_id, cluster)
         registry.note_submission_facts(job, submission_facts(submission.job_id))
         spool_note = spool_note or _spool_call(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from datalad_slurm.gitlock import open_registry
-from tests.conftest import Cluster, call, finish_by_job, git, only, write_script
+from tests.conftest import Cluster, call, finish_by_job, git, only, subjects, write_script
 
 
 def _annexed(ds: Any, path: str) -> bool:
@@ -217,3 +217,66 @@ def test_schedule_many_from_one_file(
     listed = only(call(ds, "finish", list_open_jobs=True), "finish")
     assert [r["message"] for r in listed] == ["there are no open jobs"]
     assert git(ds, "rev-parse", "HEAD") == before
+
+
+def _on_a_terminal(argv: list[str], cwd: str) -> bytes:
+    """Run a command on a pseudo-terminal 120 columns wide; everything it wrote."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child
+        os.chdir(cwd)
+        os.execvp(argv[0], argv)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    out = b""
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        out += data
+    os.waitpid(pid, 0)
+    return out
+
+
+def test_progress_bar_on_a_terminal_only(slurm: Cluster, tmp_path: Path) -> None:
+    from datalad.api import Dataset
+
+    outputs = {}
+    for where in ("tty", "pipe"):
+        ds = Dataset(str(tmp_path / where)).create(result_renderer="disabled")
+        specs = tmp_path / f"{where}.jsonl"
+        specs.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "cmd": f"sbatch -o o{n}/slurm-%j.out --wrap 'echo {n} > o{n}/r'",
+                        "outputs": [f"o{n}"],
+                    }
+                )
+                + "\n"
+                for n in range(12)
+            )
+        )
+        for n in range(12):
+            Path(ds.path, f"o{n}").mkdir()
+        jobs = [r["slurm_job_id"] for r in call(ds, "schedule", jobs_from=str(specs))]
+        slurm.wait_done(jobs)
+        if where == "tty":
+            outputs[where] = _on_a_terminal(["datalad", "finish"], ds.path).decode(errors="replace")
+        else:
+            proc = subprocess.run(
+                ["datalad", "finish"], cwd=ds.path, capture_output=True, text=True
+            )
+            outputs[where] = proc.stdout + proc.stderr
+        assert len([s for s in subjects(ds) if "SLURM RUN" in s]) == 12
+    assert "Committing 12 Slurm jobs" in outputs["tty"]
+    assert "Committing" not in outputs["pipe"]
+    assert "save(ok)" in outputs["pipe"] and "save" in outputs["tty"]
+

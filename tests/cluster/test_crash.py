@@ -21,7 +21,7 @@ from filelock import FileLock
 from datalad_slurm.gitlock import git_dir, open_registry
 from tests.conftest import Cluster, call, only, write_script
 
-JOBS = 300
+JOBS = 200
 TRIALS = 50
 SUBJECT = re.compile(r"^\[DATALAD SLURM RUN\] Slurm job (\d+): Completed$")
 
