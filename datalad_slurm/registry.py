@@ -272,11 +272,16 @@ class Registry:
 
     def note_submission_facts(self, job: Job, facts: dict[str, str]) -> None:
         """What slurmctld said about the job right after its submission (log patterns...)."""
+        self.note_submission_facts_many([(job, facts)])
+
+    def note_submission_facts_many(self, jobs: Sequence[tuple[Job, dict[str, str]]]) -> None:
         with self.transaction() as conn:
-            conn.execute(
-                "UPDATE jobs SET submission_facts = ? WHERE id = ?", (json.dumps(facts), job.id)
+            conn.executemany(
+                "UPDATE jobs SET submission_facts = ? WHERE id = ?",
+                [(json.dumps(facts), job.id) for job, facts in jobs],
             )
-        job.submission_facts = dict(facts)
+        for job, facts in jobs:
+            job.submission_facts = dict(facts)
 
     def forget_submission(self, job: Job) -> None:
         """Drop a reservation whose submission failed (nothing was submitted)."""

@@ -19,10 +19,11 @@ from typing import Any
 from datalad_slurm.git import run_git
 from datalad_slurm.gitlock import clear_interrupted_writes, git_lock, git_writes, open_registry
 from datalad_slurm.paths import PathOutsideDatasetError, normalise, relative_to_pwd
-from datalad_slurm.registry import OutputConflictError, Registry
+from datalad_slurm.registry import Job, OutputConflictError, Registry
 from datalad_slurm.settings import spool_config
 from datalad_slurm.slurm.conf import cluster_name
 from datalad_slurm.slurm.jobid import NoJobIdError, parse_submission
+from datalad_slurm.slurm.submitted import CHUNK as FACTS_CHUNK
 from datalad_slurm.slurm.submitted import submission_facts
 from datalad_slurm.spool import SpoolError, UserSpool
 
@@ -97,24 +98,32 @@ def normalise_all(paths: Sequence[str], dataset_path: str, cwd: str, kind: str) 
 def schedule(ds: Any, request: ScheduleRequest) -> Iterator[dict[str, Any]]:
     """Submit one job and register it; yields its result (raises ScheduleError)."""
     with Submitter(ds) as submitter:
-        yield submitter.submit(request)
+        result = submitter.submit(request)
+        submitter.note_facts()
+        yield result
 
 
 def schedule_many(ds: Any, requests: Sequence[ScheduleRequest]) -> Iterator[dict[str, Any]]:
     """Submit many jobs from one process; a request that fails is an error result, not the end."""
     with Submitter(ds) as submitter:
-        for number, request in enumerate(requests, start=1):
-            try:
-                yield submitter.submit(request)
-            except ScheduleError as exc:
-                yield {
-                    "action": ACTION,
-                    "status": "error",
-                    "path": submitter.dataset_path,
-                    "type": "dataset",
-                    "message": f"job {number} ({request.cmd!r}): {exc}",
-                    "cmd": request.cmd,
-                }
+        try:
+            for number, request in enumerate(requests, start=1):
+                try:
+                    result = submitter.submit(request)
+                except ScheduleError as exc:
+                    result = {
+                        "action": ACTION,
+                        "status": "error",
+                        "path": submitter.dataset_path,
+                        "type": "dataset",
+                        "message": f"job {number} ({request.cmd!r}): {exc}",
+                        "cmd": request.cmd,
+                    }
+                if len(submitter.without_facts) >= FACTS_CHUNK:
+                    submitter.note_facts()
+                yield result
+        finally:
+            submitter.note_facts()
 
 
 class Submitter:
@@ -128,6 +137,8 @@ class Submitter:
         self._dsid: str | None = None
         self._head: str | None = None
         self._cluster: str | None = None
+        #: submitted jobs whose facts (log patterns...) are still to be asked for
+        self.without_facts: list[Job] = []
 
     def __enter__(self) -> Submitter:
         return self
@@ -135,6 +146,16 @@ class Submitter:
     def __exit__(self, *exc: object) -> None:
         if self._registry is not None:
             self._registry.close()
+
+    def note_facts(self) -> None:
+        """Ask slurmctld about the jobs submitted since the last call (one squeue), keep it."""
+        if not self.without_facts or self._registry is None:
+            return
+        jobs, self.without_facts = self.without_facts, []
+        facts = submission_facts([job.job_id for job in jobs if job.job_id is not None])
+        self._registry.note_submission_facts_many(
+            [(job, facts[job.job_id]) for job in jobs if job.job_id in facts]
+        )
 
     def _shared(self) -> Registry:
         """Open the registry and read the dataset's facts, on the first real submission."""
@@ -231,9 +252,10 @@ class Submitter:
                 "Use sbatch (plain or --parsable) as the submit command"
             ) from exc
         cluster = submission.cluster or self._cluster
-        # the job id first: it must be on record even if asking about the job goes wrong
+        # the job id goes on record at once; what slurmctld says about the job is asked later,
+        # for many jobs at a time (note_facts)
         registry.mark_submitted(job, submission.job_id, cluster)
-        registry.note_submission_facts(job, submission_facts(submission.job_id))
+        self.without_facts.append(job)
         spool_note = spool_note or _spool_call(
             spool, "register", cluster, submission.job_id, job.token
         )
@@ -283,7 +305,7 @@ def _prepare_worktree(ds: Any, inputs: Sequence[str], outputs: Sequence[str]) ->
         if failed:
             details = "; ".join(f"{r.get('path')}: {r.get('message')}" for r in failed)
             raise ScheduleError(f"could not obtain input(s): {details}")
-    existing = [os.path.join(root, p) for p in outputs if os.path.lexists(os.path.join(root, p))]
+    existing = [os.path.join(root, p) for p in outputs if _may_hold_files(os.path.join(root, p))]
     # only what git tracks can be (and needs to be) unlocked
     tracked = run_git(root, "ls-files", "-z", "--", *existing).split("\0") if existing else []
     existing = [path for path in existing if _holds_tracked(root, path, tracked)]
@@ -301,6 +323,14 @@ def _prepare_worktree(ds: Any, inputs: Sequence[str], outputs: Sequence[str]) ->
         if failed:
             details = "; ".join(f"{r.get('path')}: {r.get('message')}" for r in failed)
             raise ScheduleError(f"could not unlock output(s): {details}")
+
+
+def _may_hold_files(path: str) -> bool:
+    """Anything there that git could track (a missing path or an empty folder holds nothing)?"""
+    if os.path.isdir(path) and not os.path.islink(path):
+        with os.scandir(path) as entries:
+            return any(True for _ in entries)
+    return os.path.lexists(path)
 
 
 def _holds_tracked(root: str, path: str, tracked: Sequence[str]) -> bool:
