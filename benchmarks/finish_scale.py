@@ -86,13 +86,18 @@ def wait_until_done(name: str) -> None:
 
 def new_dataset(name: str) -> Path:
     path = WORK / name
-    subprocess.run([str(VENV_BIN / "datalad"), "create", str(path)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [str(VENV_BIN / "datalad"), "create", str(path)], check=True, capture_output=True
+    )
     (path / "code").mkdir()
     (path / "code" / "job.sh").write_text(JOB_SCRIPT)
     (path / "code" / "job.sh").chmod(0o755)
-    subprocess.run([str(VENV_BIN / "datalad"), "save", "-m", "job script", "code"], cwd=path,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [str(VENV_BIN / "datalad"), "save", "-m", "job script", "code"],
+        cwd=path,
+        check=True,
+        capture_output=True,
+    )
     return path
 
 
@@ -113,21 +118,27 @@ def datalad(*args: str) -> list[str]:
 
 def schedule_many(ds: Path, name: str, first: int, count: int, hold: bool = False) -> Timed:
     spec = jobs_file(ds, name, first, count, hold)
-    timed = Timed(datalad("schedule", "--jobs-from", str(spec)), ds, WORK / f"{ds.name}-schedule.log")
-    log(f"  schedule --jobs-from: {count} jobs in {timed.wall:.1f} s "
-        f"({timed.wall / count * 1000:.1f} ms/job, cpu {timed.cpu:.1f} s)")
+    timed = Timed(
+        datalad("schedule", "--jobs-from", str(spec)), ds, WORK / f"{ds.name}-schedule.log"
+    )
+    log(
+        f"  schedule --jobs-from: {count} jobs in {timed.wall:.1f} s "
+        f"({timed.wall / count * 1000:.1f} ms/job, cpu {timed.cpu:.1f} s)"
+    )
     return timed
 
 
 def record_commits(ds: Path) -> int:
-    out = subprocess.run(["git", "log", "--format=%s"], cwd=ds, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["git", "log", "--format=%s"], cwd=ds, capture_output=True, text=True, check=True
+    ).stdout
     return sum(1 for s in out.splitlines() if s.startswith("[DATALAD SLURM RUN]"))
 
 
 def status_lines(ds: Path) -> int:
-    out = subprocess.run(["git", "status", "--porcelain"], cwd=ds, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=ds, capture_output=True, text=True, check=True
+    ).stdout
     return len(out.splitlines())
 
 
@@ -138,7 +149,9 @@ def part_list(n: int, rows: list[str]) -> None:
     sched = schedule_many(ds, name, 0, n, hold=True)
     listed = Timed(datalad("finish", "--list-open-jobs"), ds, WORK / "list-output.txt")
     as_json = Timed(datalad("-f", "json", "finish", "--list-open-jobs"), ds, WORK / "list.json")
-    shown = sum(1 for line in (WORK / "list.json").read_text().splitlines() if '"slurm_job_id"' in line)
+    shown = sum(
+        1 for line in (WORK / "list.json").read_text().splitlines() if '"slurm_job_id"' in line
+    )
     log(f"  list-open-jobs: {listed.wall:.2f} s (json {as_json.wall:.2f} s, {shown} jobs)")
     slurm("scancel", "-n", name)
     wait_until_done(name)
@@ -162,8 +175,10 @@ def part_single(n: int, rows: list[str]) -> None:
     wait_until_done(name)
     finish = Timed(datalad("finish"), ds, WORK / "single-finish.log")
     commits, dirty = record_commits(ds), status_lines(ds)
-    log(f"  finish: {finish.wall:.1f} s, cpu {finish.cpu:.1f} s, {commits} records, "
-        f"{dirty} status lines")
+    log(
+        f"  finish: {finish.wall:.1f} s, cpu {finish.cpu:.1f} s, {commits} records, "
+        f"{dirty} status lines"
+    )
     rows += [
         f"| single: schedule --jobs-from, {n} jobs | {sched.wall:.1f} s | "
         f"{sched.wall / n * 1000:.1f} ms | cpu {sched.cpu:.1f} s |",
@@ -177,24 +192,31 @@ def part_rounds(n: int, rounds: int, rows: list[str]) -> None:
     per_round = n // rounds
     log(f"[rounds] {rounds} x {per_round} jobs")
     ds = new_dataset("rounds")
-    costs = []
+    costs: list[float] = []
+    cpu_costs: list[float] = []
     for number in range(rounds):
         name = f"dls-scale-round-{number}"
         schedule_many(ds, name, number * per_round, per_round)
         wait_until_done(name)
         finish = Timed(datalad("finish"), ds, WORK / f"rounds-finish-{number}.log")
         costs.append(finish.wall / per_round * 1000)
-        log(f"  round {number + 1}: finish {finish.wall:.1f} s = {costs[-1]:.2f} ms/job "
-            f"(cpu {finish.cpu:.1f} s, load {finish.load})")
+        cpu_costs.append(finish.cpu / per_round * 1000)
+        log(
+            f"  round {number + 1}: finish {finish.wall:.1f} s = {costs[-1]:.2f} ms/job "
+            f"(cpu {finish.cpu:.1f} s, load {finish.load})"
+        )
     commits, dirty = record_commits(ds), status_lines(ds)
     ratio = costs[-1] / costs[0]
+    cpu_ratio = cpu_costs[-1] / cpu_costs[0]
     rows += [
-        f"| rounds: finish per job, round {i + 1} of {rounds} ({per_round} jobs) | | {c:.2f} ms | |"
-        for i, c in enumerate(costs)
+        f"| rounds: finish per job, round {i + 1} of {rounds} ({per_round} jobs) | | {c:.2f} ms | "
+        f"cpu {cpu:.2f} ms/job |"
+        for i, (c, cpu) in enumerate(zip(costs, cpu_costs, strict=True))
     ]
     rows.append(
-        f"| rounds: last / first (target <= 1.5) | {ratio:.2f} | | "
-        f"{'met' if ratio <= 1.5 else 'NOT met'}; {commits} record commits, git status {dirty} lines |"
+        f"| rounds: last / first (target <= 1.5) | {ratio:.2f} wall, {cpu_ratio:.2f} cpu | | "
+        f"{'met' if ratio <= 1.5 else 'NOT met'} on wall time; {commits} record commits, "
+        f"git status {dirty} lines |"
     )
 
 
@@ -208,8 +230,20 @@ def part_bare(n: int, rows: list[str]) -> None:
     start = time.perf_counter()
     for k in range(count):
         (folder / "out" / str(k)).mkdir(parents=True)
-        subprocess.run(["sbatch", "-J", "dls-scale-bare", "-o", f"out/{k}/slurm-%j.out",
-                        "code/job.sh", f"out/{k}"], cwd=folder, check=True, capture_output=True)
+        subprocess.run(
+            [
+                "sbatch",
+                "-J",
+                "dls-scale-bare",
+                "-o",
+                f"out/{k}/slurm-%j.out",
+                "code/job.sh",
+                f"out/{k}",
+            ],
+            cwd=folder,
+            check=True,
+            capture_output=True,
+        )
     wall = time.perf_counter() - start
     wait_until_done("dls-scale-bare")
     rows.append(f"| bare `sbatch`, {count} calls | {wall:.1f} s | {wall / count * 1000:.1f} ms | |")
@@ -220,8 +254,9 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--parts", default="bare,list,single,rounds")
-    parser.add_argument("--out", type=Path,
-                        default=HERE / "results" / f"finish-scale-{time.strftime('%F')}.md")
+    parser.add_argument(
+        "--out", type=Path, default=HERE / "results" / f"finish-scale-{time.strftime('%F')}.md"
+    )
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     parts = args.parts.split(",")
@@ -229,14 +264,23 @@ def main() -> int:
         sys.exit("run as root (starts Slurm daemons)")
     os.environ.pop("DATALAD_SLURM_CONFIG", None)
     os.environ["DATALAD_UI_PROGRESSBAR"] = "none"
-    for key, value in (("GIT_AUTHOR_NAME", "dls-bench"), ("GIT_AUTHOR_EMAIL", "b@example.invalid"),
-                       ("GIT_COMMITTER_NAME", "dls-bench"),
-                       ("GIT_COMMITTER_EMAIL", "b@example.invalid")):
+    for key, value in (
+        ("GIT_AUTHOR_NAME", "dls-bench"),
+        ("GIT_AUTHOR_EMAIL", "b@example.invalid"),
+        ("GIT_COMMITTER_NAME", "dls-bench"),
+        ("GIT_COMMITTER_EMAIL", "b@example.invalid"),
+    ):
         os.environ.setdefault(key, value)
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
-    start = [str(REPO / "contrib/slurm-local/start"), "--accounting", "--state-dir", STATE_DIR,
-             "--port-base", PORT_BASE]
+    start = [
+        str(REPO / "contrib/slurm-local/start"),
+        "--accounting",
+        "--state-dir",
+        STATE_DIR,
+        "--port-base",
+        PORT_BASE,
+    ]
     log(" ".join(start))
     env_lines = subprocess.run(start, capture_output=True, text=True, check=True).stdout
     for line in env_lines.splitlines():
@@ -256,23 +300,27 @@ def main() -> int:
         if "rounds" in parts:
             part_rounds(args.n, args.rounds, rows)
     finally:
-        subprocess.run([str(REPO / "contrib/slurm-local/stop"), "--state-dir", STATE_DIR],
-                       capture_output=True)
-    git_annex = subprocess.run(["git", "annex", "version", "--raw"], capture_output=True,
-                               text=True).stdout.strip()
-    report = "\n".join([
-        f"# datalad-slurm at scale, {started}",
-        "",
-        f"Command: `benchmarks/finish_scale.py {' '.join(sys.argv[1:])}` (as root, from {REPO}).",
-        f"Host: {os.cpu_count()} cores, load at start {load_start}, at end {load()}; "
-        f"{slurm('sinfo', '-V').strip()} with slurmdbd (`contrib/slurm-local/start --accounting`), "
-        f"git-annex {git_annex}. No hook: finish asks Slurm (squeue/sacct --json).",
-        "",
-        "| what | total | per job | notes |",
-        "|---|---:|---:|---|",
-        *rows,
-        "",
-    ])
+        subprocess.run(
+            [str(REPO / "contrib/slurm-local/stop"), "--state-dir", STATE_DIR], capture_output=True
+        )
+    git_annex = subprocess.run(
+        ["git", "annex", "version", "--raw"], capture_output=True, text=True
+    ).stdout.strip()
+    report = "\n".join(
+        [
+            f"# datalad-slurm at scale, {started}",
+            "",
+            f"Command: `benchmarks/finish_scale.py {' '.join(sys.argv[1:])}` (as root, from {REPO}).",
+            f"Host: {os.cpu_count()} cores, load at start {load_start}, at end {load()}; "
+            f"{slurm('sinfo', '-V').strip()} with slurmdbd (`contrib/slurm-local/start --accounting`), "
+            f"git-annex {git_annex}. No hook: finish asks Slurm (squeue/sacct --json).",
+            "",
+            "| what | total | per job | notes |",
+            "|---|---:|---:|---|",
+            *rows,
+            "",
+        ]
+    )
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
