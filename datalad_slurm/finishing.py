@@ -189,27 +189,32 @@ def _drain(
     submitted = [j for j in jobs if j.job_id is not None]
     resolution = job_statuses(submitted, view.events, backend)
     to_commit: list[tuple[Job, JobStatus]] = []
+    # the commits' results come first, the other jobs' reports after them (as in 0.2.8)
+    reports: list[dict[str, Any]] = []
     for job in jobs:
         if job.job_id is None:
-            yield from _handle_interrupted_submission(dataset_path, registry, job, request)
+            reports += _handle_interrupted_submission(dataset_path, registry, job, request)
             continue
         status = resolution.statuses.get(job.id, JobStatus(job.job_id, backend=backend.name))
         if _to_be_committed(status, request):
             to_commit.append((job, status))
             continue
         try:
-            yield from _handle_job(ds, registry, job, status, request)
+            reports += _handle_job(ds, registry, job, status, request)
         except Exception as exc:  # one job's trouble must not stop the others
             registry.reopen(job)
-            yield _result(
-                dataset_path,
-                "error",
-                f"job {job.job_id} could not be finished: {exc}; it stays open",
-                slurm_job_id=job.job_id,
+            reports.append(
+                _result(
+                    dataset_path,
+                    "error",
+                    f"job {job.job_id} could not be finished: {exc}; it stays open",
+                    slurm_job_id=job.job_id,
+                )
             )
         if job.state == "closed":
             _consume(view.spool, job, resolution.events.get(job.id, []))
     yield from _commit(ds, registry, to_commit, request.message)
+    yield from reports
     for job, _ in to_commit:
         if job.state == "finished":
             _consume(view.spool, job, resolution.events.get(job.id, []))
