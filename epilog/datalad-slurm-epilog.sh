@@ -6,8 +6,11 @@
 # EpilogSlurmctld that outlives the node's epilog leaves them waiting for the next periodic
 # scheduling pass (measured: 20 ms of hook time turned 10 one-second jobs into 80 s).
 # So this script only checks, with shell builtins and a stat or two, whether the job was
-# registered by `datalad schedule`, and if so hands the work to the Python worker in a new
-# session, detached from Slurm, and exits 0. It always exits 0.
+# registered by `datalad schedule`. If so, it leaves a small pending file in the hook's queue
+# (<spool>/.hook/<cluster>/pending/, owned by the hook's account, mode 0700) and makes sure
+# that one Python worker serves that queue: it starts one, in a new session, only when none
+# is alive. Without a usable queue (not installed yet, or running as another account, e.g. as
+# root in slurmd's Epilog) it starts a worker for this one job, as before. It always exits 0.
 CONFIG=${DATALAD_SLURM_CONFIG:-'@CONFIG@'}
 PYTHON='@PYTHON@'
 WORKER='@PREFIX@/datalad_slurm_epilog.py'
@@ -31,6 +34,7 @@ job=$SLURM_JOB_ID
 case $SLURM_ARRAY_JOB_ID in ''|0) ;; *) job=$SLURM_ARRAY_JOB_ID ;; esac
 case $uid in ''|*[!0-9]*) exit 0 ;; esac
 case $job in ''|*[!0-9]*) exit 0 ;; esac
+case $SLURM_JOB_ID in ''|*[!0-9]*) exit 0 ;; esac
 dir=$spool/$uid
 [ -d "$dir" ] || exit 0
 if [ -e "$dir/jobs/${SLURM_CLUSTER_NAME:-_}.$job" ] || [ -e "$dir/jobs/_.$job" ]; then
@@ -40,10 +44,48 @@ else
     set -- "$dir"/inflight/*
     [ -e "$1" ] || exit 0
 fi
+
+# The queue of this cluster. Usable only if .hook is a real directory of this account: users
+# may create entries in the spool (mode 1733), but not inside .hook (mode 0700), and nobody
+# but its owner may rename it away.
+cluster=${SLURM_CLUSTER_NAME:-_}
+case $cluster in .*|*[!A-Za-z0-9._-]*) cluster=_ ;; esac
+queue=$spool/.hook/$cluster
+mode=--direct
+if [ -d "$spool/.hook" ] && ! [ -h "$spool/.hook" ] && [ -O "$spool/.hook" ] \
+    && [ -d "$queue/pending" ]; then
+    # The pending file first, then the liveness check: a worker that is about to leave removes
+    # its pid file and looks at the queue once more, so it either sees this file or this script
+    # sees no worker. The worker reads a file only once it ends with the line ".".
+    set -C  # never write through an existing name
+    if printf 'SLURM_JOB_ID=%s\nSLURM_JOB_UID=%s\nSLURM_CLUSTER_NAME=%s\nSLURM_ARRAY_JOB_ID=%s\nSLURM_ARRAY_TASK_ID=%s\nSLURM_JOB_USER=%s\nSLURM_JOB_EXIT_CODE2=%s\nSLURM_JOB_WORK_DIR=%s\n.\n' \
+        "$SLURM_JOB_ID" "$uid" "$SLURM_CLUSTER_NAME" "$SLURM_ARRAY_JOB_ID" \
+        "$SLURM_ARRAY_TASK_ID" "$SLURM_JOB_USER" "$SLURM_JOB_EXIT_CODE2" "$SLURM_JOB_WORK_DIR" \
+        > "$queue/pending/$SLURM_JOB_ID.$$" 2>/dev/null; then
+        set +C
+        mode=--serve
+        # alive: the pid file names a process that exists, is no zombie and started when the
+        # worker did (a pid reused by another process has another start time)
+        set -f  # the fields are split on purpose; no globbing
+        if read -r wpid wstart 2>/dev/null < "$queue/worker.pid"; then
+            case $wpid in ''|*[!0-9]*) wpid= ;; esac
+            if [ -n "$wpid" ] && read -r stat 2>/dev/null < "/proc/$wpid/stat"; then
+                stat=${stat##*) }
+                # shellcheck disable=SC2086
+                set -- $stat
+                [ "$1" != Z ] && [ "${20}" = "$wstart" ] && exit 0
+            fi
+        fi
+    fi
+    set +C
+fi
+
+# Start a worker: for the queue (--serve) or for this job alone (--direct). fd 3 is a pipe of
+# slurmscriptd: a worker that kept it would keep the job COMPLETING for as long as it lives.
 if [ -x /usr/bin/setsid ]; then
-    /usr/bin/setsid "$PYTHON" -IS "$WORKER" </dev/null >/dev/null 2>&1 &
+    /usr/bin/setsid "$PYTHON" -IS "$WORKER" $mode "$cluster" </dev/null >/dev/null 2>&1 3>&- &
 else
-    "$PYTHON" -IS "$WORKER" </dev/null >/dev/null 2>&1 &
+    "$PYTHON" -IS "$WORKER" $mode "$cluster" </dev/null >/dev/null 2>&1 3>&- &
 fi
 child=$!
 # When this script exits, Slurm kills its whole process group. Wait (builtins only, a few ms
@@ -57,11 +99,19 @@ set -- $own
 group=$3
 tries=0
 while [ $tries -lt 5000 ]; do
-    read -r stat < /proc/$child/stat 2>/dev/null || break   # gone already
+    read -r stat 2>/dev/null < /proc/$child/stat || break   # gone already
     stat=${stat##*) }
     # shellcheck disable=SC2086
     set -- $stat
     [ "$3" != "$group" ] && break
     tries=$((tries + 1))
 done
+# Name the new worker in the pid file at once (setsid execs in place: same pid, same start
+# time), so that the hooks of the next jobs do not start more workers while it starts up.
+# Only if there is none: the worker writes the same line itself, and before it leaves it
+# checks that no entry point named it again.
+if [ "$mode" = --serve ] && [ -n "$stat" ]; then
+    set -C
+    printf '%s %s\n' "$child" "${20}" 2>/dev/null > "$queue/worker.pid"
+fi
 exit 0
