@@ -463,6 +463,13 @@ class Queue:
         except OSError:
             return []
 
+    def has_backlog(self) -> bool:
+        """Complete pending files or orphaned claims (a file still being written does not
+        count: its entry point has yet to look at the pid file, and will start a worker)."""
+        return any(self.read_pending(name) for name in self.pending_names()) or bool(
+            self.orphaned_claims()
+        )
+
     def claim(self, name: str) -> str | None:
         """Rename a pending file to a claim of this worker; None if another worker was faster."""
         claimed = f"{name}@{self.me}"
@@ -671,7 +678,7 @@ class Worker:
             elif self.retiring or time.monotonic() - idle_since >= LINGER:
                 # leave: pid file first, then one more look (the entry point's order reversed)
                 self.queue.retire()
-                backlog = bool(self.queue.pending_names() or self.queue.orphaned_claims())
+                backlog = self.queue.has_backlog()
                 if not backlog and not self.queue.names_me():
                     return False  # (an entry point that started this worker may name it late)
                 if self.retiring:
@@ -709,13 +716,15 @@ class Worker:
     def _add(self, claimed: str, env: dict[str, str], queued_at: float) -> None:
         self.jobs[claimed] = QueuedJob(claimed, env, queued_at, self.config.query_timeout)
 
+    def due_jobs(self) -> list[QueuedJob]:
+        """The jobs to ask about now, longest waiting first; at most MAX_PARALLEL."""
+        now = time.time()
+        due = [job for job in self.jobs.values() if job.next_question <= now]
+        return sorted(due, key=lambda job: job.next_question)[:MAX_PARALLEL]
+
     def ask_slurm(self) -> None:
         """One round of questions for every job that is due, then events for the decided."""
-        now = time.time()
-        due = sorted(
-            (job for job in self.jobs.values() if job.next_question <= now),
-            key=lambda job: job.next_question,
-        )[:MAX_PARALLEL]
+        due = self.due_jobs()
         if not due:
             return
         answers: dict[str, dict[str, str]] = {}
