@@ -32,7 +32,10 @@ import sys
 import time
 from collections.abc import Mapping
 from types import FrameType, ModuleType
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the hook starts faster)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: replaced by epilog/install with the installed config's path
 CONFIG_PATH = "/etc/datalad-slurm.conf"
