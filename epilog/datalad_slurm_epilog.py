@@ -46,8 +46,10 @@ SCONTROL_CANDIDATES = ("/usr/bin/scontrol", "/usr/local/bin/scontrol", "/opt/slu
 
 #: the hook's own folder in the spool, owned by the hook's account, mode 0700
 HOOK_DIR = ".hook"
-#: seconds between two looks at the queue, and between two questions about a job
+#: seconds between two looks at the queue, and first between two questions about a job
 TICK = 0.05
+#: a job that stays COMPLETING (a slow slurmd Epilog) is asked at most this often
+SLOWEST_QUESTION = 0.4
 #: the job leaves COMPLETING only after the entry point and slurmd's epilog ended: ask this late
 FIRST_QUESTION_AFTER = 0.03
 #: an idle worker stays this long for the next job of a burst
@@ -648,8 +650,14 @@ class QueuedJob:
         self.env = env
         self.job = env["SLURM_JOB_ID"]
         self.next_question = queued_at + FIRST_QUESTION_AFTER
+        self.interval = TICK
         self.deadline = time.time() + patience
         self.fields: dict[str, str] = {}
+
+    def ask_later(self, now: float) -> None:
+        """Not decided yet: ask again, a little later each time."""
+        self.next_question = now + self.interval
+        self.interval = min(self.interval * 2, SLOWEST_QUESTION)
 
 
 class Worker:
@@ -747,7 +755,7 @@ class Worker:
             if (answered and not still_completing(fields)) or now >= job.deadline:
                 self.report(job)
             else:
-                job.next_question = now + TICK
+                job.ask_later(now)
 
     def report(self, job: QueuedJob) -> None:
         try:
