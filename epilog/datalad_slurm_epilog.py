@@ -110,7 +110,15 @@ def main(environ: Mapping[str, str] | None = None, argv: list[str] | None = None
 
 
 def _detach_from_slurm() -> None:
-    """Close every descriptor Slurm handed down: one left open keeps the job COMPLETING."""
+    """Let go of every descriptor Slurm handed down (the entry point does so too).
+
+    slurmscriptd counts the hook as running, and the job as COMPLETING, for as
+    long as anybody holds the pipe it reads the hook's output from (fds 1 and 2).
+    """
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        if fd != null:
+            os.dup2(null, fd)
     os.closerange(3, 65536)
     try:
         os.setsid()  # leave Slurm's session too, where possible
