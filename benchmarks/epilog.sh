@@ -109,8 +109,10 @@ submit_and_wait() { # NAME: submit one tiny job, wait until it COMPLETED, print 
 
 wait_drained() { # NAME: poll every 0.2 s until no job of that name is pending, running or completing
     # Completing counts as busy: slurmctld keeps a job COMPLETING while its EpilogSlurmctld runs.
-    local deadline=$((SECONDS + 900)) active
+    local deadline=$((SECONDS + 900)) active worker
     while :; do
+        # the hook's queue workers, as far as its pid file shows them (a lower bound)
+        if read -r worker 2>/dev/null <"$spool/.hook/$tp_cluster/worker.pid"; then seen_workers[$worker]=1; fi
         if active=$(sl squeue -h -n "$1" -t PD,CF,R,CG -o %i) && [[ -z $active ]]; then return 0; fi
         ((SECONDS < deadline)) || die "jobs named $1 still active after 900 s"
         sleep 0.2
@@ -296,7 +298,8 @@ worker_cpu() {
 # Part 2: cluster throughput. A: Epilog=/bin/true only. B: A + the hook, every job registered (full work).
 # C: A + the hook, no job registered: what the hook costs everybody else's jobs on a shared cluster.
 # ---------------------------------------------------------------------------------------------------------
-declare -A res=() # "VARIANT RUN KIND" -> "submit_us wall_us events good drain_events registered reg_us missing"
+declare -A res=() # "VARIANT RUN KIND" -> "submit_us wall_us events good drain_events registered reg_us missing workers"
+declare -A seen_workers=()
 next_id=0         # the id the next sbatch will get: nobody else submits to this cluster
 
 run_batch() { # VARIANT RUN KIND(jobs|array)
@@ -313,6 +316,7 @@ run_batch() { # VARIANT RUN KIND(jobs|array)
     fi
     now_us; r1=$now
 
+    seen_workers=()
     now_us; t0=$now
     if [[ $kind == jobs ]]; then
         for ((i = 0; i < njobs; i++)); do
@@ -350,7 +354,7 @@ run_batch() { # VARIANT RUN KIND(jobs|array)
     ((rejected == 0)) || die "$rejected rejected files in the events folder"
     spool_py clear
     if [[ $variant != B ]]; then missing=-; fi
-    res["$variant $run $kind"]="$((t1 - t0)) $((t2 - t0)) $events $good $drain_events $registered $((r1 - r0)) $missing"
+    res["$variant $run $kind"]="$((t1 - t0)) $((t2 - t0)) $events $good $drain_events $registered $((r1 - r0)) $missing ${#seen_workers[@]}"
     log "  $variant run $run, $njobs $kind: submit $(secs $((t1 - t0))) s, wall $(secs $((t2 - t0))) s," \
         "$(rate "$njobs" $((t2 - t0))) jobs/s, events $events"
 }
@@ -428,13 +432,14 @@ report_throughput() {
     echo "baseline for a hook installed as EpilogSlurmctld). B: A + \`EpilogSlurmctld=<hook>\`, every job registered in"
     echo "the spool before it was submitted, plus an in-flight marker, so the hook does the full work for each job."
     echo "C: as B, but no job registered: the entry point runs and exits, as for other users' jobs."
+    echo "Queue workers seen: distinct pid-file lines read while the batch ran (every 0.2 s; a lower bound)."
     echo "All on contrib/slurm-local's config ($(grep -m1 '^SchedulerParameters=' "$tp_dir/etc/slurm.conf" 2>/dev/null || echo '?'))."
     echo "Wall: first sbatch until \`squeue -t PD,CF,R,CG\` shows none of the batch (polled every 0.2 s)."
     echo "Each run on a freshly restarted cluster after one warm-up job; the order reverses every run (A A' B C,"
     echo "C B A' A). Events: written by the detached workers, counted once all came or 30 s after the batch drained."
     echo
-    echo "| variant | run | batch | submit s | wall s | jobs/s | events (COMPLETED via scontrol) |"
-    echo "|---|---:|---|---:|---:|---:|---|"
+    echo "| variant | run | batch | submit s | wall s | jobs/s | events (COMPLETED via scontrol) | queue workers seen |"
+    echo "|---|---:|---|---:|---:|---:|---|---:|"
     for kind in jobs array; do
         batch=$(batch_label "$kind")
         for v in A N B C; do
@@ -442,7 +447,7 @@ report_throughput() {
                 read -r -a f <<<"${res["$v $r $kind"]}"
                 rates["$v $r $kind"]=$(rate "$njobs" "${f[1]}")
                 echo "| ${variant_label[$v]} | $r | $batch | $(secs "${f[0]}") | $(secs "${f[1]}") |" \
-                    "${rates["$v $r $kind"]} | ${f[2]} (${f[3]}) |"
+                    "${rates["$v $r $kind"]} | ${f[2]} (${f[3]}) | ${f[8]} |"
                 if [[ $v == B ]]; then
                     if [[ $kind == jobs ]]; then reg_sum=$((reg_sum + f[6])); reg_n=$((reg_n + 1)); fi
                     if ((f[5] != njobs)); then notes+=" B run $r, $batch: only ${f[5]} of $njobs ids predicted."; fi

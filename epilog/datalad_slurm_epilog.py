@@ -50,8 +50,9 @@ HOOK_DIR = ".hook"
 TICK = 0.05
 #: a job that stays COMPLETING (a slow slurmd Epilog) is asked at most this often
 SLOWEST_QUESTION = 0.4
-#: the job leaves COMPLETING only after the entry point and slurmd's epilog ended: ask this late
-FIRST_QUESTION_AFTER = 0.03
+#: the job leaves COMPLETING only after the entry point and slurmd's epilog ended (0.02-0.13 s
+#: later, HOOK-NOTES.md section 3): a question before that is a wasted scontrol call
+FIRST_QUESTION_AFTER = 0.15
 #: an idle worker stays this long for the next job of a burst
 LINGER = 1.5
 #: after this many seconds a worker takes no new jobs, and hands over to a fresh process
