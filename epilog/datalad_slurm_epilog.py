@@ -792,6 +792,8 @@ def serve_main(cluster: str, env: Mapping[str, str]) -> int:
         if queue is None:
             _log(log_target, f"the hook's queue for cluster {cluster!r} is not usable")
             return 0
+        # the entry point takes a process whose working directory is the queue for its worker
+        os.chdir(queue.root)
         if Worker(spool, config, queue).run():
             signal.setitimer(signal.ITIMER_REAL, 0)
             _hand_over(cluster)

@@ -749,28 +749,29 @@ def test_claim_of_a_dead_worker_is_taken_over(
     assert list((queue / "claimed").iterdir()) == []
 
 
-def test_worker_liveness_checks_the_start_time(
+def test_worker_liveness_survives_pid_reuse(
     spooled_acct: Cluster, in_dataset: Any, hook_queue: Path
 ) -> None:
-    """A pid file naming a live process with another start time (pid reuse) is no worker."""
+    """A pid file naming a live process that is no worker of this queue (pid reuse) is ignored."""
     spooled, ds, queue = spooled_acct, in_dataset, hook_queue
     held = [
         _schedule(ds, "sbatch --hold " + write_script(ds, f"h{n}.sh", "echo\n"), f"h{n}")
         for n in range(3)
     ]
-    sleeper = subprocess.Popen(["sleep", "120"])
+    pid_file = queue / "worker.pid"
+    # processes of the hook's account (setpriv execs in place: the pid is sleep's)
+    as_slurm = ["setpriv", "--reuid", "slurm", "--regid", "slurm", "--clear-groups", "sleep", "120"]
+    elsewhere = subprocess.Popen(as_slurm, cwd="/")
+    inside = subprocess.Popen(as_slurm, cwd=queue)  # as a worker: its cwd is the queue
     try:
-        stat = Path(f"/proc/{sleeper.pid}/stat").read_text()
-        start = stat[stat.rfind(")") + 2 :].split()[19]
-        pid_file = queue / "worker.pid"
-        # the pid is alive, but started at another time: the hook must start a worker
-        pid_file.write_text(f"{sleeper.pid} {int(start) - 100}\n")
+        # a live pid, but of a process elsewhere: the hook must start a worker
+        pid_file.write_text(f"{elsewhere.pid} 1\n")
         shutil.chown(pid_file, "slurm")
         spooled.run("scontrol", "release", str(held[0]))
         _wait_events(spooled, {str(held[0])}, timeout=30)
         _wait_no_worker(spooled)
-        # the same pid and start time: taken for a live worker, so the job waits in the queue
-        pid_file.write_text(f"{sleeper.pid} {start}\n")
+        # a live process in the queue: taken for a worker, so the job waits in the queue
+        pid_file.write_text(f"{inside.pid} 1\n")
         shutil.chown(pid_file, "slurm")
         spooled.run("scontrol", "release", str(held[1]))
         spooled.wait_done([held[1]])
@@ -778,8 +779,9 @@ def test_worker_liveness_checks_the_start_time(
         assert [p.name.split(".")[0] for p in (queue / "pending").iterdir()] == [str(held[1])]
         assert str(held[1]) not in _events_by_label(spooled)
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        for process in (elsewhere, inside):
+            process.kill()
+            process.wait()
     # that "worker" is gone now: the next job's hook starts a real one, which serves both
     spooled.run("scontrol", "release", str(held[2]))
     _wait_events(spooled, {str(held[1]), str(held[2])}, timeout=30)
