@@ -812,3 +812,41 @@ def test_unwritable_queue_falls_back_to_a_worker_per_job(
     while "is not writable" not in Path(spooled.hook_log).read_text():
         assert time.monotonic() < deadline, Path(spooled.hook_log).read_text()[-2000:]
         time.sleep(0.2)
+
+
+def test_entry_point_reads_a_changed_config() -> None:
+    """The spool embedded at install holds only while the config is not newer than the script."""
+    root = Path(tempfile.mkdtemp(prefix="dls-config-", dir="/tmp"))  # reachable by slurm
+    root.chmod(0o755)
+    try:
+        log = root / "hook.log"
+        log.touch()
+        shutil.chown(log, "slurm")
+        for name in ("one", "two"):
+            options = ["--prefix", str(root / f"libexec-{name}"), "--spool", str(root / name)]
+            options += ["--config", str(root / f"{name}.conf"), "--log", str(log), "--force"]
+            subprocess.run([REPO / "epilog/install", *options], check=True, capture_output=True)
+        config = root / "one.conf"
+        hook = root / "libexec-one" / "datalad-slurm-epilog"
+        assert f"spool='{root / 'one'}'" in hook.read_text()  # embedded
+        from datalad_slurm.spool import UserSpool
+
+        UserSpool(str(root / "two")).register(None, 7)  # registered in the other spool only
+        env = {"SLURM_JOB_ID": "7", "SLURM_JOB_UID": str(os.getuid())}
+        events = root / "two" / str(os.getuid()) / "events"
+        config.write_text(config.read_text().replace(str(root / "one"), str(root / "two")))
+        # a config older than the script is not read: the embedded spool knows no job 7
+        os.utime(config, (hook.stat().st_mtime - 10,) * 2)
+        _run_as_slurm(hook, env)
+        time.sleep(2)
+        assert not list(events.glob("*.event"))
+        # a config changed after the install is read: the hook follows it at once
+        os.utime(config, (hook.stat().st_mtime + 2,) * 2)
+        _run_as_slurm(hook, env)
+        deadline = time.monotonic() + 30  # a worker for the one job; no Slurm to ask here
+        while not list(events.glob("*.event")):
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert json.loads(next(events.glob("*.event")).read_text())["job_id"] == 7
+    finally:
+        shutil.rmtree(root)
