@@ -1,17 +1,24 @@
 #!/usr/bin/python3 -IS
-"""datalad-slurm's Slurm hook worker: drop a completion event for a registered job.
+"""datalad-slurm's Slurm hook worker: drop a completion event for each registered job.
 
 Slurm runs ``datalad-slurm-epilog`` (``epilog/datalad-slurm-epilog.sh``) as
-``EpilogSlurmctld``; for registered jobs that script starts this worker in a
-new session and returns at once, so the job is no longer COMPLETING by the
-time the worker asks slurmctld, and its final state (COMPLETED, CANCELLED,
-TIMEOUT, ...) shows plainly.  Python standard library only; the spool code
-is the package's own ``datalad_slurm/spool.py``, installed beside this file
-as ``datalad_slurm_spool.py``.
+``EpilogSlurmctld``. For a registered job that script leaves a pending file
+in the hook's queue, ``<spool>/.hook/<cluster>/pending/``, and starts this
+worker in a new session only if none is alive (``--serve``). One worker thus
+serves a whole burst of jobs: it claims pending files, waits until each job
+has left COMPLETING, so its final state (COMPLETED, CANCELLED, TIMEOUT, ...)
+shows plainly, writes one event per job, and leaves once the queue stayed
+empty for a moment. Without a usable queue the entry point starts a worker
+for its one job (``--direct``, the job's facts in the environment).
+
+Python standard library only; the spool code is the package's own
+``datalad_slurm/spool.py``, installed beside this file as
+``datalad_slurm_spool.py``.
 
 Contract: exit 0 on every path, within a bounded time; write nothing outside
 the spool; log failures to syslog or the admin's log file, never to a file
-of the job's user.
+of the job's user; never lose a queued job (a claim of a worker that died is
+taken over by the next one).
 """
 
 from __future__ import annotations
@@ -25,14 +32,52 @@ import sys
 import time
 from collections.abc import Mapping
 from types import FrameType, ModuleType
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the hook starts faster)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: replaced by epilog/install with the installed config's path
 CONFIG_PATH = "/etc/datalad-slurm.conf"
-#: the whole hook never takes longer than this many seconds
+#: a worker for one job (--direct) never takes longer than this many seconds
 HARD_LIMIT = 10.0
 #: where scontrol lives when the hook has no PATH
 SCONTROL_CANDIDATES = ("/usr/bin/scontrol", "/usr/local/bin/scontrol", "/opt/slurm/bin/scontrol")
+
+#: the hook's own folder in the spool, owned by the hook's account, mode 0700
+HOOK_DIR = ".hook"
+#: seconds between two looks at the queue, and first between two questions about a job
+TICK = 0.05
+#: a job that stays COMPLETING (a slow slurmd Epilog) is asked at most this often
+SLOWEST_QUESTION = 0.4
+#: the job leaves COMPLETING only after the entry point and slurmd's epilog ended (0.02-0.13 s
+#: later, HOOK-NOTES.md section 3): a question before that is a wasted scontrol call
+FIRST_QUESTION_AFTER = 0.15
+#: an idle worker stays this long for the next job of a burst
+LINGER = 1.5
+#: after this many seconds a worker takes no new jobs, and hands over to a fresh process
+MAX_LIFE = 300.0
+#: scontrol calls at once
+MAX_PARALLEL = 16
+#: a claim this old is taken over even if its worker seems alive (another host, a hung worker)
+STALE_CLAIM_AGE = 600.0
+#: a pending file without its final line this old was left by an entry point that failed
+#: (it then started a worker for its job itself): it is dropped
+INCOMPLETE_AGE = 10.0
+#: how often a serving worker looks for claims of dead workers
+RECOVER_EVERY = 1.0
+#: the environment fields a pending file carries (what the worker needs besides scontrol)
+PENDING_KEYS = (
+    "SLURM_JOB_ID",
+    "SLURM_JOB_UID",
+    "SLURM_CLUSTER_NAME",
+    "SLURM_ARRAY_JOB_ID",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_JOB_USER",
+    "SLURM_JOB_EXIT_CODE2",
+    "SLURM_JOB_WORK_DIR",
+)
+PENDING_END = "."
 
 
 def _load_spool() -> ModuleType:
@@ -53,17 +98,41 @@ def _on_alarm(signum: int, frame: FrameType | None) -> None:
     raise _Deadline()
 
 
-def main(environ: Mapping[str, str] | None = None) -> int:
+def main(environ: Mapping[str, str] | None = None, argv: list[str] | None = None) -> int:
+    """``--serve CLUSTER``: serve the queue; ``--direct CLUSTER`` or nothing: the job in env."""
     env = os.environ if environ is None else environ
+    if argv is None:
+        argv = sys.argv[1:] if environ is None else []
+    if environ is None:
+        _detach_from_slurm()
+    if argv[:1] == ["--serve"] and len(argv) == 2:
+        return serve_main(argv[1], env)
+    return direct_main(env)
+
+
+def _detach_from_slurm() -> None:
+    """Let go of every descriptor Slurm handed down (the entry point does so too).
+
+    slurmscriptd counts the hook as running, and the job as COMPLETING, for as
+    long as anybody holds the pipe it reads the hook's output from (fds 1 and 2).
+    """
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        if fd != null:
+            os.dup2(null, fd)
+    os.closerange(3, 65536)
+    try:
+        os.setsid()  # leave Slurm's session too, where possible
+    except OSError:
+        pass  # already a group leader: the entry point gave it its own group
+
+
+def direct_main(env: Mapping[str, str]) -> int:
+    """One job, its facts in ``env``: resolve its state and write its event."""
     started = time.monotonic()
     log_target = "syslog"
     job = env.get("SLURM_JOB_ID", "?")
     try:
-        if environ is None:
-            try:
-                os.setsid()  # leave Slurm's session too, where possible
-            except OSError:
-                pass  # already a group leader: the entry point gave it its own group
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, HARD_LIMIT)
         spool = _load_spool()
@@ -73,25 +142,17 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         except spool.SpoolError:
             return 0  # not configured on this host: nothing to do
         log_target = config.log
-        uid_text = env.get("SLURM_JOB_UID", "")
-        if not uid_text.isdigit() or not job.isdigit():
-            _log(log_target, f"job {job}: malformed environment (SLURM_JOB_UID={uid_text!r})")
+        if not _well_formed(env):
+            _log(log_target, f"job {job}: malformed environment")
             return 0
-        uid = int(uid_text)
-        cluster = env.get("SLURM_CLUSTER_NAME") or None
-        array_job = env.get("SLURM_ARRAY_JOB_ID", "")
-        owner = array_job if array_job.isdigit() and array_job != "0" else job
-        if not spool.is_registered(config.spool, uid, cluster, owner):
+        uid = int(env["SLURM_JOB_UID"])
+        if not spool.is_registered(
+            config.spool, uid, env.get("SLURM_CLUSTER_NAME") or None, _owner_job(env)
+        ):
             return 0
+        _prepare_queue(config, env.get("SLURM_CLUSTER_NAME", ""), log_target)
         facts = resolve(job, env, config.query_timeout, config.slurm_conf)
-        event = spool.Event(job_id=int(job), state=facts.pop("state"), uid=uid, **facts)
-        event.cluster = cluster
-        if array_job.isdigit() and array_job != "0":
-            event.array_job_id = int(array_job)
-            task = env.get("SLURM_ARRAY_TASK_ID", "")
-            event.array_task_id = int(task) if task.isdigit() else None
-        event.user = env.get("SLURM_JOB_USER") or None
-        spool.write_event(config.spool, uid, event, _spool_owners(config.hook_user))
+        write_job_event(spool, config, env, facts)
     except _Deadline:
         _log(log_target, f"job {job}: gave up after {HARD_LIMIT:.0f} s; no event written")
     except Exception as exc:  # the hook must never fail: log and go
@@ -104,15 +165,56 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     return 0
 
 
+def _well_formed(env: Mapping[str, str]) -> bool:
+    return env.get("SLURM_JOB_UID", "").isdigit() and env.get("SLURM_JOB_ID", "").isdigit()
+
+
+def _array_job(env: Mapping[str, str]) -> str | None:
+    array_job = env.get("SLURM_ARRAY_JOB_ID", "")
+    return array_job if array_job.isdigit() and array_job != "0" else None
+
+
+def _owner_job(env: Mapping[str, str]) -> str:
+    """The id ``schedule`` registered: the array job's for an array task."""
+    return _array_job(env) or env["SLURM_JOB_ID"]
+
+
+def write_job_event(
+    spool: ModuleType, config: Any, env: Mapping[str, str], facts: dict[str, Any]
+) -> None:
+    """The event for the job whose Slurm environment is ``env``, written into the spool."""
+    facts = dict(facts)
+    event = spool.Event(
+        job_id=int(env["SLURM_JOB_ID"]),
+        state=facts.pop("state"),
+        uid=int(env["SLURM_JOB_UID"]),
+        **facts,
+    )
+    event.cluster = env.get("SLURM_CLUSTER_NAME") or None
+    array_job = _array_job(env)
+    if array_job:
+        event.array_job_id = int(array_job)
+        task = env.get("SLURM_ARRAY_TASK_ID", "")
+        event.array_task_id = int(task) if task.isdigit() else None
+    event.user = env.get("SLURM_JOB_USER") or None
+    spool.write_event(config.spool, event.uid, event, _spool_owners(config.hook_user))
+
+
 def _spool_owners(hook_user: str) -> set[int]:
     owners = {0, os.getuid()}
+    uid = _uid_of(hook_user)
+    if uid is not None:
+        owners.add(uid)
+    return owners
+
+
+def _uid_of(user: str) -> int | None:
     try:
         import pwd
 
-        owners.add(pwd.getpwnam(hook_user).pw_uid)
+        return pwd.getpwnam(user).pw_uid
     except (KeyError, ImportError):
-        pass
-    return owners
+        return None
 
 
 # -- resolving the final state ------------------------------------------------------------
@@ -183,45 +285,76 @@ def decide_state(fields: Mapping[str, str], env: Mapping[str, str]) -> str:
     return "UNKNOWN"
 
 
+def still_completing(fields: Mapping[str, str]) -> bool:
+    return fields.get("JobState", "").startswith("COMPLETING")
+
+
+def facts_from_slurm(fields: Mapping[str, str], env: Mapping[str, str]) -> dict[str, Any]:
+    """The event's facts from ``scontrol show job -o`` fields."""
+    code, sig = _exit_pair(fields.get("ExitCode"))
+    restarts = fields.get("Restarts", "")
+    return {
+        "resolved_by": "scontrol",
+        "state": decide_state(fields, env),
+        "exit_code": code,
+        "signal": sig,
+        "derived_exit_code": _exit_pair(fields.get("DerivedExitCode"))[0],
+        "start_time": _epoch(fields.get("StartTime")),
+        "end_time": _epoch(fields.get("EndTime")),
+        "restarts": int(restarts) if restarts.isdigit() else None,
+        "reason": fields.get("Reason") or None,
+        "work_dir": fields.get("WorkDir") or env.get("SLURM_JOB_WORK_DIR") or None,
+        "stdout": fields.get("StdOut") or None,
+        "stderr": fields.get("StdErr") or None,
+    }
+
+
+def facts_from_environment(env: Mapping[str, str]) -> dict[str, Any]:
+    """Slurm did not answer: the environment cannot tell a cancel from a success."""
+    code, sig = _exit_pair(env.get("SLURM_JOB_EXIT_CODE2"))
+    return {
+        "resolved_by": "environment",
+        "state": "FAILED" if (code or sig) else "UNKNOWN",
+        "exit_code": code,
+        "signal": sig,
+        "work_dir": env.get("SLURM_JOB_WORK_DIR") or None,
+    }
+
+
+def final_facts(fields: Mapping[str, str], env: Mapping[str, str]) -> dict[str, Any]:
+    return facts_from_slurm(fields, env) if fields else facts_from_environment(env)
+
+
 def resolve(
     job: str, env: Mapping[str, str], timeout: float, slurm_conf: str = ""
 ) -> dict[str, Any]:
     """The job's final facts; falls back to the environment if Slurm does not answer."""
-    facts: dict[str, Any] = {}
     fields: dict[str, str] = {}
-    scontrol = next((p for p in SCONTROL_CANDIDATES if os.access(p, os.X_OK)), None)
+    scontrol = find_scontrol()
     deadline = time.monotonic() + timeout
     while scontrol and time.monotonic() < deadline:
         fields = _show_job(scontrol, job, deadline - time.monotonic(), slurm_conf)
         # the job leaves COMPLETING moments after the hook's entry script returned
-        if not fields or not fields.get("JobState", "").startswith("COMPLETING"):
+        if not fields or not still_completing(fields):
             break
         time.sleep(0.05)
-    if fields:
-        facts["resolved_by"] = "scontrol"
-        facts["state"] = decide_state(fields, env)
-        code, sig = _exit_pair(fields.get("ExitCode"))
-        facts["exit_code"], facts["signal"] = code, sig
-        facts["derived_exit_code"] = _exit_pair(fields.get("DerivedExitCode"))[0]
-        facts["start_time"] = _epoch(fields.get("StartTime"))
-        facts["end_time"] = _epoch(fields.get("EndTime"))
-        restarts = fields.get("Restarts", "")
-        facts["restarts"] = int(restarts) if restarts.isdigit() else None
-        facts["reason"] = fields.get("Reason") or None
-        facts["work_dir"] = fields.get("WorkDir") or env.get("SLURM_JOB_WORK_DIR") or None
-        facts["stdout"] = fields.get("StdOut") or None
-        facts["stderr"] = fields.get("StdErr") or None
-    else:
-        # Slurm did not answer: the environment cannot tell a cancel from a success
-        facts["resolved_by"] = "environment"
-        code, sig = _exit_pair(env.get("SLURM_JOB_EXIT_CODE2"))
-        facts["state"] = "FAILED" if (code or sig) else "UNKNOWN"
-        facts["exit_code"], facts["signal"] = code, sig
-        facts["work_dir"] = env.get("SLURM_JOB_WORK_DIR") or None
-    return facts
+    return final_facts(fields, env)
 
 
-# -- logging --------------------------------------------------------------------------------
+def find_scontrol() -> str | None:
+    return next((p for p in SCONTROL_CANDIDATES if os.access(p, os.X_OK)), None)
+
+
+def _scontrol_env(slurm_conf: str) -> dict[str, str]:
+    return {"PATH": "/usr/bin:/bin", **({"SLURM_CONF": slurm_conf} if slurm_conf else {})}
+
+
+def _job_fields(out: str, job: str) -> dict[str, str]:
+    for line in out.splitlines():
+        parsed = parse_scontrol_line(line)
+        if parsed.get("JobId") == job:
+            return parsed
+    return {}
 
 
 def _show_job(scontrol: str, job: str, timeout: float, slurm_conf: str) -> dict[str, str]:
@@ -232,15 +365,453 @@ def _show_job(scontrol: str, job: str, timeout: float, slurm_conf: str) -> dict[
             text=True,
             timeout=max(timeout, 0.1),
             check=False,
-            env={"PATH": "/usr/bin:/bin", **({"SLURM_CONF": slurm_conf} if slurm_conf else {})},
+            env=_scontrol_env(slurm_conf),
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return {}
-    for line in out.splitlines():
-        parsed = parse_scontrol_line(line)
-        if parsed.get("JobId") == job:
-            return parsed
-    return {}
+    return _job_fields(out, job)
+
+
+def show_jobs(
+    scontrol: str, jobs: list[str], timeout: float, slurm_conf: str
+) -> dict[str, dict[str, str]]:
+    """``scontrol show job -o`` for several jobs at once (one process each, in parallel).
+
+    A job missing from the result got no answer; ``{}`` means slurmctld no longer knows it.
+    """
+    running: list[tuple[str, subprocess.Popen[str]]] = []
+    for job in jobs:
+        try:
+            process = subprocess.Popen(
+                [scontrol, "show", "job", "-o", job],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=_scontrol_env(slurm_conf),
+            )
+        except OSError:
+            continue
+        running.append((job, process))
+    deadline = time.monotonic() + timeout
+    answers: dict[str, dict[str, str]] = {}
+    for job, process in running:
+        try:
+            out, err = process.communicate(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            continue
+        fields = _job_fields(out, job)
+        if fields or "Invalid job id" in err:  # else slurmctld did not answer: no answer
+            answers[job] = fields
+    return answers
+
+
+# -- the queue ------------------------------------------------------------------------------
+
+
+def queue_name(cluster: str) -> str:
+    """The cluster's folder under .hook; the entry point derives the same name."""
+    allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+    if not cluster or cluster.startswith(".") or not set(cluster) <= allowed:
+        return "_"
+    return cluster
+
+
+def process_start(pid: int) -> str | None:
+    """The start time (/proc/PID/stat field 22) of a live, non-zombie process, else None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stream:
+            stat = stream.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if len(fields) < 20 or fields[0] == "Z":
+        return None
+    return fields[19]
+
+
+def is_alive(pid: int, start: str) -> bool:
+    """Whether the process PID is alive and is the one that started at ``start``."""
+    return pid > 0 and process_start(pid) == start
+
+
+class Queue:
+    """``<spool>/.hook/<cluster>/``: pending/, claimed/ and the serving worker's pid file."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.pending = os.path.join(root, "pending")
+        self.claimed = os.path.join(root, "claimed")
+        self.pid_file = os.path.join(root, "worker.pid")
+        self.me = f"{os.getpid()}@{process_start(os.getpid()) or '0'}@{os.uname().nodename}"
+
+    # the pid file
+
+    def announce(self) -> None:
+        """Write the pid file (temporary file + rename): the entry point now starts no worker."""
+        pid, start, _ = self.me.split("@", 2)
+        temporary = f"{self.pid_file}.{pid}.tmp"
+        _write_new_file(temporary, f"{pid} {start}\n")
+        os.rename(temporary, self.pid_file)
+
+    def names_me(self) -> bool:
+        pid, start, _ = self.me.split("@", 2)
+        try:
+            with open(self.pid_file, encoding="ascii") as stream:
+                return stream.read().split() == [pid, start]
+        except OSError:
+            return False
+
+    def retire(self) -> None:
+        """Remove the pid file if it still names this worker."""
+        if self.names_me():
+            _unlink_quietly(self.pid_file)
+
+    # pending and claimed files
+
+    def pending_names(self) -> list[str]:
+        try:
+            return sorted(name for name in os.listdir(self.pending) if not name.startswith("."))
+        except OSError:
+            return []
+
+    def has_backlog(self) -> bool:
+        """Complete pending files or orphaned claims (a file still being written does not
+        count: its entry point has yet to look at the pid file, and will start a worker)."""
+        return any(self.read_pending(name) for name in self.pending_names()) or bool(
+            self.orphaned_claims()
+        )
+
+    def claim(self, name: str) -> str | None:
+        """Rename a pending file to a claim of this worker; None if another worker was faster."""
+        claimed = f"{name}@{self.me}"
+        try:
+            os.rename(os.path.join(self.pending, name), os.path.join(self.claimed, claimed))
+        except FileNotFoundError:
+            return None
+        os.utime(os.path.join(self.claimed, claimed))  # the claim's age starts now
+        return claimed
+
+    def orphaned_claims(self) -> list[str]:
+        """Claims of workers that died (or, on another host, that are very old)."""
+        try:
+            names = os.listdir(self.claimed)
+        except OSError:
+            return []
+        host = os.uname().nodename
+        orphaned = []
+        for name in names:
+            parts = name.split("@")
+            if len(parts) != 4 or "@".join(parts[1:]) == self.me:
+                continue
+            if self._claimant_gone(parts[1:], host) or (
+                self._age(os.path.join(self.claimed, name)) > STALE_CLAIM_AGE
+            ):
+                orphaned.append(name)
+        return sorted(orphaned)
+
+    @staticmethod
+    def _claimant_gone(claimant: list[str], host: str) -> bool:
+        """Whether a worker of this host named by ``[pid, start, host]`` is dead."""
+        pid, start, claimant_host = claimant
+        return claimant_host == host and not (pid.isdigit() and is_alive(int(pid), start))
+
+    def take_over(self, claimed: str) -> str | None:
+        """Claim an orphaned claim for this worker; None if another worker was faster."""
+        name = claimed.split("@", 1)[0]
+        mine = f"{name}@{self.me}"
+        try:
+            os.rename(os.path.join(self.claimed, claimed), os.path.join(self.claimed, mine))
+        except FileNotFoundError:
+            return None
+        os.utime(os.path.join(self.claimed, mine))
+        return mine
+
+    def read_claim(self, claimed: str) -> dict[str, str] | None:
+        return read_pending_file(os.path.join(self.claimed, claimed))
+
+    def read_pending(self, name: str) -> dict[str, str] | None:
+        return read_pending_file(os.path.join(self.pending, name))
+
+    def pending_age(self, name: str) -> float:
+        return self._age(os.path.join(self.pending, name))
+
+    def drop_pending(self, name: str) -> None:
+        _unlink_quietly(os.path.join(self.pending, name))
+
+    def done(self, claimed: str) -> None:
+        _unlink_quietly(os.path.join(self.claimed, claimed))
+
+    @staticmethod
+    def _age(path: str) -> float:
+        try:
+            return time.time() - os.lstat(path).st_mtime
+        except OSError:
+            return 0.0
+
+
+def _write_new_file(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def read_pending_file(path: str) -> dict[str, str] | None:
+    """The job's Slurm environment from a pending file; None while it is incomplete."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        text = os.read(fd, 65536).decode("utf-8", errors="replace")
+    finally:
+        os.close(fd)
+    lines = text.split("\n")
+    if len(lines) < 2 or lines[-2] != PENDING_END or lines[-1] != "":
+        return None
+    env: dict[str, str] = {}
+    for line in lines[:-2]:
+        key, sep, value = line.partition("=")
+        if sep and key in PENDING_KEYS:
+            env[key] = value
+    return env if _well_formed(env) else None
+
+
+def open_queue(config: Any, cluster: str) -> Queue | None:
+    """The cluster's queue, if .hook is a real folder of this account (see the entry point)."""
+    hook = os.path.join(config.spool, HOOK_DIR)
+    try:
+        info = os.lstat(hook)
+    except OSError:
+        return None
+    if not _is_private_dir(info):
+        return None
+    root = os.path.join(hook, queue_name(cluster))
+    for path in (root, os.path.join(root, "pending"), os.path.join(root, "claimed")):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            if not _is_private_dir(os.lstat(path)):
+                return None
+    return Queue(root)
+
+
+def _is_private_dir(info: os.stat_result) -> bool:
+    import stat
+
+    return (
+        stat.S_ISDIR(info.st_mode)
+        and info.st_uid == os.getuid()
+        and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    )
+
+
+def _prepare_queue(config: Any, cluster: str, log_target: str) -> None:
+    """A worker for one job (the queue was not usable) readies the queue for the next hooks.
+
+    Only as the hook's account: a queue made by root (slurmd's Epilog) would be
+    of no use to the hook running as SlurmUser.
+    """
+    if os.getuid() != _uid_of(config.hook_user):
+        return
+    hook = os.path.join(config.spool, HOOK_DIR)
+    try:
+        os.mkdir(hook, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        _log(log_target, f"cannot create the hook's queue {hook}: {exc.strerror}")
+        return
+    queue = open_queue(config, cluster)
+    if queue is None:
+        _log(
+            log_target,
+            f"the hook's queue {hook} is not a private folder of this account; "
+            "every job starts its own worker (slower)",
+        )
+    elif not os.access(queue.pending, os.W_OK):
+        _log(
+            log_target,
+            f"the hook's queue {queue.pending} is not writable; "
+            "every job starts its own worker (slower)",
+        )
+
+
+# -- serving the queue ------------------------------------------------------------------------
+
+
+class QueuedJob:
+    """A claimed job on its way to an event."""
+
+    def __init__(self, claimed: str, env: dict[str, str], queued_at: float, patience: float):
+        self.claimed = claimed
+        self.env = env
+        self.job = env["SLURM_JOB_ID"]
+        self.next_question = queued_at + FIRST_QUESTION_AFTER
+        self.interval = TICK
+        self.deadline = time.time() + patience
+        self.fields: dict[str, str] = {}
+
+    def ask_later(self, now: float) -> None:
+        """Not decided yet: ask again, a little later each time."""
+        self.next_question = now + self.interval
+        self.interval = min(self.interval * 2, SLOWEST_QUESTION)
+
+
+class Worker:
+    """One process serving a cluster's queue until it stays empty."""
+
+    def __init__(self, spool: ModuleType, config: Any, queue: Queue) -> None:
+        self.spool = spool
+        self.config = config
+        self.queue = queue
+        self.jobs: dict[str, QueuedJob] = {}
+        self.scontrol = find_scontrol()
+        self.born = time.monotonic()
+        self.last_recovery = 0.0
+
+    @property
+    def retiring(self) -> bool:
+        return time.monotonic() - self.born >= MAX_LIFE
+
+    def run(self) -> bool:
+        """Serve until the queue stays empty; True if it must go on in a fresh process."""
+        self.queue.announce()
+        idle_since = time.monotonic()
+        while True:
+            if not self.retiring:
+                self.take_jobs()
+            if self.jobs:
+                self.ask_slurm()
+                idle_since = time.monotonic()
+            elif self.retiring or time.monotonic() - idle_since >= LINGER:
+                # leave: pid file first, then one more look (the entry point's order reversed)
+                self.queue.retire()
+                backlog = self.queue.has_backlog()
+                if not backlog and not self.queue.names_me():
+                    return False  # (an entry point that started this worker may name it late)
+                if self.retiring:
+                    return True
+                self.queue.announce()
+                idle_since = time.monotonic()
+                continue
+            time.sleep(TICK)
+
+    def take_jobs(self) -> None:
+        for name in self.queue.pending_names():
+            env = self.queue.read_pending(name)
+            if env is None:
+                self._drop_if_abandoned(name)
+                continue
+            queued_at = time.time() - self.queue.pending_age(name)
+            claimed = self.queue.claim(name)
+            if claimed:
+                self._add(claimed, env, queued_at)
+        if time.monotonic() - self.last_recovery >= RECOVER_EVERY:
+            self.last_recovery = time.monotonic()
+            for orphan in self.queue.orphaned_claims():
+                claimed = self.queue.take_over(orphan)
+                env = self.queue.read_claim(claimed) if claimed else None
+                if claimed and env:
+                    self._add(claimed, env, queued_at=0.0)
+                elif claimed:
+                    self.queue.done(claimed)  # unreadable: nothing to report
+
+    def _drop_if_abandoned(self, name: str) -> None:
+        if self.queue.pending_age(name) > INCOMPLETE_AGE:
+            _log(self.config.log, f"dropped the incomplete pending file {name}")
+            self.queue.drop_pending(name)
+
+    def _add(self, claimed: str, env: dict[str, str], queued_at: float) -> None:
+        self.jobs[claimed] = QueuedJob(claimed, env, queued_at, self.config.query_timeout)
+
+    def due_jobs(self) -> list[QueuedJob]:
+        """The jobs to ask about now, longest waiting first; at most MAX_PARALLEL."""
+        now = time.time()
+        due = [job for job in self.jobs.values() if job.next_question <= now]
+        return sorted(due, key=lambda job: job.next_question)[:MAX_PARALLEL]
+
+    def ask_slurm(self) -> None:
+        """One round of questions for every job that is due, then events for the decided."""
+        due = self.due_jobs()
+        if not due:
+            return
+        answers: dict[str, dict[str, str]] = {}
+        if self.scontrol:
+            answers = show_jobs(
+                self.scontrol,
+                [job.job for job in due],
+                self.config.query_timeout,
+                self.config.slurm_conf,
+            )
+        now = time.time()
+        for job in due:
+            answered = job.job in answers  # else scontrol failed or timed out: ask again
+            fields = answers.get(job.job, {})
+            job.fields = fields or job.fields
+            # an answer without the job (MinJobAge passed): the environment has to do
+            if (answered and not still_completing(fields)) or now >= job.deadline:
+                self.report(job)
+            else:
+                job.ask_later(now)
+
+    def report(self, job: QueuedJob) -> None:
+        try:
+            write_job_event(self.spool, self.config, job.env, final_facts(job.fields, job.env))
+        except Exception as exc:  # one job's trouble is logged; the others go on
+            _log(self.config.log, f"job {job.job}: no event written: {type(exc).__name__}: {exc}")
+        self.queue.done(job.claimed)
+        del self.jobs[job.claimed]
+
+
+def serve_main(cluster: str, env: Mapping[str, str]) -> int:
+    """Serve the cluster's queue (started by the entry point when no worker was alive)."""
+    log_target = "syslog"
+    try:
+        signal.signal(signal.SIGALRM, _on_alarm)
+        # a bound on the whole life, whatever happens; a claim left behind is taken over
+        signal.setitimer(signal.ITIMER_REAL, MAX_LIFE + 120)
+        spool = _load_spool()
+        try:
+            config = spool.read_config(env.get("DATALAD_SLURM_CONFIG") or CONFIG_PATH)
+        except spool.SpoolError:
+            return 0
+        log_target = config.log
+        queue = open_queue(config, cluster)
+        if queue is None:
+            _log(log_target, f"the hook's queue for cluster {cluster!r} is not usable")
+            return 0
+        # the entry point takes a process whose working directory is the queue for its worker
+        os.chdir(queue.root)
+        if Worker(spool, config, queue).run():
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            _hand_over(cluster)
+    except _Deadline:
+        _log(log_target, "the worker ran out of time; the next one takes over its jobs")
+    except Exception as exc:  # never fail; the claims stay for the next worker
+        _log(log_target, f"the worker stopped: {type(exc).__name__}: {exc}")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    return 0
+
+
+def _hand_over(cluster: str) -> None:
+    """Go on as a fresh process (same pid), for the jobs queued after MAX_LIFE."""
+    os.execv(sys.executable, [sys.executable, "-IS", os.path.abspath(__file__), "--serve", cluster])
+
+
+# -- logging --------------------------------------------------------------------------------
 
 
 def _log(target: str, message: str) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -288,6 +289,18 @@ def _hook_env(cluster: Cluster, job_id: int) -> dict[str, str]:
     }
 
 
+def _run_as_slurm(hook: Path, env: dict[str, str]) -> None:
+    """The hook as slurmctld runs it: user slurm, only the given environment; it must exit 0."""
+    assignments = [f"{k}={v}" for k, v in env.items()]
+    proc = subprocess.run(
+        ["runuser", "-u", "slurm", "--", "env", "-i", *assignments, str(hook)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc
+
+
 @pytest.mark.parametrize("trouble", ["unwritable", "missing", "malformed", "no-config"])
 def test_hook_exits_0_on_every_path(spooled_acct: Cluster, in_dataset: Any, trouble: str) -> None:
     spooled = spooled_acct
@@ -310,22 +323,7 @@ def test_hook_exits_0_on_every_path(spooled_acct: Cluster, in_dataset: Any, trou
         else:
             env["DATALAD_SLURM_CONFIG"] = "/nonexistent/datalad-slurm.conf"
         started = time.monotonic()
-        proc = subprocess.run(
-            [
-                "runuser",
-                "-u",
-                "slurm",
-                "--",
-                "env",
-                "-i",
-                *[f"{k}={v}" for k, v in env.items()],
-                str(hook),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert proc.returncode == 0, proc
+        _run_as_slurm(hook, env)
         assert time.monotonic() - started < 5  # the entry point hands off and returns
         if trouble == "unwritable":
             # the detached worker gives up and says so in the admin's log
@@ -524,3 +522,331 @@ def test_cron_reports_problems_on_stderr(spooled_acct: Cluster, in_dataset: Any)
         )
     assert (aside.returncode, aside.stdout, aside.stderr) == (0, "", "")
     spooled.scancel(running)
+
+
+# -- the hook's queue: one worker per burst ------------------------------------------------
+
+
+def _queue(cluster: Cluster) -> Path:
+    from datalad_slurm.slurm.conf import cluster_name
+
+    return Path(cluster.spool, ".hook", cluster_name(cluster.conf) or "_")
+
+
+def _serving_workers(cluster: Cluster) -> set[tuple[int, str]]:
+    """(pid, start time) of every live queue worker of this cluster's hook."""
+    worker = str(Path(cluster.hook, "libexec", "datalad_slurm_epilog.py"))
+    found = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        if worker.encode() in argv and b"--serve" in argv:
+            found.add((int(entry.name), stat[stat.rfind(")") + 2 :].split()[19]))
+    return found
+
+
+def _pids_named(name: str) -> list[int]:
+    pids = []
+    for entry in os.scandir("/proc"):
+        try:
+            if entry.name.isdigit() and Path(entry.path, "comm").read_text().strip() == name:
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _pipes(pid: int) -> set[str]:
+    """The pipes a process holds open (``pipe:[inode]``)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return set()
+    found = set()
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("pipe:"):
+            found.add(target)
+    return found
+
+
+def _named_worker(cluster: Cluster) -> tuple[int, str] | None:
+    """(pid, start time) in the queue's pid file, None without one."""
+    try:
+        pid, start = (_queue(cluster) / "worker.pid").read_text().split()
+        return int(pid), start
+    except (OSError, ValueError):
+        return None
+
+
+def _wait_no_worker(cluster: Cluster, timeout: float = 30) -> None:
+    """Until no worker runs (a pid file naming a dead one may stay behind)."""
+    deadline = time.monotonic() + timeout
+    while workers := _serving_workers(cluster):
+        assert time.monotonic() < deadline, f"the hook's worker did not leave: {workers}"
+        time.sleep(0.1)
+
+
+def _ready_queue(cluster: Cluster, ds: Any) -> Path:
+    """The cluster's queue exists (the first registered job's worker makes it), no worker runs."""
+    queue = _queue(cluster)
+    if not (queue / "pending").is_dir():
+        job = _schedule(ds, "sbatch " + write_script(ds, "warm.sh", "echo\n"), "warm")
+        _wait_events(cluster, {str(job)})
+    _wait_no_worker(cluster)
+    assert (queue / "pending").is_dir()
+    return queue
+
+
+@pytest.fixture
+def hook_queue(spooled_acct: Cluster, in_dataset: Any) -> Path:
+    """The accounting cluster's hook queue, ready and without a worker."""
+    return _ready_queue(spooled_acct, in_dataset)
+
+
+def _events_by_label(cluster: Cluster) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for event in cluster.events():
+        job = event.get("array_job_id", event["job_id"])
+        task = event.get("array_task_id")
+        found.setdefault(f"{job}" if task is None else f"{job}_{task}", []).append(event)
+    return found
+
+
+def test_burst_served_by_one_worker(
+    spooled_acct: Cluster, in_dataset: Any, hook_queue: Path
+) -> None:
+    """40 array tasks end within a few seconds: each gets one event, from one to three workers."""
+    spooled, ds, queue = spooled_acct, in_dataset, hook_queue
+    arr = _schedule(
+        ds,
+        "sbatch "
+        + write_script(
+            ds,
+            "burst.sh",
+            """
+#SBATCH --array=0-39
+#SBATCH -o burst/%A_%a.log
+echo $SLURM_ARRAY_TASK_ID > burst/r$SLURM_ARRAY_TASK_ID
+[ $((SLURM_ARRAY_TASK_ID % 10)) != 9 ]
+""",
+        ),
+        "burst",
+    )
+    labels = {f"{arr}_{t}" for t in range(40)}
+    workers: set[tuple[int, str]] = set()
+    shared_pipes: set[str] = set()
+    deadline = time.monotonic() + 120
+    while not labels <= set(_events_by_label(spooled)):
+        assert time.monotonic() < deadline, labels - set(_events_by_label(spooled))
+        seen = _serving_workers(spooled)
+        workers |= seen
+        scriptd = set().union(*(_pipes(pid) for pid in _pids_named("slurmscriptd")))
+        shared_pipes |= scriptd & set().union(*(_pipes(pid) for pid, _ in seen))
+        time.sleep(0.02)
+    events = _events_by_label(spooled)
+    assert all(len(events[label]) == 1 for label in labels), events
+    for task in range(40):
+        event = events[f"{arr}_{task}"][0]
+        assert event["resolved_by"] == "scontrol"
+        assert event["state"] == ("FAILED" if task % 10 == 9 else "COMPLETED"), event
+    # a worker holding the pipe slurmscriptd reads the hook's output from would keep its job
+    # COMPLETING for as long as it lives
+    assert not shared_pipes, shared_pipes
+    # a worker lingers 1.5 s for the next job: one burst, one worker (or two or three, when the
+    # first tasks end at the same moment and each hook finds no worker yet)
+    assert 1 <= len(workers) <= 3, workers
+    spooled.wait_done([arr])
+    _wait_no_worker(spooled)
+    assert list((queue / "pending").iterdir()) == [] and list((queue / "claimed").iterdir()) == []
+
+
+def _worker_of(cluster: Cluster) -> tuple[int, str]:
+    deadline = time.monotonic() + 30
+    while (named := _named_worker(cluster)) not in _serving_workers(cluster) or named is None:
+        assert time.monotonic() < deadline, "no live worker in the pid file"
+        time.sleep(0.01)
+    return named
+
+
+def test_killed_worker_backlog_recovered_by_next_hook(
+    spooled_acct: Cluster, in_dataset: Any, hook_queue: Path
+) -> None:
+    spooled, ds, queue = spooled_acct, in_dataset, hook_queue
+    held = _schedule(
+        ds,
+        "sbatch --hold "
+        + write_script(ds, "held.sh", "#SBATCH --array=0-7\n#SBATCH -o held/%A_%a.log\necho\n"),
+        "held",
+    )
+    first = _schedule(ds, "sbatch " + write_script(ds, "first.sh", "echo\n"), "first")
+    # the worker that serves `first` is stopped, then its queue fills up: the hooks see a
+    # live worker (a stopped process is alive) and start none
+    pid, _ = _worker_of(spooled)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        spooled.run("scontrol", "release", str(held))
+        spooled.wait_done([held])
+        deadline = time.monotonic() + 30
+        while len(list((queue / "pending").iterdir())) < 8:
+            assert time.monotonic() < deadline, list((queue / "pending").iterdir())
+            time.sleep(0.1)
+        assert {p for p, _ in _serving_workers(spooled)} == {pid}
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    assert (queue / "worker.pid").exists()  # a dead worker's pid file stays behind
+    # the next registered job's hook finds the worker dead and starts one for the backlog
+    after = _schedule(ds, "sbatch " + write_script(ds, "after.sh", "echo\n"), "after")
+    labels = {str(first), str(after)} | {f"{held}_{t}" for t in range(8)}
+    _wait_events(spooled, labels)
+    events = _events_by_label(spooled)
+    assert all(len(events[label]) == 1 for label in labels - {str(first)}), events
+    assert {e["state"] for label in labels for e in events[label]} == {"COMPLETED"}
+    _wait_no_worker(spooled)
+    assert list((queue / "pending").iterdir()) == [] and list((queue / "claimed").iterdir()) == []
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def _pending_text(cluster: Cluster, job: int) -> str:
+    env = _hook_env(cluster, job)
+    return "".join(f"{k}={v}\n" for k, v in env.items()) + ".\n"
+
+
+def test_claim_of_a_dead_worker_is_taken_over(
+    spooled_acct: Cluster, in_dataset: Any, hook_queue: Path
+) -> None:
+    spooled, ds, queue = spooled_acct, in_dataset, hook_queue
+    lost = _schedule(ds, "sbatch " + write_script(ds, "lost.sh", "echo\n"), "lost")
+    _wait_events(spooled, {str(lost)})
+    _wait_no_worker(spooled)
+    # as if a worker had claimed the job and died before it wrote the event
+    for path in spooled.events_dir().glob(f"*.{lost}.{lost}.*.event"):
+        path.unlink()
+    claim = queue / "claimed" / f"{lost}.1@{_dead_pid()}@1@{os.uname().nodename}"
+    claim.write_text(_pending_text(spooled, lost))
+    shutil.chown(claim, "slurm")
+    assert str(lost) not in _events_by_label(spooled)
+    trigger = _schedule(ds, "sbatch " + write_script(ds, "trigger.sh", "echo\n"), "trigger")
+    events = _wait_events(spooled, {str(lost), str(trigger)})
+    assert events[str(lost)]["state"] == "COMPLETED"
+    assert events[str(lost)]["resolved_by"] == "scontrol"
+    assert len(_events_by_label(spooled)[str(lost)]) == 1
+    _wait_no_worker(spooled)
+    assert list((queue / "claimed").iterdir()) == []
+
+
+def test_worker_liveness_survives_pid_reuse(
+    spooled_acct: Cluster, in_dataset: Any, hook_queue: Path
+) -> None:
+    """A pid file naming a live process that is no worker of this queue (pid reuse) is ignored."""
+    spooled, ds, queue = spooled_acct, in_dataset, hook_queue
+    held = [
+        _schedule(ds, "sbatch --hold " + write_script(ds, f"h{n}.sh", "echo\n"), f"h{n}")
+        for n in range(3)
+    ]
+    pid_file = queue / "worker.pid"
+    # processes of the hook's account (setpriv execs in place: the pid is sleep's)
+    as_slurm = ["setpriv", "--reuid", "slurm", "--regid", "slurm", "--clear-groups", "sleep", "120"]
+    elsewhere = subprocess.Popen(as_slurm, cwd="/")
+    inside = subprocess.Popen(as_slurm, cwd=queue)  # as a worker: its cwd is the queue
+    try:
+        # a live pid, but of a process elsewhere: the hook must start a worker
+        pid_file.write_text(f"{elsewhere.pid} 1\n")
+        shutil.chown(pid_file, "slurm")
+        spooled.run("scontrol", "release", str(held[0]))
+        _wait_events(spooled, {str(held[0])}, timeout=30)
+        _wait_no_worker(spooled)
+        # a live process in the queue: taken for a worker, so the job waits in the queue
+        pid_file.write_text(f"{inside.pid} 1\n")
+        shutil.chown(pid_file, "slurm")
+        spooled.run("scontrol", "release", str(held[1]))
+        spooled.wait_done([held[1]])
+        time.sleep(3)
+        assert [p.name.split(".")[0] for p in (queue / "pending").iterdir()] == [str(held[1])]
+        assert str(held[1]) not in _events_by_label(spooled)
+    finally:
+        for process in (elsewhere, inside):
+            process.kill()
+            process.wait()
+    # that "worker" is gone now: the next job's hook starts a real one, which serves both
+    spooled.run("scontrol", "release", str(held[2]))
+    _wait_events(spooled, {str(held[1]), str(held[2])}, timeout=30)
+    _wait_no_worker(spooled)
+    assert list((queue / "pending").iterdir()) == []
+
+
+def test_unwritable_queue_falls_back_to_a_worker_per_job(
+    spooled_acct: Cluster, in_dataset: Any, hook_queue: Path
+) -> None:
+    spooled, ds, queue = spooled_acct, in_dataset, hook_queue
+    pending = queue / "pending"
+    job = _schedule(ds, "sbatch --hold " + write_script(ds, "h.sh", "echo\n"))
+    hook = Path(spooled.hook, "libexec", "datalad-slurm-epilog")
+    env = _hook_env(spooled, job)
+    pending.chmod(0o500)  # the hook's account may no longer write there
+    try:
+        spooled.run("scontrol", "release", str(job))
+        spooled.wait_done([job])
+        events = _wait_events(spooled, {str(job)})
+        assert events[str(job)]["state"] == "COMPLETED"
+        # and run by hand: exits 0, the worker for its one job says why
+        _run_as_slurm(hook, env)
+        assert list(pending.iterdir()) == []
+    finally:
+        pending.chmod(0o700)
+    deadline = time.monotonic() + 20
+    while "is not writable" not in Path(spooled.hook_log).read_text():
+        assert time.monotonic() < deadline, Path(spooled.hook_log).read_text()[-2000:]
+        time.sleep(0.2)
+
+
+def test_entry_point_reads_a_changed_config() -> None:
+    """The spool embedded at install holds only while the config is not newer than the script."""
+    root = Path(tempfile.mkdtemp(prefix="dls-config-", dir="/tmp"))  # reachable by slurm
+    root.chmod(0o755)
+    try:
+        log = root / "hook.log"
+        log.touch()
+        shutil.chown(log, "slurm")
+        for name in ("one", "two"):
+            options = ["--prefix", str(root / f"libexec-{name}"), "--spool", str(root / name)]
+            options += ["--config", str(root / f"{name}.conf"), "--log", str(log), "--force"]
+            subprocess.run([REPO / "epilog/install", *options], check=True, capture_output=True)
+        config = root / "one.conf"
+        hook = root / "libexec-one" / "datalad-slurm-epilog"
+        assert f"spool='{root / 'one'}'" in hook.read_text()  # embedded
+        from datalad_slurm.spool import UserSpool
+
+        UserSpool(str(root / "two")).register(None, 7)  # registered in the other spool only
+        env = {"SLURM_JOB_ID": "7", "SLURM_JOB_UID": str(os.getuid())}
+        events = root / "two" / str(os.getuid()) / "events"
+        config.write_text(config.read_text().replace(str(root / "one"), str(root / "two")))
+        # a config older than the script is not read: the embedded spool knows no job 7
+        os.utime(config, (hook.stat().st_mtime - 10,) * 2)
+        _run_as_slurm(hook, env)
+        time.sleep(2)
+        assert not list(events.glob("*.event"))
+        # a config changed after the install is read: the hook follows it at once
+        os.utime(config, (hook.stat().st_mtime + 2,) * 2)
+        _run_as_slurm(hook, env)
+        deadline = time.monotonic() + 30  # a worker for the one job; no Slurm to ask here
+        while not list(events.glob("*.event")):
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert json.loads(next(events.glob("*.event")).read_text())["job_id"] == 7
+    finally:
+        shutil.rmtree(root)
