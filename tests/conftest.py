@@ -62,12 +62,11 @@ class Cluster:
 
     def gone(self, job_id: int, timeout: float = 90) -> None:
         """Wait until slurmctld no longer knows the job (MinJobAge passed)."""
-        import json
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            jobs = json.loads(self.run("squeue", "--json").stdout)["jobs"]
-            if not any(job_id in (j.get("job_id"), j.get("array_job_id")) for j in jobs):
+            # every job and task slurmctld holds, finished ones too: job id, array job id
+            held = self.run("squeue", "-h", "-t", "all", "-o", "%A %F").stdout.split()
+            if str(job_id) not in held:
                 return
             time.sleep(1)
         raise AssertionError(f"job {job_id} is still in slurmctld after {timeout} s")

@@ -30,6 +30,12 @@ class AutoBackend:
         #: why pyslurm was not used (for diagnostics), if it was not
         self.pyslurm_problem: str | None = None
 
+    @property
+    def accounting(self) -> bool | None:
+        """Whether the chosen backend found accounting (None: not asked yet)."""
+        answer = getattr(self.chosen, "accounting", None)
+        return answer if isinstance(answer, bool) else None
+
     def query(self, job_ids: Sequence[int]) -> dict[int, JobStatus]:
         if self.chosen is not None:
             return self.chosen.query(job_ids)
