@@ -87,7 +87,7 @@ class _Api:
         if cls.module is None:
             try:
                 import pyslurm
-            except ImportError as exc:
+            except (ImportError, OSError) as exc:  # not installed, or built for another Slurm
                 raise BackendError(f"pyslurm cannot be imported ({exc}); {INSTALL_HINT}") from exc
             cls.module, cls.config = pyslurm, config
         elif config != cls.config:
@@ -114,7 +114,7 @@ class PyslurmBackend:
         api = _Api.get()
         try:
             live = [plain_record(job) for job in _jobs_of(api.Jobs.load())]
-        except api.RPCError as exc:
+        except Exception as exc:  # RPCError, or any other error of a mismatched pyslurm
             raise BackendError(
                 f"pyslurm could not load the jobs from slurmctld: {exc}; is slurmctld up? "
                 "Try again later"
@@ -133,6 +133,8 @@ class PyslurmBackend:
             # no slurmdbd (accounting_storage/none): jobs that left slurmctld are unknown
             self.accounting = False
             return []
+        except Exception as exc:
+            raise BackendError(f"pyslurm could not read Slurm's accounting: {exc}") from exc
         self.accounting = True
         return [plain_record(job) for job in _jobs_of(jobs)]
 
