@@ -145,3 +145,21 @@ def test_config_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert slurm_config_path() is None  # named but missing: pyslurm is not tried
     conf.write_text("ClusterName=x\n")
     assert slurm_config_path() == str(conf)
+
+
+@pytest.mark.parametrize("state", [s for s in JobState if s is not JobState.UNKNOWN])
+def test_every_slurm_state_maps_to_its_verdict(state: JobState) -> None:
+    record = {**LIVE["completed"]["records"][0], "state": state.value}
+    (task,) = live_tasks([record], {2})
+    assert task.state is state
+    expected = (
+        Verdict.ACTIVE
+        if state.is_active
+        else Verdict.COMPLETED
+        if state is JobState.COMPLETED
+        else Verdict.FAILED
+    )
+    status = JobStatus(2, tasks={task.label: task})
+    assert status.verdict is expected
+    # an active task's exit code is not known yet; an ended one's is
+    assert (task.exit_code is None) is state.is_active
