@@ -8,8 +8,10 @@ test: it never turns into a skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+REPO = Path(__file__).resolve().parent.parent
 
 CLUSTER_ENV = {
     "acct": "DATALAD_SLURM_TEST_ACCT_CONF",
@@ -34,7 +38,7 @@ class Cluster:
 
     @property
     def accounting(self) -> bool:
-        return self.name == "acct"
+        return self.name in ("acct", "spare-acct")
 
     @property
     def hook_config(self) -> str:
@@ -134,6 +138,32 @@ class Cluster:
 
     def scancel(self, *job_ids: int | str) -> None:
         self.run("scancel", *[str(j) for j in job_ids])
+
+
+@contextlib.contextmanager
+def spare_cluster(*options: str) -> Iterator[Cluster]:
+    """A throw-away cluster on the spare port, started with these options; purged after."""
+    # munged wants a socket path everybody may traverse: not under pytest's 0700 tmp_path
+    state = Path(tempfile.mkdtemp(prefix="dls-spare-", dir="/tmp"))
+    state.chmod(0o755)
+    port = os.environ.get("DATALAD_SLURM_TEST_SPARE_PORT", "6897")
+    start = subprocess.run(
+        [REPO / "contrib/slurm-local/start", "--state-dir", state, "--port-base", port, *options],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    try:
+        assert start.returncode == 0, start.stderr[-3000:]
+        yield Cluster(
+            "spare-acct" if "--accounting" in options else "spare", str(state / "etc/slurm.conf")
+        )
+    finally:
+        subprocess.run(
+            [str(REPO / "contrib/slurm-local/stop"), "--state-dir", str(state), "--purge"],
+            capture_output=True,
+            timeout=120,
+        )
 
 
 def _cluster(name: str) -> Cluster:

@@ -91,7 +91,8 @@ class _Api:
                 raise BackendError(f"pyslurm cannot be imported ({exc}); {INSTALL_HINT}") from exc
             cls.module, cls.config = pyslurm, config
         elif config != cls.config:
-            # libslurm reads its config once; another SLURM_CONF needs a fresh start
+            # libslurm reads its config once; another SLURM_CONF needs a fresh start (that
+            # reaches the new slurmctld; slurmdbd stays the first accounting cluster's)
             cls.module.slurm_fini()
             cls.module.slurm_init(config)
             cls.config = config
@@ -129,14 +130,27 @@ class PyslurmBackend:
     def _accounting(self, api: ModuleType, job_ids: list[int]) -> list[dict[str, Any]]:
         try:
             jobs = api.db.Jobs.load(api.db.JobFilter(ids=job_ids))
-        except api.RPCError:
-            # no slurmdbd (accounting_storage/none): jobs that left slurmctld are unknown
+        except api.RPCError as exc:
+            if _accounting_configured(api):
+                raise BackendError(
+                    f"slurmdbd did not answer pyslurm: {exc}; try again later"
+                ) from exc
+            # no accounting (accounting_storage/none): jobs that left slurmctld are unknown
             self.accounting = False
             return []
         except Exception as exc:
             raise BackendError(f"pyslurm could not read Slurm's accounting: {exc}") from exc
         self.accounting = True
         return [plain_record(job) for job in _jobs_of(jobs)]
+
+
+def _accounting_configured(api: ModuleType) -> bool:
+    """Whether slurmctld's config names an accounting storage (one RPC, asked only on errors)."""
+    try:
+        storage = api.slurmctld.Config.load().accounting_storage_type
+    except Exception:
+        return False
+    return bool(storage) and "none" not in str(storage)
 
 
 def _jobs_of(collection: Any) -> Iterator[Any]:

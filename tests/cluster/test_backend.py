@@ -5,12 +5,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Cluster, call, only, schedule_ok, write_script
+from tests.conftest import Cluster, call, only, schedule_ok, spare_cluster, write_script
 
 #: tests/run says which backend the tier must use: jsoncli on the host, pyslurm in the chroot
 BACKEND_NAMES = {"jsoncli": "squeue/sacct --json", "pyslurm": "pyslurm"}
@@ -97,3 +101,53 @@ def test_one_query_answers_an_array_from_accounting_where_there_is_some(
     assert states == {f"{job}_{t}": "COMPLETED" for t in range(3)}
     assert statuses[job].backend == _expected()
     assert backend.accounting is slurm_any.accounting
+
+
+_QUERY = """
+import json, sys
+from datalad_slurm.slurm.backend import BackendError
+from datalad_slurm.slurm.select import choose_backend
+backend = choose_backend()
+try:
+    status = backend.query([int(sys.argv[1])])[int(sys.argv[1])]
+except BackendError as exc:
+    print(json.dumps({"error": str(exc)}))
+else:
+    print(json.dumps({"verdict": status.verdict.value, "accounting": backend.accounting}))
+"""
+
+
+def test_slurmdbd_down_is_an_error_not_an_unknown_job(tmp_path: Any) -> None:
+    """With accounting configured but slurmdbd gone, the query fails; no job turns UNKNOWN.
+
+    Asked from fresh processes: within one process libslurm reaches the slurmdbd of the
+    first cluster it was initialised for only (a user's process has one cluster).
+    """
+    with spare_cluster("--accounting") as cluster:
+        job = cluster.submit("--array=0-1", "-o", "/dev/null", "--wrap", "true", cwd=tmp_path)
+        cluster.wait_done([job])
+
+        def ask() -> dict[str, Any]:
+            out = cluster.run(sys.executable, "-c", _QUERY, str(job)).stdout
+            answer: dict[str, Any] = json.loads(out)
+            return answer
+
+        assert ask() == {"verdict": "completed", "accounting": True}
+        state_dir = Path(cluster.conf).parent.parent
+        pid = int((state_dir / "slurm" / "slurmdbd.pid").read_text())
+        os.kill(pid, signal.SIGTERM)  # the spare cluster's own slurmdbd, started by this test
+        _wait_gone(pid)
+        assert "error" in ask()
+
+
+def _wait_gone(pid: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+        except (FileNotFoundError, IndexError):
+            return
+        if state == "Z":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"slurmdbd {pid} still runs after {timeout} s")
