@@ -1,178 +1,291 @@
-"""Turning finished jobs into commits: one commit per job, only its own files.
+"""Turning finished jobs into commits: one commit per job, only its own files, many jobs at once.
 
-Each job's declared outputs, its Slurm log files (every array task's) and a
-``slurm-job-<id>.env.json`` with its final facts are saved with a
-``[DATALAD SLURM RUN]`` record.  The registry row goes to ``committing``
-before the save and to ``finished`` after it; a crash in between is
-repaired by :func:`recover`, which looks for the job's token in the history,
-so no job is committed twice and none is dropped.  Callers hold the
-dataset's git lock.
+All jobs of a drain are committed together (:mod:`datalad_slurm.commitwriter`):
+their files are staged in one ``git annex add`` / ``git add``, then one
+``git fast-import`` writes one commit per job with its ``[DATALAD SLURM RUN]``
+record, and HEAD moves once.  Jobs whose paths lie in a subdataset, and
+datasets on a git-annex adjusted branch, take the slower path of one
+``datalad save`` per job, which knows how to record subdataset states.
+
+Registry rows go to ``committing`` before anything is staged and to
+``finished`` after HEAD moved; a crash in between is repaired by
+:func:`recover`, which looks for the jobs' tokens in the history, so no job
+is committed twice and none is dropped.  Callers hold the dataset's git lock.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import posixpath
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from datalad_slurm.git import run_git
-from datalad_slurm.paths import PathOutsideDatasetError, normalise
-from datalad_slurm.records import RunRecord, format_message
+from datalad.log import log_progress
+
+from datalad_slurm.commitwriter import (
+    Change,
+    advance_head,
+    stage,
+    staged_changes,
+    worktree_changes,
+    write_commits,
+)
+from datalad_slurm.git import GitError, run_git
+from datalad_slurm.gitlock import git_writes
+from datalad_slurm.jobrecord import PreparedCommit, prepare_commit, status_word
+from datalad_slurm.records import REGISTRATION_KEY, registration_token
 from datalad_slurm.registry import Job, Registry
-from datalad_slurm.slurm.state import JobStatus, sorted_tasks
+from datalad_slurm.slurm.state import JobStatus
 
-RECORD_VERSION = 1
+lgr = logging.getLogger("datalad.slurm.committer")
 
-
-@dataclass
-class JobFiles:
-    """Dataset-relative paths of the files a job adds beside its outputs."""
-
-    logs: list[str]
-    env_json: str
-
-    @property
-    def all(self) -> list[str]:
-        return sorted({*self.logs, self.env_json})
+ACTION = "finish"
 
 
-def status_word(status: JobStatus) -> str:
-    """``Completed``, ``Failed``, ``Out of memory``: the subject's last word(s)."""
-    return status.summary_state.replace("_", " ").capitalize()
-
-
-def find_job_files(dataset_path: str, job: Job, status: JobStatus) -> JobFiles:
-    """The job's log files that exist inside the dataset, and where env.json goes."""
-    logs: list[str] = []
-    for _, task in sorted_tasks(status.tasks):
-        work_dir = task.work_dir or os.path.join(dataset_path, job.pwd)
-        candidates = [task.stdout, task.stderr]
-        if not task.stdout:
-            default = (
-                f"slurm-{task.job_id}.out"
-                if task.task_id is None
-                else f"slurm-{task.job_id}_{task.task_id}.out"
-            )
-            candidates.append(os.path.join(work_dir, default))
-        for candidate in candidates:
-            if not candidate:
-                continue
-            absolute = os.path.join(work_dir, candidate)
-            if not os.path.isfile(absolute) or os.path.islink(absolute):
-                continue
-            try:
-                relative = normalise(absolute, dataset_path)
-            except (PathOutsideDatasetError, ValueError):
-                continue
-            if relative not in logs:
-                logs.append(relative)
-    env_dir = posixpath.dirname(logs[0]) if logs else job.pwd
-    env_json = posixpath.normpath(posixpath.join(env_dir, f"slurm-job-{job.job_id}.env.json"))
-    return JobFiles(logs=logs, env_json=env_json)
-
-
-def job_facts(job: Job, status: JobStatus) -> dict[str, Any]:
-    """What env.json holds: everything Slurm told us about the job's end."""
-    tasks = {}
-    for label, task in sorted_tasks(status.tasks):
-        tasks[label] = {
-            "state": task.state.value,
-            "exit_code": task.exit_code,
-            "signal": task.signal,
-            "derived_exit_code": task.derived_exit_code,
-            "submit_time": task.submit_time,
-            "start_time": task.start_time,
-            "end_time": task.end_time,
-            "stdout": task.stdout,
-            "stderr": task.stderr,
-            "work_dir": task.work_dir,
-            "reason": task.reason,
-        }
+def _result(dataset_path: str, job: Job, status: str, message: str, **extra: Any) -> dict[str, Any]:
     return {
+        "action": ACTION,
+        "status": status,
+        "path": dataset_path,
+        "type": "dataset",
         "slurm_job_id": job.job_id,
-        "cluster": _cluster(job, status),
-        "state": status.summary_state,
-        "tasks": tasks,
-        "backend": status.backend,
-        "cmd": job.cmd,
-        "pwd": job.pwd,
-        "submitted_at": job.submitted_at,
+        "message": message,
+        **extra,
     }
 
 
-def _cluster(job: Job, status: JobStatus) -> str | None:
-    clusters = {t.cluster for t in status.tasks.values() if t.cluster}
-    return job.cluster or (sorted(clusters)[0] if clusters else None)
-
-
-def build_record(job: Job, status: JobStatus, files: JobFiles) -> RunRecord:
-    tasks = [task for _, task in sorted_tasks(status.tasks)]
-    exit_codes = [t.exit_code for t in tasks if t.exit_code is not None]
-    starts = [t.start_time for t in tasks if t.start_time]
-    ends = [t.end_time for t in tasks if t.end_time]
-    submits = [t.submit_time for t in tasks if t.submit_time]
-    assert job.job_id is not None
-    return RunRecord(
-        cmd=job.cmd,
-        dsid=job.dsid,
-        slurm_job_id=job.job_id,
-        pwd=job.pwd,
-        inputs=list(job.inputs),
-        extra_inputs=list(job.extra_inputs),
-        outputs=[*job.outputs, *[p for p in files.all if p not in job.outputs]],
-        slurm_outputs=files.all,
-        chain=list(job.chain),
-        commit_id=None,
-        extra={
-            "slurm_record_version": RECORD_VERSION,
-            "slurm_cluster": _cluster(job, status),
-            "slurm_state": status.summary_state,
-            "slurm_exit_code": max(exit_codes) if exit_codes else None,
-            "slurm_task_states": {t.label: t.state.value for t in tasks},
-            "slurm_submit_time": min(submits) if submits else int(job.submitted_at),
-            "slurm_start_time": min(starts) if starts else None,
-            "slurm_end_time": max(ends) if ends else None,
-            "slurm_submitted_from": job.submitted_from,
-            "slurm_registration": job.token,
-        },
+def _committed(dataset_path: str, prepared: PreparedCommit, sha: str) -> dict[str, Any]:
+    status = prepared.status
+    return _result(
+        dataset_path,
+        prepared.job,
+        "ok",
+        f"Slurm job {prepared.job.job_id}: {status_word(status)}, committed as {sha[:8]}",
+        commit=sha,
+        state=status.summary_state,
     )
 
 
-def commit_job(
+def _saved(dataset_path: str, changes: Sequence[Change]) -> Iterator[dict[str, Any]]:
+    """What ``datalad save`` would have reported for one job's commit: its files, then itself."""
+    for change in changes:
+        yield {
+            "action": "delete" if change.deleted else "add",
+            "status": "ok",
+            "path": os.path.join(dataset_path, change.path),
+            "type": "file",
+            "refds": dataset_path,
+        }
+    yield {
+        "action": "save",
+        "status": "ok",
+        "path": dataset_path,
+        "type": "dataset",
+        "refds": dataset_path,
+    }
+
+
+def _not_committed(dataset_path: str, job: Job, why: str) -> dict[str, Any]:
+    return _result(
+        dataset_path,
+        job,
+        "error",
+        f"job {job.job_id} could not be committed: {why}; it stays open, fix the problem and "
+        "run 'datalad finish' again",
+    )
+
+
+def commit_jobs(
     ds: Any,
     registry: Registry,
-    job: Job,
-    status: JobStatus,
+    finished: Sequence[tuple[Job, JobStatus]],
     message: str | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Save one job's files with its record; yields DataLad's save results.
+    """Commit each job with its record; one ``finish`` result per job.
 
-    The last result is ``finish`` with status ``ok`` and the new commit, or
-    ``error`` when nothing could be committed (the job then stays open).
+    A job that cannot be committed gets an ``error`` result and stays open;
+    the others are committed all the same.
     """
     dataset_path = str(ds.path)
-    files = find_job_files(dataset_path, job, status)
-    env_path = os.path.join(dataset_path, files.env_json)
-    os.makedirs(os.path.dirname(env_path), exist_ok=True)
-    with open(env_path, "w", encoding="utf-8") as stream:
-        json.dump(job_facts(job, status), stream, indent=1, sort_keys=True)
-        stream.write("\n")
-    record = build_record(job, status, files)
-    commit_message = format_message(record, status_word(status), message or job.message)
+    prepared: list[PreparedCommit] = []
+    for job, status in finished:
+        try:
+            prepared.append(prepare_commit(dataset_path, job, status, message))
+        except OSError as exc:
+            yield _not_committed(dataset_path, job, f"its env.json could not be written ({exc})")
+    if not prepared:
+        return
+    head = _head(dataset_path)
+    annex = _is_annex(ds)
+    if head is None or (annex and ds.repo.is_managed_branch()):
+        batch, one_by_one = [], prepared
+    else:
+        submodules = _submodule_paths(dataset_path)
+        batch = [p for p in prepared if not _touches_submodule(p.paths, submodules)]
+        one_by_one = [p for p in prepared if _touches_submodule(p.paths, submodules)]
+    with git_writes(dataset_path):
+        if batch:
+            assert head is not None
+            yield from _commit_batch(dataset_path, registry, batch, head, annex)
+        for item in one_by_one:
+            yield from _commit_with_save(ds, registry, item)
+
+
+def _is_annex(ds: Any) -> bool:
+    from datalad.support.annexrepo import AnnexRepo
+
+    return isinstance(ds.repo, AnnexRepo)
+
+
+def _head(dataset_path: str) -> str | None:
+    out = run_git(dataset_path, "rev-parse", "--verify", "-q", "HEAD", check=False).strip()
+    return out or None
+
+
+def _submodule_paths(dataset_path: str) -> list[str]:
+    if not os.path.exists(os.path.join(dataset_path, ".gitmodules")):
+        return []
+    out = run_git(
+        dataset_path, "config", "-f", ".gitmodules", "--get-regexp", r"\.path$", check=False
+    )
+    return [line.split(" ", 1)[1] for line in out.splitlines() if " " in line]
+
+
+def _touches_submodule(paths: Sequence[str], submodules: Sequence[str]) -> bool:
+    return any(
+        path == sub or path.startswith(sub + "/") or path in (".", "") or sub.startswith(path + "/")
+        for path in paths
+        for sub in submodules
+    )
+
+
+class _Owners:
+    """Which job a changed path belongs to: the job that declared it or one of its parents."""
+
+    def __init__(self, prepared: Sequence[PreparedCommit]) -> None:
+        self._by_path: dict[str, PreparedCommit] = {}
+        for item in prepared:
+            for path in item.paths:
+                self._by_path.setdefault(path.rstrip("/") or ".", item)
+
+    def of(self, path: str) -> PreparedCommit | None:
+        candidate = path
+        while True:
+            owner = self._by_path.get(candidate or ".")
+            if owner is not None or candidate in ("", "."):
+                return owner
+            candidate = posixpath.dirname(candidate)
+
+
+class _Progress:
+    """DataLad's progress bar over a drain: one step per staged file, then the commits.
+
+    Shown on a terminal only (``noninteractive_level`` keeps it out of logs otherwise).
+    """
+
+    def __init__(self, pid: str, jobs: int) -> None:
+        self.pid, self.jobs, self.started = pid, jobs, False
+
+    def _log(self, *args: Any, **kwargs: Any) -> None:
+        log_progress(lgr.info, self.pid, *args, noninteractive_level=5, **kwargs)
+
+    def start(self, files: int) -> None:
+        self.started = True
+        self._log(
+            "Committing %d Slurm jobs",
+            self.jobs,
+            label=f"Committing {self.jobs} Slurm jobs",
+            total=files + self.jobs,
+            unit=" steps",
+        )
+
+    def file_done(self) -> None:
+        self._log("Staged a file", update=1, increment=True)
+
+    def commits_done(self) -> None:
+        self._log("Wrote the commits", update=self.jobs, increment=True)
+
+    def end(self) -> None:
+        if self.started:
+            self._log("Committed %d Slurm jobs", self.jobs)
+
+
+def _commit_batch(
+    dataset_path: str,
+    registry: Registry,
+    prepared: list[PreparedCommit],
+    head: str,
+    annex: bool,
+) -> Iterator[dict[str, Any]]:
+    jobs = [item.job for item in prepared]
+    registry.mark_committing_many(jobs)
+    owners = _Owners(prepared)
+    paths = sorted({path for item in prepared for path in item.paths})
+    failed: dict[int, str] = {}
+    progress = _Progress(f"datalad-slurm-finish-{id(prepared)}", len(prepared))
+    try:
+        pending = worktree_changes(dataset_path, paths)
+        progress.start(len(pending.to_add))
+        problems = stage(dataset_path, pending, annex, progress.file_done)
+        for problem in problems:
+            owner = owners.of(problem.path)
+            if owner is not None:
+                failed.setdefault(owner.job.id, f"{problem.path}: {problem.message}")
+        by_job: dict[int, list[Change]] = {item.job.id: [] for item in prepared}
+        for change in staged_changes(dataset_path, head, paths):
+            owner = owners.of(change.path)
+            if owner is not None:
+                by_job[owner.job.id].append(change)
+        to_commit = [item for item in prepared if item.job.id not in failed]
+        shas = write_commits(
+            dataset_path, head, [(item.message, by_job[item.job.id]) for item in to_commit]
+        )
+        progress.commits_done()
+        if shas:
+            advance_head(dataset_path, head, shas[-1], "datalad-slurm: finish")
+    except (GitError, OSError) as exc:
+        registry.reopen_many(jobs)
+        for job in jobs:
+            yield _not_committed(dataset_path, job, str(exc))
+        return
+    finally:
+        progress.end()
+    registry.mark_finished_many(
+        [(item.job, sha) for item, sha in zip(to_commit, shas, strict=True)]
+    )
+    registry.reopen_many([item.job for item in prepared if item.job.id in failed])
+    for item, sha in zip(to_commit, shas, strict=True):
+        yield from _saved(dataset_path, by_job[item.job.id])
+        yield _committed(dataset_path, item, sha)
+    for item in prepared:
+        if item.job.id in failed:
+            yield _not_committed(dataset_path, item.job, failed[item.job.id])
+
+
+def _commit_with_save(
+    ds: Any, registry: Registry, prepared: PreparedCommit
+) -> Iterator[dict[str, Any]]:
+    """One job through ``datalad save`` (subdatasets, adjusted branches); yields save's results."""
+    dataset_path = str(ds.path)
+    job = prepared.job
+    tracked = set(
+        run_git(dataset_path, "--literal-pathspecs", "ls-files", "-z", "--", *prepared.paths).split(
+            "\0"
+        )
+    )
     paths = [
         os.path.join(dataset_path, p)
-        for p in [*job.outputs, *files.all]
-        if os.path.lexists(os.path.join(dataset_path, p)) or _is_tracked(dataset_path, p)
+        for p in prepared.paths
+        if os.path.lexists(os.path.join(dataset_path, p))
+        or any(t == p or t.startswith(p.rstrip("/") + "/") for t in tracked if t)
     ]
     before = ds.repo.get_hexsha()
-    registry.mark_committing(job)
+    registry.mark_committing_many([job])
     failures: list[str] = []
     for result in ds.save(
         path=paths,
-        message=commit_message,
+        message=prepared.message,
         on_failure="ignore",
         return_type="generator",
         result_renderer="disabled",
@@ -183,70 +296,61 @@ def commit_job(
     after = ds.repo.get_hexsha()
     if after == before:
         # nothing changed on disk that git sees: still record the run
-        after = _empty_commit(dataset_path, before, commit_message)
-    if after == before or not _has_token(dataset_path, after, job.token):
-        registry.reopen(job)
-        yield {
-            "action": "finish",
-            "status": "error",
-            "path": dataset_path,
-            "type": "dataset",
-            "slurm_job_id": job.job_id,
-            "message": (
-                f"job {job.job_id} could not be committed"
-                + (f": {'; '.join(failures)}" if failures else "")
-                + "; it stays open, fix the problem and run 'datalad finish' again"
-            ),
-        }
+        after = write_commits(dataset_path, before, [(prepared.message, [])])[0]
+        advance_head(dataset_path, before, after, "datalad-slurm: finish")
+    if after == before or job.token not in run_git(dataset_path, "log", "-1", "--format=%B", after):
+        registry.reopen_many([job])
+        yield _not_committed(
+            dataset_path, job, "; ".join(failures) or "datalad save made no commit"
+        )
         return
-    registry.mark_finished(job, after)
-    yield {
-        "action": "finish",
-        "status": "ok",
-        "path": dataset_path,
-        "type": "dataset",
-        "slurm_job_id": job.job_id,
-        "commit": after,
-        "state": status.summary_state,
-        "message": f"Slurm job {job.job_id}: {status_word(status)}, committed as {after[:8]}",
-    }
+    registry.mark_finished_many([(job, after)])
+    yield _committed(dataset_path, prepared, after)
 
 
 def recover(dataset_path: str, registry: Registry) -> list[Job]:
-    """Settle jobs left in ``committing`` by an interrupted finish."""
-    settled = []
-    for job in registry.jobs(states=("committing",)):
-        sha = find_commit_with_token(dataset_path, job.token, since=job.submitted_from)
-        if sha:
-            registry.mark_finished(job, sha)
-        else:
-            registry.reopen(job)
-        settled.append(job)
-    return settled
-
-
-def find_commit_with_token(dataset_path: str, token: str, since: str | None) -> str | None:
-    revision = f"{since}..HEAD" if since else "HEAD"
-    out = run_git(
-        dataset_path, "log", "--format=%H", "-F", f"--grep={token}", revision, check=False
+    """Settle jobs left in ``committing`` by an interrupted finish, with one look at the history."""
+    interrupted = registry.jobs(states=("committing",))
+    if not interrupted:
+        return []
+    found = find_commits_with_tokens(
+        dataset_path,
+        {job.token for job in interrupted},
+        {job.submitted_from for job in interrupted},
     )
-    shas = out.split()
-    return shas[0] if shas else None
+    registry.mark_finished_many(
+        [(job, found[job.token]) for job in interrupted if job.token in found]
+    )
+    registry.reopen_many([job for job in interrupted if job.token not in found])
+    return interrupted
 
 
-def _has_token(dataset_path: str, sha: str, token: str) -> bool:
-    return token in run_git(dataset_path, "log", "-1", "--format=%B", sha)
+def find_commits_with_tokens(
+    dataset_path: str, tokens: set[str], since: set[str | None]
+) -> dict[str, str]:
+    """The commit that records each token, searched in HEAD's history after the ``since`` commits.
 
-
-def _is_tracked(dataset_path: str, path: str) -> bool:
-    out = run_git(dataset_path, "ls-files", "--", path, check=False)
-    return bool(out.strip())
-
-
-def _empty_commit(dataset_path: str, parent: str, message: str) -> str:
-    """A commit with the parent's tree, without touching the index."""
-    sha = run_git(
-        dataset_path, "commit-tree", f"{parent}^{{tree}}", "-p", parent, "-F", "-", stdin=message
-    ).strip()
-    run_git(dataset_path, "update-ref", "-m", "datalad-slurm: finish", "HEAD", sha, parent)
-    return sha
+    Every job looked for was submitted from one of ``since``, and its commit was
+    written later, so it cannot be reachable from any of them.
+    """
+    if None in since:
+        excluded: list[str] = []
+    else:
+        excluded = ["--not", *sorted(s for s in since if s)]
+    log = run_git(
+        dataset_path,
+        "log",
+        "-z",
+        "--format=%H %B",
+        f"--grep={REGISTRATION_KEY}",
+        "HEAD",
+        *excluded,
+        check=False,
+    )
+    found: dict[str, str] = {}
+    for entry in log.split("\0"):
+        sha, _, body = entry.partition(" ")
+        token = registration_token(body)
+        if token in tokens and token not in found:
+            found[token] = sha
+    return found

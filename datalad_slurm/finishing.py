@@ -14,8 +14,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from datalad_slurm.committer import commit_job, recover, status_word
-from datalad_slurm.gitlock import GitLockTimeout, git_lock, open_registry
+from datalad_slurm.committer import commit_jobs, recover
+from datalad_slurm.gitlock import (
+    GitLockTimeout,
+    clear_interrupted_writes,
+    git_lock,
+    open_registry,
+)
+from datalad_slurm.jobrecord import status_word
 from datalad_slurm.registry import Job, Registry
 from datalad_slurm.settings import hook_uids, spool_config
 from datalad_slurm.slurm.backend import Backend
@@ -159,6 +165,15 @@ def _drain(
     ds: Any, registry: Registry, request: FinishRequest, backend: Backend | None
 ) -> Iterator[dict[str, Any]]:
     dataset_path = str(ds.path)
+    cleared = clear_interrupted_writes(dataset_path)
+    if cleared:
+        yield _result(
+            dataset_path,
+            "ok",
+            f"removed {', '.join(cleared)} that an interrupted finish or schedule left in "
+            f"{dataset_path}",
+            cleared_locks=cleared,
+        )
     recover(dataset_path, registry)
     jobs = registry.jobs(states=("submitting", "open"), job_id=request.job_id)
     if request.job_id is not None and not jobs:
@@ -173,11 +188,15 @@ def _drain(
     backend = backend or choose_backend()
     submitted = [j for j in jobs if j.job_id is not None]
     resolution = job_statuses(submitted, view.events, backend)
+    to_commit: list[tuple[Job, JobStatus]] = []
     for job in jobs:
         if job.job_id is None:
             yield from _handle_interrupted_submission(dataset_path, registry, job, request)
             continue
         status = resolution.statuses.get(job.id, JobStatus(job.job_id, backend=backend.name))
+        if _to_be_committed(status, request):
+            to_commit.append((job, status))
+            continue
         try:
             yield from _handle_job(ds, registry, job, status, request)
         except Exception as exc:  # one job's trouble must not stop the others
@@ -188,10 +207,43 @@ def _drain(
                 f"job {job.job_id} could not be finished: {exc}; it stays open",
                 slurm_job_id=job.job_id,
             )
-        if job.state in ("finished", "closed"):
+        if job.state == "closed":
+            _consume(view.spool, job, resolution.events.get(job.id, []))
+    yield from _commit(ds, registry, to_commit, request.message)
+    for job, _ in to_commit:
+        if job.state == "finished":
             _consume(view.spool, job, resolution.events.get(job.id, []))
     if request.job_id is None:
         _tidy(view.spool, registry, resolution.unmatched)
+
+
+def _to_be_committed(status: JobStatus, request: FinishRequest) -> bool:
+    verdict = status.verdict
+    return verdict is Verdict.COMPLETED or (
+        verdict is Verdict.FAILED and request.commit_failed_jobs
+    )
+
+
+def _commit(
+    ds: Any, registry: Registry, to_commit: Sequence[tuple[Job, JobStatus]], message: str | None
+) -> Iterator[dict[str, Any]]:
+    """All completed jobs at once; trouble the committer did not foresee leaves them open."""
+    reported: set[int] = set()
+    try:
+        for result in commit_jobs(ds, registry, to_commit, message):
+            if result.get("action") == ACTION and result.get("slurm_job_id") is not None:
+                reported.add(result["slurm_job_id"])
+            yield result
+    except Exception as exc:
+        left = [job for job, _ in to_commit if job.job_id not in reported]
+        registry.reopen_many(left)
+        for job in left:
+            yield _result(
+                str(ds.path),
+                "error",
+                f"job {job.job_id} could not be committed: {exc}; it stays open",
+                slurm_job_id=job.job_id,
+            )
 
 
 def _reject(dataset_path: str, view: SpoolView) -> Iterator[dict[str, Any]]:
@@ -244,11 +296,9 @@ def _tidy(spool: UserSpool | None, registry: Registry, unmatched: Sequence[Event
 def _handle_job(
     ds: Any, registry: Registry, job: Job, status: JobStatus, request: FinishRequest
 ) -> Iterator[dict[str, Any]]:
+    """Report a job that is not to be committed, or close it when asked to."""
     dataset_path = str(ds.path)
     verdict = status.verdict
-    if verdict is Verdict.COMPLETED:
-        yield from commit_job(ds, registry, job, status, request.message)
-        return
     if verdict is Verdict.ACTIVE:
         yield _result(
             dataset_path,
@@ -257,9 +307,6 @@ def _handle_job(
             slurm_job_id=job.job_id,
             state=status.summary_state,
         )
-        return
-    if verdict is Verdict.FAILED and request.commit_failed_jobs:
-        yield from commit_job(ds, registry, job, status, request.message)
         return
     if request.close_failed_jobs:
         registry.mark_finished(job, None, state="closed")

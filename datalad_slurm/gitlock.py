@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from filelock import FileLock, Timeout
 
 from datalad_slurm.registry import REGISTRY_DIRNAME, Registry
 
-__all__ = ["GitLockTimeout", "git_dir", "git_lock", "open_registry"]
+__all__ = [
+    "GitLockTimeout",
+    "clear_interrupted_writes",
+    "git_dir",
+    "git_lock",
+    "git_writes",
+    "open_registry",
+]
 
 GitLockTimeout = Timeout
 
@@ -48,3 +57,53 @@ def git_lock(dataset_path: str, timeout: float = -1) -> FileLock:
 
 def open_registry(dataset_path: str) -> Registry:
     return Registry.for_git_dir(git_dir(dataset_path))
+
+
+#: git's own lock files that a killed git process can leave behind (relative to the git dir)
+_GIT_LOCK_FILES = ("index.lock", "HEAD.lock", "packed-refs.lock", "annex/index.lock")
+_MARKER = "git-writes-in-progress"
+
+
+@contextmanager
+def git_writes(dataset_path: str) -> Iterator[None]:
+    """Mark git writes in progress; only call while holding :func:`git_lock`.
+
+    If the process is killed inside, the marker stays, and the next holder of the
+    lock knows that git lock files newer than the marker were left by that
+    crash (see :func:`clear_interrupted_writes`).
+    """
+    marker = os.path.join(state_dir(dataset_path), _MARKER)
+    with open(marker, "w", encoding="ascii") as stream:
+        stream.write(f"{os.getpid()}\n")
+    try:
+        yield
+    finally:  # any way out but a kill: git's own locks were released by git
+        os.unlink(marker)
+
+
+def clear_interrupted_writes(dataset_path: str) -> list[str]:
+    """Remove git lock files that a killed writer left; returns what was removed.
+
+    Only call while holding :func:`git_lock`.  A marker left by
+    :func:`git_writes` means its writer died (it held this lock, which died
+    with it); lock files created after the marker are that writer's.
+    """
+    gitdir = git_dir(dataset_path)
+    marker = os.path.join(gitdir, REGISTRY_DIRNAME, _MARKER)
+    try:
+        since = os.stat(marker).st_mtime
+    except FileNotFoundError:
+        return []
+    removed = []
+    candidates = [os.path.join(gitdir, name) for name in _GIT_LOCK_FILES]
+    for folder, _dirs, files in os.walk(os.path.join(gitdir, "refs")):
+        candidates += [os.path.join(folder, f) for f in files if f.endswith(".lock")]
+    for path in candidates:
+        try:
+            if os.lstat(path).st_mtime >= since - 1:
+                os.unlink(path)
+                removed.append(os.path.relpath(path, gitdir))
+        except FileNotFoundError:
+            continue
+    os.unlink(marker)
+    return removed

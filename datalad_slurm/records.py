@@ -31,6 +31,9 @@ SEED_KEYS = frozenset(
     }
 )
 
+#: the record key that carries the registry's token of the job (ties a commit to its registry row)
+REGISTRATION_KEY = "slurm_registration"
+
 _SUBJECT = re.compile(r"^\[DATALAD SLURM RUN\] Slurm job (\d+)(?:: (.*))?$")
 
 
@@ -92,6 +95,18 @@ def format_message(record: RunRecord, status: str, message: str | None = None) -
 
 def is_record_message(message: str) -> bool:
     return message.startswith(SUBJECT_TAG)
+
+
+def registration_token(message: str) -> str | None:
+    """The job's registration token in a record, found without parsing the whole block."""
+    marker = f'"{REGISTRATION_KEY}": "'
+    block = message.find(BLOCK_START)
+    start = message.find(marker, max(block, 0)) if block >= 0 else -1
+    if start < 0:
+        return None
+    start += len(marker)
+    end = message.find('"', start)
+    return message[start:end] if end > start else None
 
 
 def parse_message(message: str) -> RunRecord:

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from datalad_slurm.paths import ancestors, collapse
@@ -58,6 +58,10 @@ _MIGRATIONS: list[str] = [
         job INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE
     );
     CREATE INDEX reservations_by_job ON reservations (job);
+    """,
+    # 2: what slurmctld said about the job at submission (log patterns, name, user), as JSON
+    """
+    ALTER TABLE jobs ADD COLUMN submission_facts TEXT;
     """,
 ]
 
@@ -105,6 +109,8 @@ class Job:
     finished_at: float | None = None
     commit_sha: str | None = None
     note: str | None = None
+    #: ``stdout``/``stderr`` patterns, ``name``, ``user`` as slurmctld had them at submission
+    submission_facts: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -127,6 +133,7 @@ class Job:
             finished_at=row["finished_at"],
             commit_sha=row["commit_sha"],
             note=row["note"],
+            submission_facts=json.loads(row["submission_facts"] or "{}"),
         )
 
 
@@ -254,6 +261,7 @@ class Registry:
         return found
 
     def mark_submitted(self, job: Job, job_id: int, cluster: str | None) -> Job:
+        """Slurm took the job: its id is on record before anything else can go wrong."""
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE jobs SET job_id = ?, cluster = ?, state = 'open' WHERE id = ?",
@@ -261,6 +269,19 @@ class Registry:
             )
         job.job_id, job.cluster, job.state = job_id, cluster, "open"
         return job
+
+    def note_submission_facts(self, job: Job, facts: dict[str, str]) -> None:
+        """What slurmctld said about the job right after its submission (log patterns...)."""
+        self.note_submission_facts_many([(job, facts)])
+
+    def note_submission_facts_many(self, jobs: Sequence[tuple[Job, dict[str, str]]]) -> None:
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE jobs SET submission_facts = ? WHERE id = ?",
+                [(json.dumps(facts), job.id) for job, facts in jobs],
+            )
+        for job, facts in jobs:
+            job.submission_facts = dict(facts)
 
     def forget_submission(self, job: Job) -> None:
         """Drop a reservation whose submission failed (nothing was submitted)."""
@@ -285,29 +306,48 @@ class Registry:
             raise RegistryError(f"no registry entry {row_id}")
         return Job.from_row(row)
 
-    def mark_committing(self, job: Job) -> None:
-        """Note that a commit for this job is being written (see ``recover``)."""
+    def mark_committing_many(self, jobs: Sequence[Job]) -> None:
+        """Note that commits for these jobs are being written (see ``committer.recover``)."""
         with self.transaction() as conn:
-            conn.execute("UPDATE jobs SET state = 'committing' WHERE id = ?", (job.id,))
-        job.state = "committing"
+            conn.executemany(
+                "UPDATE jobs SET state = 'committing' WHERE id = ?", [(job.id,) for job in jobs]
+            )
+        for job in jobs:
+            job.state = "committing"
 
     def mark_finished(self, job: Job, commit_sha: str | None, state: str = "finished") -> None:
         """Close the job and release its reservations, in one transaction."""
+        self.mark_finished_many([(job, commit_sha)], state)
+
+    def mark_finished_many(
+        self, jobs: Sequence[tuple[Job, str | None]], state: str = "finished"
+    ) -> None:
+        """Close the jobs (with their commits) and release their reservations at once."""
+        now = time.time()
         with self.transaction() as conn:
-            conn.execute(
+            conn.executemany(
                 "UPDATE jobs SET state = ?, commit_sha = ?, finished_at = ? WHERE id = ?",
-                (state, commit_sha, time.time(), job.id),
+                [(state, sha, now, job.id) for job, sha in jobs],
             )
-            conn.execute("DELETE FROM reservations WHERE job = ?", (job.id,))
-        job.state, job.commit_sha = state, commit_sha
+            conn.executemany(
+                "DELETE FROM reservations WHERE job = ?", [(job.id,) for job, _ in jobs]
+            )
+        for job, sha in jobs:
+            job.state, job.commit_sha = state, sha
 
     def reopen(self, job: Job) -> None:
         """A commit attempt left no commit behind: the job is open again."""
+        self.reopen_many([job])
+
+    def reopen_many(self, jobs: Sequence[Job]) -> None:
+        """Commit attempts left no commit behind: the jobs are open again."""
         with self.transaction() as conn:
-            conn.execute(
-                "UPDATE jobs SET state = 'open' WHERE id = ? AND state = 'committing'", (job.id,)
+            conn.executemany(
+                "UPDATE jobs SET state = 'open' WHERE id = ? AND state = 'committing'",
+                [(job.id,) for job in jobs],
             )
-        job.state = "open"
+        for job in jobs:
+            job.state = "open"
 
     def reservations(self, job: Job) -> list[str]:
         return [

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datalad_slurm.git import run_git
-from datalad_slurm.gitlock import git_lock, open_registry
+from datalad_slurm.gitlock import clear_interrupted_writes, git_lock, git_writes, open_registry
 from datalad_slurm.paths import PathOutsideDatasetError, normalise, relative_to_pwd
-from datalad_slurm.registry import OutputConflictError
+from datalad_slurm.registry import Job, OutputConflictError, Registry
 from datalad_slurm.settings import spool_config
 from datalad_slurm.slurm.conf import cluster_name
 from datalad_slurm.slurm.jobid import NoJobIdError, parse_submission
+from datalad_slurm.slurm.submitted import CHUNK as FACTS_CHUNK
+from datalad_slurm.slurm.submitted import submission_facts
 from datalad_slurm.spool import SpoolError, UserSpool
 
 ACTION = "schedule"
@@ -94,49 +96,119 @@ def normalise_all(paths: Sequence[str], dataset_path: str, cwd: str, kind: str) 
 
 
 def schedule(ds: Any, request: ScheduleRequest) -> Iterator[dict[str, Any]]:
-    """Submit one job and register it; yields DataLad result records."""
-    dataset_path = str(ds.path)
-    cwd = os.path.abspath(request.cwd or os.getcwd())
-    try:
-        normalise(cwd, dataset_path, cwd)
-    except PathOutsideDatasetError:
-        cwd = dataset_path  # called from outside with -d: run from the dataset root
-    if not os.path.isdir(cwd):
-        raise ScheduleError(
-            f"the directory {cwd} to submit from does not exist; create it (or check out the "
-            "commit that has it) and try again"
-        )
-    if not request.outputs:
-        raise ScheduleError(
-            "no outputs given: name what the job writes with -o/--output PATH (at least one)"
-        )
-    outputs = normalise_all(request.outputs, dataset_path, cwd, "output")
-    inputs = normalise_all(request.inputs, dataset_path, cwd, "input")
-    pwd = normalise(cwd, dataset_path, cwd)
-    command = expand_placeholders(
-        request.cmd,
-        inputs=[relative_to_pwd(p, pwd) for p in inputs],
-        outputs=[relative_to_pwd(p, pwd) for p in outputs],
-        pwd=cwd,
-        dspath=dataset_path,
-    )
-    if request.dry_run:
-        yield {
-            "action": ACTION,
-            "status": "ok",
-            "path": dataset_path,
-            "type": "dataset",
-            "message": f"would submit {command!r} from {pwd} with outputs {outputs}",
-            "cmd": command,
-            "outputs": outputs,
-            "inputs": inputs,
-            "pwd": pwd,
-            "dry_run": True,
-        }
-        return
+    """Submit one job and register it; yields its result (raises ScheduleError)."""
+    with Submitter(ds) as submitter:
+        result = submitter.submit(request)
+        submitter.note_facts()
+        yield result
 
-    registry = open_registry(dataset_path)
-    try:
+
+def schedule_many(ds: Any, requests: Sequence[ScheduleRequest]) -> Iterator[dict[str, Any]]:
+    """Submit many jobs from one process; a request that fails is an error result, not the end."""
+    with Submitter(ds) as submitter:
+        try:
+            for number, request in enumerate(requests, start=1):
+                try:
+                    result = submitter.submit(request)
+                except ScheduleError as exc:
+                    result = {
+                        "action": ACTION,
+                        "status": "error",
+                        "path": submitter.dataset_path,
+                        "type": "dataset",
+                        "message": f"job {number} ({request.cmd!r}): {exc}",
+                        "cmd": request.cmd,
+                    }
+                if len(submitter.without_facts) >= FACTS_CHUNK:
+                    submitter.note_facts()
+                yield result
+        finally:
+            submitter.note_facts()
+
+
+class Submitter:
+    """Submits jobs into one dataset; what all submissions share is looked up once."""
+
+    def __init__(self, ds: Any) -> None:
+        self.ds = ds
+        self.dataset_path = str(ds.path)
+        self._registry: Registry | None = None
+        self._spool: UserSpool | None = None
+        self._dsid: str | None = None
+        self._head: str | None = None
+        self._cluster: str | None = None
+        #: submitted jobs whose facts (log patterns...) are still to be asked for
+        self.without_facts: list[Job] = []
+
+    def __enter__(self) -> Submitter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._registry is not None:
+            self._registry.close()
+
+    def note_facts(self) -> None:
+        """Ask slurmctld about the jobs submitted since the last call (one squeue), keep it."""
+        if not self.without_facts or self._registry is None:
+            return
+        jobs, self.without_facts = self.without_facts, []
+        facts = submission_facts([job.job_id for job in jobs if job.job_id is not None])
+        self._registry.note_submission_facts_many(
+            [(job, facts[job.job_id]) for job in jobs if job.job_id in facts]
+        )
+
+    def _shared(self) -> Registry:
+        """Open the registry and read the dataset's facts, on the first real submission."""
+        if self._registry is None:
+            self._registry = open_registry(self.dataset_path)
+            self._spool = _user_spool(self.ds)
+            self._dsid = self.ds.id
+            self._head = self.ds.repo.get_hexsha()
+            self._cluster = cluster_name()
+        return self._registry
+
+    def submit(self, request: ScheduleRequest) -> dict[str, Any]:
+        """Submit one job and register it; returns its result record."""
+        dataset_path = self.dataset_path
+        cwd = os.path.abspath(request.cwd or os.getcwd())
+        try:
+            normalise(cwd, dataset_path, cwd)
+        except PathOutsideDatasetError:
+            cwd = dataset_path  # called from outside with -d: run from the dataset root
+        if not os.path.isdir(cwd):
+            raise ScheduleError(
+                f"the directory {cwd} to submit from does not exist; create it (or check out the "
+                "commit that has it) and try again"
+            )
+        if not request.outputs:
+            raise ScheduleError(
+                "no outputs given: name what the job writes with -o/--output PATH (at least one)"
+            )
+        outputs = normalise_all(request.outputs, dataset_path, cwd, "output")
+        inputs = normalise_all(request.inputs, dataset_path, cwd, "input")
+        pwd = normalise(cwd, dataset_path, cwd)
+        command = expand_placeholders(
+            request.cmd,
+            inputs=[relative_to_pwd(p, pwd) for p in inputs],
+            outputs=[relative_to_pwd(p, pwd) for p in outputs],
+            pwd=cwd,
+            dspath=dataset_path,
+        )
+        if request.dry_run:
+            return {
+                "action": ACTION,
+                "status": "ok",
+                "path": dataset_path,
+                "type": "dataset",
+                "message": f"would submit {command!r} from {pwd} with outputs {outputs}",
+                "cmd": command,
+                "outputs": outputs,
+                "inputs": inputs,
+                "pwd": pwd,
+                "dry_run": True,
+            }
+        registry = self._shared()
+        spool = self._spool
         try:
             job = registry.reserve(
                 cmd=request.cmd,
@@ -146,17 +218,16 @@ def schedule(ds: Any, request: ScheduleRequest) -> Iterator[dict[str, Any]]:
                 outputs=outputs,
                 chain=list(request.chain),
                 message=request.message,
-                dsid=ds.id,
-                submitted_from=ds.repo.get_hexsha(),
+                dsid=self._dsid,
+                submitted_from=self._head,
             )
         except OutputConflictError as exc:
             raise ScheduleError(str(exc)) from exc
         try:
-            _prepare_worktree(ds, inputs, outputs)
+            _prepare_worktree(self.ds, inputs, outputs)
         except BaseException:
             registry.forget_submission(job)
             raise
-        spool = _user_spool(ds)
         spool_note = _spool_call(spool, "begin_submission", job.token)
         # From here on a job may exist in Slurm: an interruption leaves the
         # reservation in 'submitting', which finish reports instead of dropping.
@@ -180,27 +251,28 @@ def schedule(ds: Any, request: ScheduleRequest) -> Iterator[dict[str, Any]]:
                 f"{exc}: {command!r} printed {proc.stdout.strip()!r}; nothing was registered. "
                 "Use sbatch (plain or --parsable) as the submit command"
             ) from exc
-        cluster = submission.cluster or cluster_name()
+        cluster = submission.cluster or self._cluster
+        # the job id goes on record at once; what slurmctld says about the job is asked later,
+        # for many jobs at a time (note_facts)
         registry.mark_submitted(job, submission.job_id, cluster)
+        self.without_facts.append(job)
         spool_note = spool_note or _spool_call(
             spool, "register", cluster, submission.job_id, job.token
         )
-    finally:
-        registry.close()
-    yield {
-        "action": ACTION,
-        "status": "ok",
-        "path": dataset_path,
-        "type": "dataset",
-        "message": f"submitted Slurm job {submission.job_id}, outputs {', '.join(outputs)}"
-        + (f" ({spool_note})" if spool_note else ""),
-        "slurm_job_id": submission.job_id,
-        "cluster": cluster,
-        "cmd": request.cmd,
-        "outputs": outputs,
-        "inputs": inputs,
-        "pwd": pwd,
-    }
+        return {
+            "action": ACTION,
+            "status": "ok",
+            "path": dataset_path,
+            "type": "dataset",
+            "message": f"submitted Slurm job {submission.job_id}, outputs {', '.join(outputs)}"
+            + (f" ({spool_note})" if spool_note else ""),
+            "slurm_job_id": submission.job_id,
+            "cluster": cluster,
+            "cmd": request.cmd,
+            "outputs": outputs,
+            "inputs": inputs,
+            "pwd": pwd,
+        }
 
 
 def _user_spool(ds: Any) -> UserSpool | None:
@@ -233,22 +305,32 @@ def _prepare_worktree(ds: Any, inputs: Sequence[str], outputs: Sequence[str]) ->
         if failed:
             details = "; ".join(f"{r.get('path')}: {r.get('message')}" for r in failed)
             raise ScheduleError(f"could not obtain input(s): {details}")
-    existing = [os.path.join(root, p) for p in outputs if os.path.lexists(os.path.join(root, p))]
+    existing = [os.path.join(root, p) for p in outputs if _may_hold_files(os.path.join(root, p))]
     # only what git tracks can be (and needs to be) unlocked
     tracked = run_git(root, "ls-files", "-z", "--", *existing).split("\0") if existing else []
     existing = [path for path in existing if _holds_tracked(root, path, tracked)]
     if existing:
         with git_lock(root):
-            results = ds.unlock(
-                path=existing,
-                on_failure="ignore",
-                return_type="list",
-                result_renderer="disabled",
-            )
+            clear_interrupted_writes(root)
+            with git_writes(root):
+                results = ds.unlock(
+                    path=existing,
+                    on_failure="ignore",
+                    return_type="list",
+                    result_renderer="disabled",
+                )
         failed = [r for r in results if r.get("status") == "error"]
         if failed:
             details = "; ".join(f"{r.get('path')}: {r.get('message')}" for r in failed)
             raise ScheduleError(f"could not unlock output(s): {details}")
+
+
+def _may_hold_files(path: str) -> bool:
+    """Anything there that git could track (a missing path or an empty folder holds nothing)?"""
+    if os.path.isdir(path) and not os.path.islink(path):
+        with os.scandir(path) as entries:
+            return any(True for _ in entries)
+    return os.path.lexists(path)
 
 
 def _holds_tracked(root: str, path: str, tracked: Sequence[str]) -> bool:

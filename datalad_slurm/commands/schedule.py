@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from argparse import REMAINDER
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +14,14 @@ from datalad.interface.base import Interface, build_doc, eval_results
 from datalad.support.constraints import EnsureNone, EnsureStr
 from datalad.support.param import Parameter
 
-from datalad_slurm.scheduling import ScheduleError, ScheduleRequest, join_command, schedule
+from datalad_slurm.jobspecs import read_job_specs
+from datalad_slurm.scheduling import (
+    ScheduleError,
+    ScheduleRequest,
+    join_command,
+    schedule,
+    schedule_many,
+)
 
 lgr = logging.getLogger("datalad.slurm.schedule")
 
@@ -69,6 +78,18 @@ class Schedule(Interface):
             doc="""a description added to the run record's commit message""",
             constraints=EnsureStr() | EnsureNone(),
         ),
+        jobs_from=Parameter(
+            args=("--jobs-from",),
+            metavar="FILE",
+            doc="""submit many jobs from one process: FILE ('-' for standard
+            input) has one JSON object per line with "cmd" and "outputs", and
+            optionally "inputs", "message" and "pwd", e.g.
+            {"cmd": "sbatch job.sh 1", "outputs": ["out/1"]}. Paths are relative
+            to "pwd", which is relative to the current directory. A bad line
+            stops everything before the first submission; a submission that
+            fails is reported and the others go on.""",
+            constraints=EnsureStr() | EnsureNone(),
+        ),
         dry_run=Parameter(
             args=("--dry-run",),
             action="store_true",
@@ -86,9 +107,13 @@ class Schedule(Interface):
         inputs: list[str] | None = None,
         outputs: list[str] | None = None,
         message: str | None = None,
+        jobs_from: str | None = None,
         dry_run: bool = False,
     ) -> Iterator[dict[str, Any]]:
         ds = require_dataset(dataset, check_installed=True, purpose="schedule a Slurm job")
+        if jobs_from is not None:
+            yield from _schedule_from_file(ds, jobs_from, cmd, inputs, outputs, message, dry_run)
+            return
         if not cmd:
             yield _error(
                 ds.path, "no submit command given; e.g. 'datalad schedule -o out sbatch job.sh'"
@@ -105,6 +130,39 @@ class Schedule(Interface):
             yield from schedule(ds, request)
         except ScheduleError as exc:
             yield _error(ds.path, str(exc))
+
+
+def _schedule_from_file(
+    ds: Any,
+    jobs_from: str,
+    cmd: Any,
+    inputs: list[str] | None,
+    outputs: list[str] | None,
+    message: str | None,
+    dry_run: bool,
+) -> Iterator[dict[str, Any]]:
+    if cmd or inputs or outputs or message:
+        yield _error(
+            ds.path,
+            "--jobs-from takes the commands, outputs, inputs and messages from the file; "
+            "give none of them on the command line",
+        )
+        return
+    try:
+        if jobs_from == "-":
+            requests = read_job_specs(sys.stdin, "standard input", os.getcwd())
+        else:
+            with open(jobs_from, encoding="utf-8") as stream:
+                requests = read_job_specs(stream, jobs_from, os.getcwd())
+    except OSError as exc:
+        yield _error(ds.path, f"cannot read the jobs file {jobs_from}: {exc.strerror}")
+        return
+    except ScheduleError as exc:
+        yield _error(ds.path, f"{exc}; nothing was submitted")
+        return
+    for request in requests:
+        request.dry_run = dry_run
+    yield from schedule_many(ds, requests)
 
 
 def _error(path: Any, message: str) -> dict[str, Any]:

@@ -73,13 +73,30 @@ def test_neighbours_do_not_conflict(registry: Registry, held: str, wanted: str) 
 def test_lifecycle_releases_reservations(registry: Registry) -> None:
     job = _reserve(registry, "out")
     registry.mark_submitted(job, 7, "c1")  # type: ignore[arg-type]
-    registry.mark_committing(job)  # type: ignore[arg-type]
+    registry.note_submission_facts(job, {"stdout": "/x/%j.out"})  # type: ignore[arg-type]
+    registry.mark_committing_many([job])  # type: ignore[list-item]
+    assert registry.jobs(job_id=7)[0].state == "committing"
     registry.reopen(job)  # type: ignore[arg-type]
     assert registry.jobs(job_id=7)[0].state == "open"
+    assert registry.jobs(job_id=7)[0].submission_facts == {"stdout": "/x/%j.out"}
     registry.mark_finished(job, "abc")  # type: ignore[arg-type]
     assert registry.jobs() == []
     assert registry.jobs(states=("finished",))[0].commit_sha == "abc"
     _reserve(registry, "out")  # free again
+
+
+def test_many_jobs_change_state_together(registry: Registry) -> None:
+    jobs = [_reserve(registry, f"out{n}") for n in range(3)]
+    for number, job in enumerate(jobs):
+        registry.mark_submitted(job, 10 + number, None)  # type: ignore[arg-type]
+    registry.mark_committing_many(jobs)  # type: ignore[arg-type]
+    assert {j.state for j in registry.jobs()} == {"committing"}
+    registry.mark_finished_many([(jobs[0], "a"), (jobs[1], "b")])  # type: ignore[list-item]
+    registry.reopen_many([jobs[2]])  # type: ignore[list-item]
+    assert [(j.job_id, j.state) for j in registry.jobs()] == [(12, "open")]
+    finished = registry.jobs(states=("finished",))
+    assert sorted((j.job_id, j.commit_sha) for j in finished) == [(10, "a"), (11, "b")]
+    _reserve(registry, "out0")  # released
 
 
 def test_failed_submission_is_forgotten(registry: Registry) -> None:
@@ -112,3 +129,26 @@ def test_concurrent_reservations_exactly_one_wins(registry: Registry) -> None:
     outcome = sorted(results.get(timeout=5) for _ in range(n))
     assert outcome == ["lost"] * (n - 1) + ["won"]
     assert len(registry.jobs()) == 1
+
+
+def test_a_version_1_registry_is_migrated_with_its_jobs(tmp_path: Path) -> None:
+    from datalad_slurm.registry import _MIGRATIONS, _split_sql
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    for statement in _split_sql(_MIGRATIONS[0]):
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO jobs (token, job_id, state, cmd, pwd, inputs, extra_inputs, outputs, chain,"
+        " submitted_at) VALUES ('t', 5, 'open', 'sbatch x', '.', '[]', '[]', '[\"o\"]', '[]', 1)"
+    )
+    conn.execute("INSERT INTO reservations (path, job) VALUES ('o', 1)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    registry = Registry(str(path))
+    [job] = registry.jobs()
+    assert (job.job_id, job.outputs, job.submission_facts) == (5, ["o"], {})
+    with pytest.raises(OutputConflictError):
+        _reserve(registry, "o")
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

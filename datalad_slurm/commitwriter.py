@@ -1,0 +1,250 @@
+"""Many commits at once: stage files in one go, then write one commit per job with git fast-import.
+
+The files of every job of a drain are staged together (``git annex add`` for
+an annex dataset, so ``annex.largefiles`` and ``.gitattributes`` decide
+exactly as for ``datalad save``; ``git add`` for a plain git dataset).  The
+index then says what changed; each job's commit gets the changes under its
+own paths, on top of the previous job's commit, written by one
+``git fast-import``.  HEAD moves once, by compare-and-swap, to the last of
+them.  Nothing here knows about jobs: callers pass paths and messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from datalad_slurm.git import GitError, run_git
+
+#: where fast-import builds the commits before HEAD moves to them
+WORK_REF = "refs/datalad-slurm/finish"
+#: bytes of paths per command line (well below Linux's 2 MiB ARG_MAX)
+ARGV_BUDGET = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Change:
+    """One staged difference to HEAD: a new blob (mode and sha) or a deletion."""
+
+    path: str
+    mode: str | None = None
+    sha: str | None = None
+
+    @property
+    def deleted(self) -> bool:
+        return self.sha is None
+
+
+@dataclass
+class WorktreeChanges:
+    """Files under some paths that differ from the index, as ``datalad status`` sees them."""
+
+    #: untracked (not ignored) or modified files
+    to_add: list[str]
+    #: tracked files that are gone from the worktree
+    deleted: list[str]
+
+
+def chunked(paths: Sequence[str], budget: int = ARGV_BUDGET) -> Iterable[list[str]]:
+    """Split paths into command-line sized groups."""
+    chunk: list[str] = []
+    size = 0
+    for path in paths:
+        if chunk and size + len(path) + 1 > budget:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(path)
+        size += len(path) + 1
+    if chunk:
+        yield chunk
+
+
+def _git_over_paths(repo: str, args: Sequence[str], paths: Sequence[str]) -> str:
+    return "".join(
+        run_git(repo, "--literal-pathspecs", *args, "--", *chunk) for chunk in chunked(paths)
+    )
+
+
+def worktree_changes(repo: str, paths: Sequence[str]) -> WorktreeChanges:
+    """Which files under ``paths`` must be added or removed to match the worktree."""
+    listing = _git_over_paths(
+        repo,
+        ["ls-files", "-z", "-t", "--modified", "--others", "--deleted", "--exclude-standard"],
+        paths,
+    )
+    changed: set[str] = set()
+    deleted: set[str] = set()
+    for entry in listing.split("\0"):
+        if not entry:
+            continue
+        tag, path = entry[0], entry[2:]
+        (deleted if tag == "R" else changed).add(path)
+    return WorktreeChanges(sorted(changed - deleted), sorted(deleted))
+
+
+@dataclass
+class StagingProblem:
+    path: str
+    message: str
+
+
+def stage(
+    repo: str, changes: WorktreeChanges, annex: bool, on_file: Callable[[], None] | None = None
+) -> list[StagingProblem]:
+    """Stage additions (through git-annex if ``annex``) and deletions; returns what failed.
+
+    ``on_file`` is called as git-annex reports each file, for a progress bar.
+    """
+    problems: list[StagingProblem] = []
+    if changes.to_add and annex:
+        for chunk in chunked(changes.to_add):
+            problems.extend(_annex_add(repo, chunk, on_file or (lambda: None)))
+    elif changes.to_add:
+        _git_over_paths(repo, ["add"], changes.to_add)
+    if changes.deleted:
+        _git_over_paths(repo, ["rm", "--cached", "--quiet", "--ignore-unmatch"], changes.deleted)
+    return problems
+
+
+def _annex_add(
+    repo: str, files: Sequence[str], on_file: Callable[[], None]
+) -> list[StagingProblem]:
+    # the options DataLad's save uses: dotfiles are annexed like any other file unless the
+    # dataset's largefiles rules say otherwise
+    command = [
+        "git",
+        "annex",
+        "add",
+        "-c",
+        "annex.dotfiles=true",
+        "--json",
+        "--json-error-messages",
+        "--",
+        *files,
+    ]
+    problems = []
+    reported = set()
+    with (
+        tempfile.TemporaryFile() as errors,
+        subprocess.Popen(
+            command, cwd=repo, stdout=subprocess.PIPE, stderr=errors, text=True
+        ) as proc,
+    ):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            on_file()
+            reported.add(record.get("file"))
+            if not record.get("success", False):
+                message = "; ".join(record.get("error-messages") or []) or "git annex add failed"
+                problems.append(StagingProblem(record.get("file") or "?", message))
+        returncode = proc.wait()
+        errors.seek(0)
+        stderr = errors.read().decode(errors="replace").strip()
+    if returncode != 0 and not problems:
+        problems.extend(
+            StagingProblem(path, stderr or "git annex add failed")
+            for path in files
+            if path not in reported
+        )
+    return problems
+
+
+def staged_changes(repo: str, head: str, paths: Sequence[str]) -> list[Change]:
+    """What the index holds under ``paths`` that HEAD does not."""
+    raw = _git_over_paths(repo, ["diff-index", "--cached", "-z", "--no-renames", head], paths)
+    fields = raw.split("\0")
+    changes = []
+    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
+        if not meta:
+            continue
+        _old_mode, new_mode, _old_sha, new_sha, status = meta.lstrip(":").split(" ")
+        if status == "D":
+            changes.append(Change(path))
+        else:
+            changes.append(Change(path, new_mode, new_sha))
+    return changes
+
+
+def _quote(path: str) -> bytes:
+    escaped = path.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return b'"' + escaped.encode("utf-8", "surrogateescape") + b'"'
+
+
+def _ident(repo: str, which: str) -> bytes:
+    return run_git(repo, "var", which).strip().encode("utf-8", "surrogateescape")
+
+
+def fast_import_stream(
+    parent: str, commits: Sequence[tuple[str, Sequence[Change]]], author: bytes, committer: bytes
+) -> bytes:
+    """The fast-import commands for a chain of commits on top of ``parent``."""
+    parts: list[bytes] = []
+    for number, (message, changes) in enumerate(commits, start=1):
+        text = message.encode("utf-8", "surrogateescape")
+        parts += [
+            b"commit %s\nmark :%d\nauthor %s\ncommitter %s\ndata %d\n%s\n"
+            % (WORK_REF.encode(), number, author, committer, len(text), text)
+        ]
+        if number == 1:
+            parts.append(b"from %s\n" % parent.encode())
+        for change in changes:
+            if change.deleted:
+                parts.append(b"D %s\n" % _quote(change.path))
+            else:
+                assert change.mode is not None and change.sha is not None
+                parts.append(
+                    b"M %s %s %s\n"
+                    % (change.mode.encode(), change.sha.encode(), _quote(change.path))
+                )
+        parts.append(b"\n")
+    parts.append(b"done\n")
+    return b"".join(parts)
+
+
+def write_commits(
+    repo: str, parent: str, commits: Sequence[tuple[str, Sequence[Change]]]
+) -> list[str]:
+    """Write the chain of commits (nothing points at them yet); returns their shas in order."""
+    if not commits:
+        return []
+    stream = fast_import_stream(
+        parent, commits, _ident(repo, "GIT_AUTHOR_IDENT"), _ident(repo, "GIT_COMMITTER_IDENT")
+    )
+    with tempfile.TemporaryDirectory(prefix="datalad-slurm-") as tmp:
+        marks = os.path.join(tmp, "marks")
+        proc = subprocess.run(
+            [
+                "git",
+                "fast-import",
+                "--quiet",
+                "--force",
+                "--done",
+                "--date-format=raw",
+                f"--export-marks={marks}",
+            ],
+            cwd=repo,
+            input=stream,
+            capture_output=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise GitError(
+                f"git fast-import failed in {repo}: {proc.stderr.decode(errors='replace')}"
+            )
+        with open(marks, encoding="ascii") as stream_in:
+            by_mark = dict(line.split() for line in stream_in if line.strip())
+    run_git(repo, "update-ref", "-d", WORK_REF, check=False)
+    return [by_mark[f":{number}"] for number in range(1, len(commits) + 1)]
+
+
+def advance_head(repo: str, old: str, new: str, reason: str) -> None:
+    """Move HEAD (or the branch it names) from ``old`` to ``new``; fails if HEAD moved meanwhile."""
+    run_git(repo, "update-ref", "-m", reason, "HEAD", new, old)

@@ -1,0 +1,183 @@
+"""What a finished job's commit holds: its files, its env.json facts and its run record.
+
+Pure preparation, no git: the committer decides how these become commits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from dataclasses import dataclass
+from typing import Any
+
+from datalad_slurm.paths import PathOutsideDatasetError, normalise
+from datalad_slurm.records import REGISTRATION_KEY, RunRecord, format_message
+from datalad_slurm.registry import Job
+from datalad_slurm.slurm.backend import expand_filename_pattern
+from datalad_slurm.slurm.state import JobStatus, TaskState, sorted_tasks
+
+RECORD_VERSION = 1
+
+
+@dataclass
+class JobFiles:
+    """Dataset-relative paths of the files a job adds beside its outputs."""
+
+    logs: list[str]
+    env_json: str
+
+    @property
+    def all(self) -> list[str]:
+        return sorted({*self.logs, self.env_json})
+
+
+def status_word(status: JobStatus) -> str:
+    """``Completed``, ``Failed``, ``Out of memory``: the subject's last word(s)."""
+    return status.summary_state.replace("_", " ").capitalize()
+
+
+def find_job_files(dataset_path: str, job: Job, status: JobStatus) -> JobFiles:
+    """The job's log files that exist inside the dataset, and where env.json goes."""
+    logs: list[str] = []
+    for _, task in sorted_tasks(status.tasks):
+        work_dir = task.work_dir or os.path.join(dataset_path, job.pwd)
+        candidates = [task.stdout, task.stderr]
+        if not task.stdout:
+            candidates += _submitted_log_names(job, task)
+            default = (
+                f"slurm-{task.job_id}.out"
+                if task.task_id is None
+                else f"slurm-{task.job_id}_{task.task_id}.out"
+            )
+            candidates.append(os.path.join(work_dir, default))
+        for candidate in candidates:
+            if not candidate:
+                continue
+            absolute = os.path.join(work_dir, candidate)
+            # a log already annexed by an interrupted finish is a symlink by now
+            if not os.path.lexists(absolute) or os.path.isdir(absolute):
+                continue
+            try:
+                relative = normalise(absolute, dataset_path)
+            except (PathOutsideDatasetError, ValueError):
+                continue
+            if relative not in logs:
+                logs.append(relative)
+    env_dir = posixpath.dirname(logs[0]) if logs else job.pwd
+    env_json = posixpath.normpath(posixpath.join(env_dir, f"slurm-job-{job.job_id}.env.json"))
+    return JobFiles(logs=logs, env_json=env_json)
+
+
+def _submitted_log_names(job: Job, task: TaskState) -> list[str]:
+    """The log names sbatch was given, from the registry (for backends that lack them)."""
+    facts = job.submission_facts
+    return [
+        expand_filename_pattern(
+            facts[key],
+            job_id=task.job_id,
+            array_job_id=task.job_id if task.task_id is not None else None,
+            task_id=task.task_id,
+            job_name=facts.get("name"),
+            user=facts.get("user"),
+        )
+        for key in ("stdout", "stderr")
+        if facts.get(key)
+    ]
+
+
+def job_facts(job: Job, status: JobStatus) -> dict[str, Any]:
+    """What env.json holds: everything Slurm told us about the job's end."""
+    tasks = {}
+    for label, task in sorted_tasks(status.tasks):
+        tasks[label] = {
+            "state": task.state.value,
+            "exit_code": task.exit_code,
+            "signal": task.signal,
+            "derived_exit_code": task.derived_exit_code,
+            "submit_time": task.submit_time,
+            "start_time": task.start_time,
+            "end_time": task.end_time,
+            "stdout": task.stdout,
+            "stderr": task.stderr,
+            "work_dir": task.work_dir,
+            "reason": task.reason,
+        }
+    return {
+        "slurm_job_id": job.job_id,
+        "cluster": _cluster(job, status),
+        "state": status.summary_state,
+        "tasks": tasks,
+        "backend": status.backend,
+        "cmd": job.cmd,
+        "pwd": job.pwd,
+        "submitted_at": job.submitted_at,
+    }
+
+
+def _cluster(job: Job, status: JobStatus) -> str | None:
+    clusters = {t.cluster for t in status.tasks.values() if t.cluster}
+    return job.cluster or (sorted(clusters)[0] if clusters else None)
+
+
+def build_record(job: Job, status: JobStatus, files: JobFiles) -> RunRecord:
+    tasks = [task for _, task in sorted_tasks(status.tasks)]
+    exit_codes = [t.exit_code for t in tasks if t.exit_code is not None]
+    starts = [t.start_time for t in tasks if t.start_time]
+    ends = [t.end_time for t in tasks if t.end_time]
+    submits = [t.submit_time for t in tasks if t.submit_time]
+    assert job.job_id is not None
+    return RunRecord(
+        cmd=job.cmd,
+        dsid=job.dsid,
+        slurm_job_id=job.job_id,
+        pwd=job.pwd,
+        inputs=list(job.inputs),
+        extra_inputs=list(job.extra_inputs),
+        outputs=[*job.outputs, *[p for p in files.all if p not in job.outputs]],
+        slurm_outputs=files.all,
+        chain=list(job.chain),
+        commit_id=None,
+        extra={
+            "slurm_record_version": RECORD_VERSION,
+            "slurm_cluster": _cluster(job, status),
+            "slurm_state": status.summary_state,
+            "slurm_exit_code": max(exit_codes) if exit_codes else None,
+            "slurm_task_states": {t.label: t.state.value for t in tasks},
+            "slurm_submit_time": min(submits) if submits else int(job.submitted_at),
+            "slurm_start_time": min(starts) if starts else None,
+            "slurm_end_time": max(ends) if ends else None,
+            "slurm_submitted_from": job.submitted_from,
+            REGISTRATION_KEY: job.token,
+        },
+    )
+
+
+@dataclass
+class PreparedCommit:
+    """One job's commit, ready to be written: its message and the paths it covers."""
+
+    job: Job
+    status: JobStatus
+    files: JobFiles
+    message: str
+
+    @property
+    def paths(self) -> list[str]:
+        """Dataset-relative paths whose changes belong to this job's commit."""
+        return [*self.job.outputs, *[p for p in self.files.all if p not in self.job.outputs]]
+
+
+def prepare_commit(
+    dataset_path: str, job: Job, status: JobStatus, message: str | None = None
+) -> PreparedCommit:
+    """Write the job's env.json and compose its commit message."""
+    files = find_job_files(dataset_path, job, status)
+    env_path = os.path.join(dataset_path, files.env_json)
+    os.makedirs(os.path.dirname(env_path), exist_ok=True)
+    with open(env_path, "w", encoding="utf-8") as stream:
+        json.dump(job_facts(job, status), stream, indent=1, sort_keys=True)
+        stream.write("\n")
+    record = build_record(job, status, files)
+    text = format_message(record, status_word(status), message or job.message)
+    return PreparedCommit(job, status, files, text)
