@@ -94,6 +94,7 @@ def job_facts(job: Job, status: JobStatus) -> dict[str, Any]:
             "state": task.state.value,
             "exit_code": task.exit_code,
             "signal": task.signal,
+            "derived_exit_code": task.derived_exit_code,
             "submit_time": task.submit_time,
             "start_time": task.start_time,
             "end_time": task.end_time,

@@ -8,8 +8,10 @@ test: it never turns into a skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+REPO = Path(__file__).resolve().parent.parent
 
 CLUSTER_ENV = {
     "acct": "DATALAD_SLURM_TEST_ACCT_CONF",
@@ -34,7 +38,7 @@ class Cluster:
 
     @property
     def accounting(self) -> bool:
-        return self.name == "acct"
+        return self.name in ("acct", "spare-acct")
 
     @property
     def hook_config(self) -> str:
@@ -62,12 +66,11 @@ class Cluster:
 
     def gone(self, job_id: int, timeout: float = 90) -> None:
         """Wait until slurmctld no longer knows the job (MinJobAge passed)."""
-        import json
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            jobs = json.loads(self.run("squeue", "--json").stdout)["jobs"]
-            if not any(job_id in (j.get("job_id"), j.get("array_job_id")) for j in jobs):
+            # every job and task slurmctld holds, finished ones too: job id, array job id
+            held = self.run("squeue", "-h", "-t", "all", "-o", "%A %F").stdout.split()
+            if str(job_id) not in held:
                 return
             time.sleep(1)
         raise AssertionError(f"job {job_id} is still in slurmctld after {timeout} s")
@@ -135,6 +138,32 @@ class Cluster:
 
     def scancel(self, *job_ids: int | str) -> None:
         self.run("scancel", *[str(j) for j in job_ids])
+
+
+@contextlib.contextmanager
+def spare_cluster(*options: str) -> Iterator[Cluster]:
+    """A throw-away cluster on the spare port, started with these options; purged after."""
+    # munged wants a socket path everybody may traverse: not under pytest's 0700 tmp_path
+    state = Path(tempfile.mkdtemp(prefix="dls-spare-", dir="/tmp"))
+    state.chmod(0o755)
+    port = os.environ.get("DATALAD_SLURM_TEST_SPARE_PORT", "6897")
+    start = subprocess.run(
+        [REPO / "contrib/slurm-local/start", "--state-dir", state, "--port-base", port, *options],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    try:
+        assert start.returncode == 0, start.stderr[-3000:]
+        yield Cluster(
+            "spare-acct" if "--accounting" in options else "spare", str(state / "etc/slurm.conf")
+        )
+    finally:
+        subprocess.run(
+            [str(REPO / "contrib/slurm-local/stop"), "--state-dir", str(state), "--purge"],
+            capture_output=True,
+            timeout=120,
+        )
 
 
 def _cluster(name: str) -> Cluster:

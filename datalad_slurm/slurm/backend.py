@@ -8,8 +8,8 @@ Slurm (never one per job) and returns a :class:`JobStatus` per job id.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
 
 from datalad_slurm.slurm.state import JobStatus, TaskState
 
@@ -33,6 +33,69 @@ def merge_tasks(statuses: dict[int, JobStatus], tasks: Iterable[TaskState], back
         status.tasks.setdefault(task.label, task)
 
 
+def trusted_accounting(
+    known: dict[int, JobStatus], tasks: Iterable[TaskState]
+) -> Iterator[TaskState]:
+    """Accounting tasks that may complete what slurmctld said.
+
+    Accounting lags slurmctld: for a job slurmctld still holds, a young
+    accounting record may lack its array fields or show an old state.  Only
+    terminal array tasks slurmctld no longer has are added to such a job.
+    """
+    for task in tasks:
+        if task.job_id not in known or (task.task_id is not None and task.state.is_terminal):
+            yield task
+
+
+def is_array_without_pending(status: JobStatus) -> bool:
+    """An array all of whose known tasks ended: finished tasks may have left slurmctld."""
+    tasks = list(status.tasks.values())
+    return (
+        bool(tasks)
+        and any(t.task_id is not None for t in tasks)
+        and all(t.state.is_terminal for t in tasks)
+    )
+
+
+def needs_accounting(statuses: dict[int, JobStatus], wanted: Iterable[int]) -> list[int]:
+    """Jobs slurmctld did not answer for, and arrays whose ended tasks may have left it."""
+    return sorted(
+        j for j in set(wanted) if j not in statuses or is_array_without_pending(statuses[j])
+    )
+
+
+def live_then_accounting(
+    wanted: Iterable[int],
+    live: Iterable[TaskState],
+    accounting: Callable[[list[int]], Iterable[TaskState]],
+    backend: str,
+) -> dict[int, JobStatus]:
+    """Every backend's answer: slurmctld's tasks, then accounting for what it lacks.
+
+    ``accounting`` is called at most once, with the ids slurmctld did not answer
+    for and the arrays whose ended tasks may have left it; its tasks only add
+    to what slurmctld said (:func:`trusted_accounting`).
+    """
+    statuses: dict[int, JobStatus] = {}
+    merge_tasks(statuses, live, backend)
+    rest = needs_accounting(statuses, wanted)
+    if rest:
+        merge_tasks(statuses, trusted_accounting(statuses, accounting(rest)), backend)
+    for status in statuses.values():
+        status.backend = backend
+    return statuses
+
+
+def keep_newest(found: Iterable[tuple[int, TaskState]]) -> list[TaskState]:
+    """One task per (job, task id): the one submitted last (ids are reused after a reset)."""
+    newest: dict[tuple[int, int | None], tuple[int, TaskState]] = {}
+    for submitted, task in found:
+        key = (task.job_id, task.task_id)
+        if key not in newest or newest[key][0] <= submitted:
+            newest[key] = (submitted, task)
+    return [task for _, task in newest.values()]
+
+
 _ARRAY_RANGE = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+))?)?$")
 
 
@@ -49,6 +112,14 @@ def expand_array_spec(spec: str) -> list[int]:
         step = int(match.group(3)) if match.group(3) else 1
         ids.extend(range(first, last + 1, step))
     return ids
+
+
+def expand_task_bitmap(text: str) -> list[int]:
+    """Task ids of sacct's pending-task bitmap (``"0x7"`` = 0, 1, 2) or of a range spec."""
+    if text.lower().startswith("0x"):
+        bits = int(text, 16)
+        return [i for i in range(bits.bit_length()) if bits >> i & 1]
+    return expand_array_spec(text)
 
 
 _PATTERN = re.compile(r"%(\d*)([%AaJjNnsTtuUx])")
@@ -92,3 +163,13 @@ def expand_filename_pattern(
         return str(value)
 
     return _PATTERN.sub(replace, pattern)
+
+
+def expand_log_path(pattern: str | None, work_dir: str | None, **symbols: Any) -> str | None:
+    """A job's ``--output``/``--error`` pattern as a path: expanded, relative to its work dir."""
+    if not pattern:
+        return None
+    path = expand_filename_pattern(pattern, **symbols)
+    if work_dir and not path.startswith("/"):
+        path = f"{work_dir.rstrip('/')}/{path}"
+    return path

@@ -18,8 +18,10 @@ from typing import Any
 from datalad_slurm.slurm.backend import (
     BackendError,
     expand_array_spec,
-    expand_filename_pattern,
-    merge_tasks,
+    expand_log_path,
+    expand_task_bitmap,
+    keep_newest,
+    live_then_accounting,
 )
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 
@@ -41,26 +43,22 @@ class JsonCliBackend:
 
     def query(self, job_ids: Sequence[int]) -> dict[int, JobStatus]:
         wanted = set(job_ids)
-        statuses: dict[int, JobStatus] = {}
         if not wanted:
-            return statuses
+            return {}
         live = self._run(["squeue", "--json"])
-        merge_tasks(statuses, _squeue_tasks(live, wanted), "squeue")
-        # ask accounting for jobs squeue does not hold, and for arrays whose
-        # finished tasks may already have left slurmctld
-        rest = sorted(
-            j for j in wanted if j not in statuses or _is_array_without_pending(statuses[j])
+        return live_then_accounting(
+            wanted,
+            _squeue_tasks(live, wanted),
+            lambda rest: self._accounted(rest, wanted),
+            self.name,
         )
-        if rest:
-            for chunk_start in range(0, len(rest), SACCT_CHUNK):
-                chunk = rest[chunk_start : chunk_start + SACCT_CHUNK]
-                accounted = self._sacct(chunk)
-                if accounted is None:
-                    break
-                merge_tasks(statuses, _trusted(statuses, _sacct_tasks(accounted, wanted)), "sacct")
-        for status in statuses.values():
-            status.backend = self.name
-        return statuses
+
+    def _accounted(self, rest: list[int], wanted: set[int]) -> Iterator[TaskState]:
+        for chunk_start in range(0, len(rest), SACCT_CHUNK):
+            accounted = self._sacct(rest[chunk_start : chunk_start + SACCT_CHUNK])
+            if accounted is None:
+                return
+            yield from _sacct_tasks(accounted, wanted)
 
     def _sacct(self, job_ids: Sequence[int]) -> dict[str, Any] | None:
         command = ["sacct", "--json", "-j", ",".join(str(j) for j in job_ids)]
@@ -115,27 +113,6 @@ class JsonCliBackend:
                 f"'{' '.join(command[:2])}' reported: {details}; is slurmctld up? Try again later"
             )
         return data
-
-
-def _trusted(known: dict[int, JobStatus], tasks: Iterable[TaskState]) -> Iterator[TaskState]:
-    """Accounting tasks that may complete what squeue said.
-
-    Accounting lags slurmctld: for a job squeue still holds, a young sacct record
-    may lack its array fields or show an old state.  Only terminal array tasks
-    squeue no longer has are added to such a job.
-    """
-    for task in tasks:
-        if task.job_id not in known or (task.task_id is not None and task.state.is_terminal):
-            yield task
-
-
-def _is_array_without_pending(status: JobStatus) -> bool:
-    tasks = list(status.tasks.values())
-    return (
-        bool(tasks)
-        and any(t.task_id is not None for t in tasks)
-        and all(t.state.is_terminal for t in tasks)
-    )
 
 
 def _number(value: Any) -> int | None:
@@ -211,15 +188,10 @@ def _with_logs(
     record: Mapping[str, Any], owner: int, task_id: int | None, common: TaskState
 ) -> TaskState:
     job_id = _number(record.get("job_id")) or owner
-    work_dir = common.work_dir
-    names: dict[str, str | None] = {}
-    for key in ("standard_output", "standard_error"):
-        pattern = record.get(key) or ""
-        if not pattern:
-            names[key] = None
-            continue
-        path = expand_filename_pattern(
-            pattern,
+    names = {
+        key: expand_log_path(
+            record.get(key),
+            common.work_dir,
             job_id=job_id,
             array_job_id=owner if task_id is not None else None,
             task_id=task_id,
@@ -227,20 +199,11 @@ def _with_logs(
             user=record.get("user_name"),
             node=(record.get("batch_host") or record.get("nodes") or None),
         )
-        if work_dir and not path.startswith("/"):
-            path = f"{work_dir.rstrip('/')}/{path}"
-        names[key] = path
+        for key in ("standard_output", "standard_error")
+    }
     return replace(
         common, task_id=task_id, stdout=names["standard_output"], stderr=names["standard_error"]
     )
-
-
-def expand_task_bitmap(text: str) -> list[int]:
-    """Task ids of sacct's pending-task bitmap (``"0x7"`` = 0, 1, 2) or of a range spec."""
-    if text.lower().startswith("0x"):
-        bits = int(text, 16)
-        return [i for i in range(bits.bit_length()) if bits >> i & 1]
-    return expand_array_spec(text)
 
 
 def _step_signal(record: Mapping[str, Any]) -> int | None:
@@ -252,7 +215,7 @@ def _step_signal(record: Mapping[str, Any]) -> int | None:
 
 
 def _sacct_tasks(answer: Mapping[str, Any], wanted: set[int]) -> Iterable[TaskState]:
-    newest: dict[tuple[int, int | None], tuple[int, TaskState]] = {}
+    found: list[tuple[int, TaskState]] = []
     for record in answer.get("jobs") or []:
         job_id = _number(record.get("job_id"))
         array_job_id = _number(_dig(record, "array", "job_id"))
@@ -285,9 +248,5 @@ def _sacct_tasks(answer: Mapping[str, Any], wanted: set[int]) -> Iterable[TaskSt
             continue  # an array's bookkeeping record with no task behind it
         else:
             task_ids = [task_id]
-        for tid in task_ids:
-            key = (owner, tid)
-            # job ids are reused after a controller reset: keep the newest
-            if key not in newest or newest[key][0] <= submit:
-                newest[key] = (submit, replace(common, task_id=tid))
-    return [task for _, task in newest.values()]
+        found.extend((submit, replace(common, task_id=tid)) for tid in task_ids)
+    return keep_newest(found)

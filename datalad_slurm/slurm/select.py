@@ -1,24 +1,65 @@
 """Choosing the backend that answers job-state questions.
 
-``DATALAD_SLURM_BACKEND`` (or the git config ``datalad.slurm.backend``,
-passed in by the commands) forces one; ``auto`` picks the best available.
+``datalad.slurm.backend`` (git config, passed in by the commands) or
+``DATALAD_SLURM_BACKEND`` forces one: ``pyslurm`` or ``jsoncli``.  ``auto``
+(the default) asks pyslurm when it imports and slurmctld answers it, and the
+JSON CLI (``squeue``/``sacct --json``) otherwise.  Results name the backend
+that answered.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from datalad_slurm.slurm.backend import Backend, BackendError
 from datalad_slurm.slurm.jsoncli import JsonCliBackend
+from datalad_slurm.slurm.pyslurmapi import PyslurmBackend
+from datalad_slurm.slurm.state import JobStatus
 
-BACKENDS = ("auto", "jsoncli")
+BACKENDS = ("auto", "pyslurm", "jsoncli")
+
+
+class AutoBackend:
+    """pyslurm when it works here, else the JSON CLI; decided at the first query."""
+
+    def __init__(self) -> None:
+        #: "auto" until the first query; then the name of the backend that answers
+        self.name = "auto"
+        self.chosen: Backend | None = None
+        #: why pyslurm was not used (for diagnostics), if it was not
+        self.pyslurm_problem: str | None = None
+
+    @property
+    def accounting(self) -> bool | None:
+        """Whether the chosen backend found accounting (None: not asked yet)."""
+        answer = getattr(self.chosen, "accounting", None)
+        return answer if isinstance(answer, bool) else None
+
+    def query(self, job_ids: Sequence[int]) -> dict[int, JobStatus]:
+        if self.chosen is not None:
+            return self.chosen.query(job_ids)
+        candidate = PyslurmBackend()
+        try:
+            answer = candidate.query(job_ids)
+        except BackendError as exc:
+            self.pyslurm_problem = str(exc)
+            fallback = JsonCliBackend()
+            self.chosen, self.name = fallback, fallback.name
+            return fallback.query(job_ids)
+        self.chosen, self.name = candidate, candidate.name
+        return answer
 
 
 def choose_backend(setting: str | None = None) -> Backend:
     name = (setting or os.environ.get("DATALAD_SLURM_BACKEND") or "auto").strip().lower()
-    if name not in BACKENDS:
-        raise BackendError(
-            f"unknown Slurm backend {name!r} (datalad.slurm.backend); choose one of "
-            + ", ".join(BACKENDS)
-        )
-    return JsonCliBackend()
+    if name == "pyslurm":
+        return PyslurmBackend()
+    if name == "jsoncli":
+        return JsonCliBackend()
+    if name == "auto":
+        return AutoBackend()
+    raise BackendError(
+        f"unknown Slurm backend {name!r} (datalad.slurm.backend or DATALAD_SLURM_BACKEND); "
+        "choose one of " + ", ".join(BACKENDS)
+    )

@@ -110,6 +110,8 @@ class TaskState:
     work_dir: str | None = None
     cluster: str | None = None
     reason: str | None = None
+    #: the highest exit code of the job's steps (where the backend knows it)
+    derived_exit_code: int | None = None
 
     @property
     def label(self) -> str:

@@ -54,6 +54,12 @@ def test_cancelled_while_running(slurm_any: Cluster, in_dataset: Any) -> None:
     ds = in_dataset
     job = _schedule(ds, write_script(ds, "slow.sh", "echo started > out/a\nsleep 300\n"))
     slurm_any.wait_state(job, ["RUNNING"])
+    # RUNNING comes before the script's first line: on a busy machine, wait for that line
+    started = Path(ds.path, "out", "a")
+    for _ in range(300):
+        if started.exists():
+            break
+        time.sleep(0.1)
     listed = only(call(ds, "finish", list_open_jobs=True), "finish")
     assert listed[0]["slurm_job_status"] == "RUNNING"
     running = _finish(ds)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from datalad_slurm.slurm.backend import merge_tasks
-from datalad_slurm.slurm.jsoncli import _sacct_tasks, _squeue_tasks, expand_task_bitmap
+from datalad_slurm.slurm.backend import expand_task_bitmap, merge_tasks
+from datalad_slurm.slurm.jsoncli import _sacct_tasks, _squeue_tasks
 from datalad_slurm.slurm.state import JobState, JobStatus
 
 SAMPLES = Path(__file__).parent / "fixtures"
@@ -90,7 +90,7 @@ def test_expand_task_bitmap(text: str, ids: list[int]) -> None:
 
 
 def test_lagging_accounting_never_overrides_squeue() -> None:
-    from datalad_slurm.slurm.jsoncli import _trusted
+    from datalad_slurm.slurm.backend import trusted_accounting
     from datalad_slurm.slurm.state import TaskState
 
     known = _statuses(_squeue_tasks(_load("squeue-finished.json"), {3}))
@@ -100,6 +100,6 @@ def test_lagging_accounting_never_overrides_squeue() -> None:
         TaskState(3, 7, JobState.COMPLETED),  # a task squeue no longer holds
         TaskState(8, None, JobState.COMPLETED),  # a job squeue does not know at all
     ]
-    merge_tasks(known, _trusted(known, stale), "sacct")
+    merge_tasks(known, trusted_accounting(known, stale), "sacct")
     assert _states(known[3]) == {**{f"3_{t}": "COMPLETED" for t in range(4)}, "3_7": "COMPLETED"}
     assert _states(known[8]) == {"8": "COMPLETED"}
