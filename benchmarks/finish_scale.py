@@ -1,23 +1,24 @@
 #!/usr/bin/env python3
-"""benchmarks/finish_scale.py: datalad-slurm at 10,000 jobs on one private Slurm 22.05 with accounting.
+"""benchmarks/finish_scale.py: datalad-slurm at 10,000 jobs on a private Slurm with accounting.
 
-Measured by hand (issue 5, DESIGN.md scale targets), never in tests. Parts, each in a fresh dataset
-(``datalad create``), every job tiny (``code/job.sh out/<n>`` writes ``out/<n>/result.txt``, its log is
-``out/<n>/slurm-<id>.out``):
+Measured by hand (issue 5, DESIGN.md scale targets), never in tests. Parts, each in a fresh
+dataset (``datalad create``), every job tiny (``code/job.sh out/<n>`` writes
+``out/<n>/result.txt``, its log is ``out/<n>/slurm-<id>.out``):
 
-  list    N jobs submitted held (``--hold``) through ``datalad schedule --jobs-from`` (one process): the
-          per-submission cost of that path, then ``datalad finish --list-open-jobs`` with N open jobs
-          (target: under 2 s), then the jobs are cancelled and closed.
+  list    N jobs submitted held (``--hold``) through ``datalad schedule --jobs-from`` (one
+          process): the per-submission cost of that path, then ``datalad finish
+          --list-open-jobs`` with N open jobs (target: under 2 s), then cancelled and closed.
   single  N jobs scheduled (one process), run, then ONE ``datalad finish`` commits them all
           (target: under 60 s end to end for N = 10,000).
-  rounds  N jobs in R rounds: schedule N/R, run, finish; the per-job finish cost of each round as the
-          repository grows (target: the last round no slower than 1.5x the first).
+  rounds  N jobs in R rounds: schedule N/R, run, finish; the per-job finish cost of each round
+          as the repository grows (target: the last round no slower than 1.5x the first).
   bare    N/10 bare ``sbatch`` calls of the same script: the floor for a submission.
 
-Usage (as root): benchmarks/finish_scale.py [--n 10000] [--rounds 10] [--parts list,single,rounds,bare]
-                 [--out FILE] [--keep]
+Usage (as root): benchmarks/finish_scale.py [--n 10000] [--rounds 10]
+                 [--parts list,single,rounds,bare] [--out FILE] [--keep]
 Cluster: contrib/slurm-local/start --accounting --state-dir /tmp/dls-bench-scale --port-base 6957
-(ports 6957-6960), stopped at the end. No hook, no spool: finish asks Slurm (squeue/sacct --json).
+(ports 6957-6960; DATALAD_SLURM_BENCH_STATE_DIR / DATALAD_SLURM_BENCH_PORT_BASE move them), stopped
+at the end. No hook, no spool: finish asks Slurm (squeue/sacct --json).
 Results: markdown on stdout and in --out (default benchmarks/results/finish-scale-<date>.md).
 """
 
@@ -35,9 +36,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+# the clone's venv; inside the pyslurm chroot (benchmarks/list_pyslurm.sh) the one running this
 VENV_BIN = REPO / ".venv" / "bin"
-STATE_DIR = "/tmp/dls-bench-scale"
-PORT_BASE = "6957"
+if not (VENV_BIN / "datalad").exists():
+    VENV_BIN = Path(sys.executable).parent
+STATE_DIR = os.environ.get("DATALAD_SLURM_BENCH_STATE_DIR", "/tmp/dls-bench-scale")
+PORT_BASE = os.environ.get("DATALAD_SLURM_BENCH_PORT_BASE", "6957")
 WORK = Path("/tmp/dls-bench-scale-work")
 JOB_SCRIPT = """#!/bin/bash
 # datalad-slurm scale benchmark: one small file into the output directory given as $1
@@ -106,7 +110,8 @@ def jobs_file(ds: Path, name: str, first: int, count: int, hold: bool) -> Path:
     lines = []
     for n in range(first, first + count):
         (ds / "out" / str(n)).mkdir(parents=True, exist_ok=True)
-        cmd = f"sbatch {'--hold ' if hold else ''}-J {name} -o out/{n}/slurm-%j.out code/job.sh out/{n}"
+        held = "--hold " if hold else ""
+        cmd = f"sbatch {held}-J {name} -o out/{n}/slurm-%j.out code/job.sh out/{n}"
         lines.append(json.dumps({"cmd": cmd, "outputs": [f"out/{n}"]}))
     spec.write_text("\n".join(lines) + "\n")
     return spec
@@ -161,7 +166,8 @@ def part_list(n: int, rows: list[str]) -> None:
         f"{sched.wall / n * 1000:.1f} ms | cpu {sched.cpu:.1f} s, load {sched.load} |",
         f"| list: `finish --list-open-jobs`, {n} open (target < 2 s) | {listed.wall:.2f} s | | "
         f"cpu {listed.cpu:.2f} s, {'met' if listed.wall < 2 else 'NOT met'}; load {listed.load} |",
-        f"| list: `-f json finish --list-open-jobs` | {as_json.wall:.2f} s | | {shown} jobs listed |",
+        f"| list: `-f json finish --list-open-jobs` | {as_json.wall:.2f} s | | "
+        f"{shown} jobs listed |",
         f"| list: close {n} cancelled jobs (`--close-failed-jobs`) | {closed.wall:.1f} s | "
         f"{closed.wall / n * 1000:.2f} ms | |",
     ]
@@ -184,7 +190,8 @@ def part_single(n: int, rows: list[str]) -> None:
         f"{sched.wall / n * 1000:.1f} ms | cpu {sched.cpu:.1f} s |",
         f"| single: ONE `finish` of {n} completed jobs (target < 60 s) | {finish.wall:.1f} s | "
         f"{finish.wall / n * 1000:.2f} ms | cpu {finish.cpu:.1f} s; {commits} record commits; "
-        f"git status {dirty} lines; {'met' if finish.wall < 60 else 'NOT met'}; load {finish.load} |",
+        f"git status {dirty} lines; {'met' if finish.wall < 60 else 'NOT met'}; "
+        f"load {finish.load} |",
     ]
 
 
@@ -310,10 +317,13 @@ def main() -> int:
         [
             f"# datalad-slurm at scale, {started}",
             "",
-            f"Command: `benchmarks/finish_scale.py {' '.join(sys.argv[1:])}` (as root, from {REPO}).",
+            f"Command: `benchmarks/finish_scale.py {' '.join(sys.argv[1:])}` "
+            f"(as root, from {REPO}).",
             f"Host: {os.cpu_count()} cores, load at start {load_start}, at end {load()}; "
-            f"{slurm('sinfo', '-V').strip()} with slurmdbd (`contrib/slurm-local/start --accounting`), "
-            f"git-annex {git_annex}. No hook: finish asks Slurm (squeue/sacct --json).",
+            f"{slurm('sinfo', '-V').strip()} with slurmdbd "
+            "(`contrib/slurm-local/start --accounting`), "
+            f"git-annex {git_annex}. No hook: finish asks Slurm through the "
+            f"{os.environ.get('DATALAD_SLURM_BACKEND', 'auto')} backend.",
             "",
             "| what | total | per job | notes |",
             "|---|---:|---:|---|",
