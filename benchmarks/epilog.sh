@@ -15,6 +15,10 @@
 #                go to stdout, progress goes to stderr
 #   --jobs N     jobs per throughput batch (default 500)     --calls N  hook calls per measurement (default 200)
 #   --runs N     runs per variant (default 2)                --keep     keep state dirs and spool at the end
+# Environment (benchmarks/epilog_pyslurm.sh sets them to run this inside the pyslurm tier's chroot):
+#   DATALAD_SLURM_BENCH_HOOK_PYTHON  the hook's Python (default /usr/bin/python3; with pyslurm: asks through it)
+#   DATALAD_SLURM_BENCH_VENV_PYTHON  a Python with datalad_slurm (default .venv/bin/python of this clone)
+#   DATALAD_SLURM_BENCH_EPILOG_PORTS "PART1 PART2" port bases (default "6917 6907")
 #
 # Uses contrib/slurm-local clusters on port base 6917 (part 1) and 6907 (part 2), state in /tmp/dls-bench-6917
 # and /tmp/dls-bench-6907, hook + config + spool in /tmp/dls-bench-work; stops and removes them at the end.
@@ -24,8 +28,11 @@ export LC_ALL=C # EPOCHREALTIME and printf must use '.' as the decimal point
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 slurm_local=$repo/contrib/slurm-local
-venv_python=$repo/.venv/bin/python # has datalad_slurm: registers jobs the way `datalad schedule` does
-sys_python=/usr/bin/python3        # what the installed hook runs under
+# has datalad_slurm: registers jobs the way `datalad schedule` does
+venv_python=${DATALAD_SLURM_BENCH_VENV_PYTHON:-$repo/.venv/bin/python}
+sys_python=${DATALAD_SLURM_BENCH_HOOK_PYTHON:-/usr/bin/python3} # what the installed hook runs under
+via=scontrol # how the installed hook asks slurmctld (set again once it is installed)
+read -r hc_port tp_port <<<"${DATALAD_SLURM_BENCH_EPILOG_PORTS:-6917 6907}"
 
 cmdline="benchmarks/epilog.sh $*"
 out=$here/results/epilog-$(date +%F).md
@@ -48,12 +55,12 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $(id -u) -eq 0 ]] || die "run as root (starts Slurm daemons, runs the hook as user slurm)"
 for n in "$njobs" "$ncalls" "$nruns"; do [[ $n =~ ^[1-9][0-9]*$ ]] || die "counts must be positive integers"; done
-[[ -x $venv_python ]] || die "no virtual environment at $repo/.venv"
+[[ -x $venv_python ]] || die "no virtual environment at $venv_python"
 
 # Everything lives under /tmp/dls-bench-*; other Slurm test clusters on this machine use ports 6817-6899.
 work=/tmp/dls-bench-work
-hc_dir=/tmp/dls-bench-6917 hc_port=6917 hc_cluster=local6917 # part 1: hook cost
-tp_dir=/tmp/dls-bench-6907 tp_port=6907 tp_cluster=local6907 # part 2: throughput
+hc_dir=/tmp/dls-bench-$hc_port hc_cluster=local$hc_port # part 1: hook cost
+tp_dir=/tmp/dls-bench-$tp_port tp_cluster=local$tp_port # part 2: throughput
 prefix=$work/libexec
 hook=$prefix/datalad-slurm-epilog      # the entry point slurmctld runs
 worker=$prefix/datalad_slurm_epilog.py # what it starts, detached, for a registered job
@@ -149,6 +156,9 @@ setup() {
     "$repo/epilog/install" --prefix "$prefix" --config "$config" --spool "$spool" --log "$hook_log" \
         --slurm-conf "$tp_dir/etc/slurm.conf" --python "$sys_python" --force 2>>"$work/install.log" \
         || { cat "$work/install.log" >&2; die "epilog/install failed"; }
+    # how the installed hook asks slurmctld: pyslurm where epilog/install found it for $sys_python
+    if grep -q '^PYSLURM_PATH = ""' "$worker"; then via=scontrol; else via=pyslurm; fi
+    export DATALAD_SLURM_BENCH_VIA=$via
     sed "s|^slurm_conf = .*|slurm_conf = $hc_dir/etc/slurm.conf|" "$config" >"$hc_config"
     chmod 0644 "$hc_config"
     printf 'Epilog=/bin/true\n' >"$work/extra-A.conf"
@@ -165,6 +175,7 @@ import sys
 from datalad_slurm.spool import UserSpool
 
 spool, command, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+via = os.environ.get("DATALAD_SLURM_BENCH_VIA", "scontrol")  # how the installed hook asks Slurm
 user = UserSpool(spool)
 if command == "register":  # CLUSTER FIRST COUNT: register job ids FIRST .. FIRST+COUNT-1
     cluster, first, count = args[0], int(args[1]), int(args[2])
@@ -179,7 +190,7 @@ elif command == "events":  # OWNER_ID...: "<events of these jobs> <of them COMPL
     owners = {int(arg) for arg in args}
     events, rejected = user.read_events({0, pwd.getpwnam("slurm").pw_uid})
     mine = [event for event in events if event.owner_job_id in owners]
-    good = sum(event.state == "COMPLETED" and event.resolved_by == "scontrol" for event in mine)
+    good = sum(event.state == "COMPLETED" and event.resolved_by == via for event in mine)
     missing = sorted(owners - {event.owner_job_id for event in mine})
     print(len(mine), good, len(rejected), ",".join(map(str, missing[:10])) or "-")
 elif command == "clear":  # forget all registrations and events (between batches)
@@ -272,7 +283,7 @@ bench_hook_cost() {
     read -r count good _ < <(spool_py events "$jid")
     ((count == want)) || die "the worker wrote $count events, not $want"
     reg_events=$((reg_events + count)) reg_good=$((reg_good + good))
-    ((reg_good == reg_events)) || die "only $reg_good of $reg_events events say COMPLETED via scontrol"
+    ((reg_good == reg_events)) || die "only $reg_good of $reg_events events say COMPLETED via $via"
     t_scontrol=$(measure 0 PATH=/usr/bin:/bin SLURM_CONF="$cur_conf" -- /usr/bin/scontrol show job -o "$jid")
     spool_py clear
     stop_cluster "$hc_dir" # not to compete with part 2 for the CPUs
@@ -393,8 +404,8 @@ report_hook_cost() {
     echo "Run directly (not via Slurm) as user slurm with slurmctld's environment, $ncalls calls each after 3"
     echo "warm-up calls; wall time from fork to exit. Registered: the job's id is in the spool, so the entry point"
     echo "queues it and starts a worker only if none is alive (0.1 s between calls: one worker serves them all);"
-    echo "the worker runs \`scontrol show job -o\` against a running cluster for a real finished job and writes"
-    echo "an event ($reg_events events, all COMPLETED via scontrol). The worker for one job is the fallback"
+    echo "the worker asks slurmctld ($via) about a real finished job on a running cluster and writes"
+    echo "an event ($reg_events events, all COMPLETED via $via). The worker for one job is the fallback"
     echo "without a usable queue (and what every job cost before the queue)."
     echo
     echo "| what | median ms | p95 ms |"
@@ -438,7 +449,7 @@ report_throughput() {
     echo "Each run on a freshly restarted cluster after one warm-up job; the order reverses every run (A A' B C,"
     echo "C B A' A). Events: written by the detached workers, counted once all came or 30 s after the batch drained."
     echo
-    echo "| variant | run | batch | submit s | wall s | jobs/s | events (COMPLETED via scontrol) | queue workers seen |"
+    echo "| variant | run | batch | submit s | wall s | jobs/s | events (COMPLETED via $via) | queue workers seen |"
     echo "|---|---:|---|---:|---:|---:|---|---:|"
     for kind in jobs array; do
         batch=$(batch_label "$kind")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -43,6 +44,13 @@ CONFIG_PATH = "/etc/datalad-slurm.conf"
 HARD_LIMIT = 10.0
 #: where scontrol lives when the hook has no PATH
 SCONTROL_CANDIDATES = ("/usr/bin/scontrol", "/usr/local/bin/scontrol", "/opt/slurm/bin/scontrol")
+#: replaced by epilog/install: the folder in which it found pyslurm for the hook's Python ("" if
+#: none, or installed with --no-pyslurm); the worker then asks slurmctld through pyslurm
+PYSLURM_PATH = ""
+#: Slurm's error number for a job id slurmctld does not hold (ESLURM_INVALID_JOB_ID)
+ESLURM_INVALID_JOB_ID = 2017
+#: where libslurm finds its config without SLURM_CONF
+DEFAULT_SLURM_CONFIGS = ("/etc/slurm/slurm.conf", "/etc/slurm-llnl/slurm.conf")
 
 #: the hook's own folder in the spool, owned by the hook's account, mode 0700
 HOOK_DIR = ".hook"
@@ -57,7 +65,7 @@ FIRST_QUESTION_AFTER = 0.15
 LINGER = 1.5
 #: after this many seconds a worker takes no new jobs, and hands over to a fresh process
 MAX_LIFE = 300.0
-#: scontrol calls at once
+#: jobs asked about in one round (scontrol: processes at once)
 MAX_PARALLEL = 16
 #: a claim this old is taken over even if its worker seems alive (another host, a hung worker)
 STALE_CLAIM_AGE = 600.0
@@ -99,10 +107,15 @@ def _on_alarm(signum: int, frame: FrameType | None) -> None:
 
 
 def main(environ: Mapping[str, str] | None = None, argv: list[str] | None = None) -> int:
-    """``--serve CLUSTER``: serve the queue; ``--direct CLUSTER`` or nothing: the job in env."""
+    """``--serve CLUSTER``: serve the queue; ``--direct CLUSTER`` or nothing: the job in env.
+
+    ``--check`` (for admins, on a terminal): print the config and how the hook asks Slurm.
+    """
     env = os.environ if environ is None else environ
     if argv is None:
         argv = sys.argv[1:] if environ is None else []
+    if argv == ["--check"]:
+        return check_main(env)
     if environ is None:
         _detach_from_slurm()
     if argv[:1] == ["--serve"] and len(argv) == 2:
@@ -125,6 +138,30 @@ def _detach_from_slurm() -> None:
         os.setsid()  # leave Slurm's session too, where possible
     except OSError:
         pass  # already a group leader: the entry point gave it its own group
+
+
+def check_main(env: Mapping[str, str]) -> int:
+    """Say what the installed hook would do; exit 1 if it could not report anything."""
+    spool = _load_spool()
+    config_path = env.get("DATALAD_SLURM_CONFIG") or CONFIG_PATH
+    try:
+        config = spool.read_config(config_path)
+    except spool.SpoolError as exc:
+        print(f"config {config_path}: {exc}")
+        return 1
+    print(f"config {config_path}: spool {config.spool}, hook user {config.hook_user}")
+    print(f"log: {config.log}")
+    questions = slurm_questions(config)
+    if isinstance(questions, PyslurmQuestions):
+        print(f"asks slurmctld through pyslurm {questions.pyslurm.__version__} ({PYSLURM_PATH})")
+    elif questions:
+        print(
+            f"asks slurmctld through {questions.scontrol}"
+            + (f" (pyslurm in {PYSLURM_PATH} did not start; see the log)" if PYSLURM_PATH else "")
+        )
+    else:
+        print("finds neither pyslurm nor scontrol: events carry only what the environment says")
+    return 0 if questions else 1
 
 
 def direct_main(env: Mapping[str, str]) -> int:
@@ -151,7 +188,7 @@ def direct_main(env: Mapping[str, str]) -> int:
         ):
             return 0
         _prepare_queue(config, env.get("SLURM_CLUSTER_NAME", ""), log_target)
-        facts = resolve(job, env, config.query_timeout, config.slurm_conf)
+        facts = resolve(job, env, config)
         write_job_event(spool, config, env, facts)
     except _Deadline:
         _log(log_target, f"job {job}: gave up after {HARD_LIMIT:.0f} s; no event written")
@@ -219,6 +256,8 @@ def _uid_of(user: str) -> int | None:
 
 # -- resolving the final state ------------------------------------------------------------
 
+#: the key under which pyslurm's answers say so (no scontrol field starts with "_")
+ANSWERED_BY = "_answered_by"
 _FIELD = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_:/]*)=")
 
 
@@ -242,6 +281,8 @@ def _exit_pair(text: str | None) -> tuple[int | None, int | None]:
 def _epoch(text: str | None) -> int | None:
     if not text or text in ("Unknown", "None", "N/A"):
         return None
+    if text.isdigit():  # pyslurm's times, see pyslurm_fields()
+        return int(text)
     try:
         return int(time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S")))
     except ValueError:
@@ -290,11 +331,11 @@ def still_completing(fields: Mapping[str, str]) -> bool:
 
 
 def facts_from_slurm(fields: Mapping[str, str], env: Mapping[str, str]) -> dict[str, Any]:
-    """The event's facts from ``scontrol show job -o`` fields."""
+    """The event's facts from ``scontrol show job -o`` fields (or pyslurm's, as such fields)."""
     code, sig = _exit_pair(fields.get("ExitCode"))
     restarts = fields.get("Restarts", "")
     return {
-        "resolved_by": "scontrol",
+        "resolved_by": fields.get(ANSWERED_BY, "scontrol"),
         "state": decide_state(fields, env),
         "exit_code": code,
         "signal": sig,
@@ -325,19 +366,22 @@ def final_facts(fields: Mapping[str, str], env: Mapping[str, str]) -> dict[str, 
     return facts_from_slurm(fields, env) if fields else facts_from_environment(env)
 
 
-def resolve(
-    job: str, env: Mapping[str, str], timeout: float, slurm_conf: str = ""
-) -> dict[str, Any]:
+def resolve(job: str, env: Mapping[str, str], config: Any) -> dict[str, Any]:
     """The job's final facts; falls back to the environment if Slurm does not answer."""
+    deadline = time.monotonic() + config.query_timeout
+    questions = slurm_questions(config)
     fields: dict[str, str] = {}
-    scontrol = find_scontrol()
-    deadline = time.monotonic() + timeout
-    while scontrol and time.monotonic() < deadline:
-        fields = _show_job(scontrol, job, deadline - time.monotonic(), slurm_conf)
-        # the job leaves COMPLETING moments after the hook's entry script returned
-        if not fields or not still_completing(fields):
-            break
-        time.sleep(0.05)
+    try:
+        while questions and time.monotonic() < deadline:
+            answers = questions.ask([job], max(deadline - time.monotonic(), 0.1))
+            fields = answers.get(job, {})
+            # the job leaves COMPLETING moments after the hook's entry script returned
+            if not fields or not still_completing(fields):
+                break
+            time.sleep(0.05)
+    finally:
+        if questions:
+            questions.close()
     return final_facts(fields, env)
 
 
@@ -355,21 +399,6 @@ def _job_fields(out: str, job: str) -> dict[str, str]:
         if parsed.get("JobId") == job:
             return parsed
     return {}
-
-
-def _show_job(scontrol: str, job: str, timeout: float, slurm_conf: str) -> dict[str, str]:
-    try:
-        out = subprocess.run(
-            [scontrol, "show", "job", "-o", job],
-            capture_output=True,
-            text=True,
-            timeout=max(timeout, 0.1),
-            check=False,
-            env=_scontrol_env(slurm_conf),
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return _job_fields(out, job)
 
 
 def show_jobs(
@@ -406,6 +435,266 @@ def show_jobs(
         if fields or "Invalid job id" in err:  # else slurmctld did not answer: no answer
             answers[job] = fields
     return answers
+
+
+class ScontrolSession:
+    """One interactive ``scontrol`` for many questions: each costs an RPC, not a process.
+
+    A question is ``show job ID`` (in ``oneliner`` mode) followed by ``show
+    hostnames TOKEN-N``, which prints its argument back: the end of the answer.
+    scontrol reports an unknown job on stderr before it reads the next
+    command, so by the time the token arrives the error is there to read.
+    """
+
+    #: what interactive scontrol puts before the echoed command (and, without readline, output)
+    PROMPT = "scontrol: "
+
+    def __init__(self, scontrol: str, slurm_conf: str) -> None:
+        self.process = subprocess.Popen(
+            [scontrol],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_scontrol_env(slurm_conf),
+        )
+        self.token = "dls" + os.urandom(8).hex()
+        self.count = 0
+        self.pending = b""
+        assert self.process.stdout and self.process.stderr and self.process.stdin
+        self.out = self.process.stdout.fileno()
+        self.err = self.process.stderr.fileno()
+        os.set_blocking(self.err, False)
+        self._send("oneliner\n")
+
+    def _send(self, text: str) -> None:
+        assert self.process.stdin
+        self.process.stdin.write(text.encode())
+        self.process.stdin.flush()
+
+    def ask(self, job: str, deadline: float) -> dict[str, str] | None:
+        """The job's fields, ``{}`` if slurmctld does not hold it, None if it did not answer.
+
+        Raises OSError when the session broke (no end token in time, scontrol gone).
+        """
+        self.count += 1
+        end = f"{self.token}-{self.count}"
+        self._send(f"show job {job}\nshow hostnames {end}\n")
+        fields: dict[str, str] = {}
+        for line in self._lines_until(end, deadline):
+            if line.startswith("JobId="):
+                parsed = parse_scontrol_line(line)
+                if parsed.get("JobId") == job:
+                    fields = parsed
+        if fields:
+            return fields
+        return {} if "Invalid job id" in self._stderr() else None
+
+    def _lines_until(self, end: str, deadline: float) -> list[str]:
+        lines: list[str] = []
+        while True:
+            while b"\n" in self.pending:
+                raw, self.pending = self.pending.split(b"\n", 1)
+                line = raw.decode("utf-8", "replace")
+                while line.startswith(self.PROMPT):
+                    line = line[len(self.PROMPT) :]
+                if line == end:
+                    return lines
+                lines.append(line)
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.out], [], [], left)[0]:
+                raise OSError("scontrol did not answer in time")
+            chunk = os.read(self.out, 65536)
+            if not chunk:
+                raise OSError("scontrol ended")
+            self.pending += chunk
+
+    def _stderr(self) -> str:
+        text = b""
+        try:
+            while chunk := os.read(self.err, 65536):
+                text += chunk
+        except BlockingIOError:
+            pass
+        return text.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        try:
+            assert self.process.stdin
+            self.process.stdin.close()  # scontrol leaves at the end of its input
+            self.process.wait(timeout=1)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait()
+
+
+class ScontrolQuestions:
+    """Asks slurmctld through scontrol: one interactive session for a worker's whole life
+    (:class:`ScontrolSession`); after the session failed once, one ``scontrol show job -o``
+    process per job, in parallel (the way that works with any scontrol)."""
+
+    name = "scontrol"
+
+    def __init__(self, scontrol: str, slurm_conf: str, log: str = "") -> None:
+        self.scontrol = scontrol
+        self.slurm_conf = slurm_conf
+        self.log = log
+        self.session: ScontrolSession | None = None
+        self.session_failed = False
+
+    def ask(self, jobs: list[str], timeout: float) -> dict[str, dict[str, str]]:
+        if self.session_failed:
+            return show_jobs(self.scontrol, jobs, timeout, self.slurm_conf)
+        deadline = time.monotonic() + timeout
+        answers: dict[str, dict[str, str]] = {}
+        try:
+            if self.session is None:
+                self.session = ScontrolSession(self.scontrol, self.slurm_conf)
+            for job in jobs:
+                fields = self.session.ask(job, deadline)
+                if fields is None:
+                    break  # slurmctld did not answer: the rest are asked again later
+                answers[job] = fields
+        except OSError as exc:
+            _log(self.log, f"interactive scontrol failed ({exc}); one scontrol per job from now on")
+            self.session_failed = True
+            self.close()
+        return answers
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
+class PyslurmQuestions:
+    """Asks slurmctld through pyslurm (``pyslurm.Job.load``), in this process.
+
+    Each call is bounded by Slurm's own MessageTimeout, not by ``query_timeout``:
+    libslurm cannot be interrupted. After the first failed call of a round the
+    round ends (slurmctld is not answering; the others are asked again later).
+    Anything else going wrong (a pyslurm that does not fit this Slurm) hands
+    over to scontrol for the rest of this process's life.
+    """
+
+    name = "pyslurm"
+
+    def __init__(self, pyslurm: ModuleType, fallback: ScontrolQuestions | None, log: str):
+        self.pyslurm = pyslurm
+        self.fallback = fallback
+        self.log = log
+        self.broken = False
+
+    def ask(self, jobs: list[str], timeout: float) -> dict[str, dict[str, str]]:
+        if self.broken:
+            return self.fallback.ask(jobs, timeout) if self.fallback else {}
+        answers: dict[str, dict[str, str]] = {}
+        for job in jobs:
+            try:
+                answers[job] = pyslurm_fields(self.pyslurm.Job.load(int(job)))
+            except self.pyslurm.RPCError as exc:
+                if _is_unknown_job(exc):
+                    answers[job] = {}  # slurmctld no longer holds it (MinJobAge passed)
+                    continue
+                break  # slurmctld did not answer: the rest are asked again later
+            except Exception as exc:
+                _log(self.log, f"pyslurm failed ({type(exc).__name__}: {exc}); using scontrol")
+                self.broken = True
+                rest = [j for j in jobs if j not in answers]
+                if self.fallback:
+                    answers.update(self.fallback.ask(rest, timeout))
+                break
+        return answers
+
+    def close(self) -> None:
+        if self.fallback:
+            self.fallback.close()
+
+
+def _is_unknown_job(exc: Exception) -> bool:
+    return getattr(exc, "errno", None) == ESLURM_INVALID_JOB_ID or "Invalid job id" in str(exc)
+
+
+def pyslurm_fields(job: Any) -> dict[str, str]:
+    """A ``pyslurm.Job`` as the ``scontrol show job -o`` fields the hook reads.
+
+    Times stay epoch seconds (``_epoch`` takes both); a time pyslurm has no
+    value for reads as scontrol's "Unknown", as after a requeue.
+    """
+
+    def text(value: Any, missing: str = "") -> str:
+        return missing if value is None else str(value)
+
+    def pair(code: Any, sig: Any) -> str:
+        return f"{code or 0}:{sig or 0}"
+
+    return {
+        ANSWERED_BY: "pyslurm",
+        "JobId": text(job.id),
+        "JobState": text(job.state),
+        "Reason": text(job.state_reason, "None"),
+        "ExitCode": pair(job.exit_code, job.exit_code_signal),
+        "DerivedExitCode": pair(job.derived_exit_code, job.derived_exit_code_signal),
+        "StartTime": text(job.start_time, "Unknown"),
+        "EndTime": text(job.end_time, "Unknown"),
+        "Restarts": text(job.requeue_count),
+        "WorkDir": text(job.working_directory),
+        "StdOut": text(job.standard_output),
+        "StdErr": text(job.standard_error),
+    }
+
+
+#: run in a child process before the worker imports pyslurm itself
+_PYSLURM_PROBE = "import sys; sys.path.append(sys.argv[1]); import pyslurm; pyslurm.Job"
+
+
+def load_pyslurm(slurm_conf: str, timeout: float, log: str) -> ModuleType | None:
+    """pyslurm, where epilog/install found it for this Python and it starts cleanly; else None.
+
+    Importing pyslurm initialises libslurm, which ends the whole process when
+    slurm.conf is missing or does not parse: a child process tries it first.
+    """
+    if not PYSLURM_PATH or not os.path.isdir(PYSLURM_PATH):
+        return None
+    conf = slurm_conf or os.environ.get("SLURM_CONF", "")
+    if not conf:
+        conf = next((c for c in DEFAULT_SLURM_CONFIGS if os.path.isfile(c)), "")
+    if not conf or not os.access(conf, os.R_OK):
+        return None
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-IS", "-c", _PYSLURM_PROBE, PYSLURM_PATH],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=max(timeout, 1.0),
+            check=False,
+            env={**_scontrol_env(slurm_conf), "SLURM_CONF": conf},
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _log(log, f"pyslurm did not start ({type(exc).__name__}); using scontrol")
+        return None
+    if probe.returncode != 0:
+        why = (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[-1]
+        _log(log, f"pyslurm did not start ({why}); using scontrol")
+        return None
+    os.environ["SLURM_CONF"] = conf
+    if PYSLURM_PATH not in sys.path:
+        sys.path.append(PYSLURM_PATH)  # after the standard library: it shadows nothing
+    try:
+        return importlib.import_module("pyslurm")
+    except Exception as exc:
+        _log(log, f"pyslurm did not import ({type(exc).__name__}: {exc}); using scontrol")
+        return None
+
+
+def slurm_questions(config: Any) -> ScontrolQuestions | PyslurmQuestions | None:
+    """Who asks slurmctld: pyslurm where installed and working, else scontrol (None: neither)."""
+    scontrol = find_scontrol()
+    fallback = ScontrolQuestions(scontrol, config.slurm_conf, config.log) if scontrol else None
+    pyslurm = load_pyslurm(config.slurm_conf, config.query_timeout, config.log)
+    if pyslurm is not None:
+        return PyslurmQuestions(pyslurm, fallback, config.log)
+    return fallback
 
 
 # -- the queue ------------------------------------------------------------------------------
@@ -677,7 +966,7 @@ class Worker:
         self.config = config
         self.queue = queue
         self.jobs: dict[str, QueuedJob] = {}
-        self.scontrol = find_scontrol()
+        self.questions = slurm_questions(config)
         self.born = time.monotonic()
         self.last_recovery = 0.0
 
@@ -687,6 +976,13 @@ class Worker:
 
     def run(self) -> bool:
         """Serve until the queue stays empty; True if it must go on in a fresh process."""
+        try:
+            return self._serve()
+        finally:
+            if self.questions:
+                self.questions.close()
+
+    def _serve(self) -> bool:
         self.queue.announce()
         idle_since = time.monotonic()
         while True:
@@ -748,16 +1044,11 @@ class Worker:
         if not due:
             return
         answers: dict[str, dict[str, str]] = {}
-        if self.scontrol:
-            answers = show_jobs(
-                self.scontrol,
-                [job.job for job in due],
-                self.config.query_timeout,
-                self.config.slurm_conf,
-            )
+        if self.questions:
+            answers = self.questions.ask([job.job for job in due], self.config.query_timeout)
         now = time.time()
         for job in due:
-            answered = job.job in answers  # else scontrol failed or timed out: ask again
+            answered = job.job in answers  # else Slurm failed or timed out: ask again
             fields = answers.get(job.job, {})
             job.fields = fields or job.fields
             # an answer without the job (MinJobAge passed): the environment has to do

@@ -29,6 +29,19 @@ CLUSTER_ENV = {
 }
 
 
+def hook_asks_through() -> str:
+    """How the tier's installed hook asks slurmctld: pyslurm in the pyslurm tier, else scontrol.
+
+    tests/cluster-suite installs it with the tier's Python (DATALAD_SLURM_TEST_HOOK_PYTHON);
+    epilog/install finds pyslurm there or not.
+    """
+    return (
+        "pyslurm"
+        if os.environ.get("DATALAD_SLURM_TEST_EXPECT_BACKEND") == "pyslurm"
+        else "scontrol"
+    )
+
+
 @dataclass
 class Cluster:
     name: str

@@ -21,6 +21,7 @@ from tests.conftest import (
     call,
     finish_by_job,
     git,
+    hook_asks_through,
     only,
     schedule_ok,
     subjects,
@@ -100,6 +101,7 @@ echo $SLURM_ARRAY_TASK_ID > arr/r$SLURM_ARRAY_TASK_ID
     assert [events[f"{arr}_{t}"]["state"] for t in range(3)] == ["COMPLETED", "COMPLETED", "FAILED"]
     assert events[str(ok)]["stdout"].endswith(f"out/{ok}.log")
     assert all(e["version"] == 1 and e["uid"] == os.getuid() for e in events.values())
+    assert {e["resolved_by"] for e in events.values()} == {hook_asks_through()}
     spooled.wait_done([ok, bad, slow, arr])
 
     done = _finish(ds)
@@ -189,6 +191,7 @@ def test_timeout_event_after_the_job_left(short: Cluster, in_dataset: Any) -> No
     )
     events = _wait_events(short, {str(job)}, timeout=200)
     assert events[str(job)]["state"] == "TIMEOUT"
+    assert events[str(job)]["resolved_by"] == hook_asks_through()
     short.gone(job)
     result = _finish(ds)[job]
     assert result["status"] == "impossible" and f"{job}: TIMEOUT" in result["message"]
@@ -656,7 +659,7 @@ echo $SLURM_ARRAY_TASK_ID > burst/r$SLURM_ARRAY_TASK_ID
     assert all(len(events[label]) == 1 for label in labels), events
     for task in range(40):
         event = events[f"{arr}_{task}"][0]
-        assert event["resolved_by"] == "scontrol"
+        assert event["resolved_by"] == hook_asks_through()
         assert event["state"] == ("FAILED" if task % 10 == 9 else "COMPLETED"), event
     # a worker holding the pipe slurmscriptd reads the hook's output from would keep its job
     # COMPLETING for as long as it lives
@@ -743,7 +746,7 @@ def test_claim_of_a_dead_worker_is_taken_over(
     trigger = _schedule(ds, "sbatch " + write_script(ds, "trigger.sh", "echo\n"), "trigger")
     events = _wait_events(spooled, {str(lost), str(trigger)})
     assert events[str(lost)]["state"] == "COMPLETED"
-    assert events[str(lost)]["resolved_by"] == "scontrol"
+    assert events[str(lost)]["resolved_by"] == hook_asks_through()
     assert len(_events_by_label(spooled)[str(lost)]) == 1
     _wait_no_worker(spooled)
     assert list((queue / "claimed").iterdir()) == []
