@@ -4,14 +4,18 @@
 # pyslurm: the hook's worker asks slurmctld through pyslurm.Job.load() instead of scontrol. Clusters on port
 # bases 7917 and 7907 (the host's benchmarks use 69xx, the pyslurm test tier 78xx). Results (markdown) go to
 # stdout and, with --out FILE, to FILE; other arguments go to epilog.sh (--runs N, --jobs N, --calls N).
-# Usage (as root): benchmarks/epilog_pyslurm.sh [--out FILE] [EPILOG.SH ARGS...]
+# --hook-python /usr/bin/python3: the chroot's system Python instead, without pyslurm: the hook asks through
+# scontrol, for a comparison on the same Slurm.
+# Usage (as root): benchmarks/epilog_pyslurm.sh [--out FILE] [--hook-python PATH] [EPILOG.SH ARGS...]
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=
+hook_python=/opt/venv/bin/python
 args=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --out) out=$2; shift 2 ;;
+        --hook-python) hook_python=$2; shift 2 ;;
         *) args+=("$1"); shift ;;
     esac
 done
@@ -23,7 +27,7 @@ pip install --quiet --no-deps --no-build-isolation -e "$work" >&2
 bash "$work/benchmarks/epilog.sh" --out /tmp/epilog-pyslurm.md "$@" >/dev/null
 cat /tmp/epilog-pyslurm.md'
 result=$("$repo/contrib/slurm-chroot/run" --src "$repo" \
-    --env DATALAD_SLURM_BENCH_HOOK_PYTHON=/opt/venv/bin/python \
+    --env "DATALAD_SLURM_BENCH_HOOK_PYTHON=$hook_python" \
     --env DATALAD_SLURM_BENCH_VENV_PYTHON=/opt/venv/bin/python \
     --env "DATALAD_SLURM_BENCH_EPILOG_PORTS=7917 7907" \
     -- bash -c "$inner" inner "${args[@]}")
