@@ -62,6 +62,13 @@ case $cluster in .*|*[!A-Za-z0-9._-]*) cluster=_ ;; esac
 queue=$spool/.hook/$cluster
 mode=--direct
 if [ -d "$spool/.hook" ] && ! [ -h "$spool/.hook" ] && [ -O "$spool/.hook" ] \
+    && ! [ -d "$queue/pending" ]; then
+    # the first registered job of this cluster makes its queue (once; the folders must be 0700,
+    # and only this account may create anything in .hook). Not with umask 077 for the whole
+    # script: the worker's events must stay readable for the job's user.
+    ( umask 077; exec /bin/mkdir -p "$queue/pending" "$queue/claimed" ) 2>/dev/null || :
+fi
+if [ -d "$spool/.hook" ] && ! [ -h "$spool/.hook" ] && [ -O "$spool/.hook" ] \
     && [ -d "$queue/pending" ]; then
     # The pending file first, then the liveness check: a worker that is about to leave removes
     # its pid file and looks at the queue once more, so it either sees this file or this script

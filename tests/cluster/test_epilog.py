@@ -792,6 +792,35 @@ def test_worker_liveness_survives_pid_reuse(
     assert list((queue / "pending").iterdir()) == []
 
 
+def test_first_registered_job_of_a_cluster_makes_its_queue(
+    spooled_acct: Cluster, in_dataset: Any, hook_queue: Path
+) -> None:
+    """The entry point makes the cluster's queue itself (0700, the hook's account): even the
+    first registered job is served by a queue worker (asking the tier's way), not its own one."""
+    spooled, ds, queue = spooled_acct, in_dataset, hook_queue
+    _wait_no_worker(spooled)
+    aside = queue.with_name(queue.name + ".aside")
+    queue.rename(aside)
+    try:
+        job = _schedule(ds, "sbatch " + write_script(ds, "first.sh", "echo\n"), "first")
+        workers: set[tuple[int, str]] = set()
+        deadline = time.monotonic() + 60
+        while str(job) not in _events_by_label(spooled):
+            assert time.monotonic() < deadline, Path(spooled.hook_log).read_text()[-2000:]
+            workers |= _serving_workers(spooled)
+            time.sleep(0.05)
+        workers |= _serving_workers(spooled)  # a queue worker lingers 1.5 s after its last job
+        assert workers, "no queue worker served the first job"
+        assert _events_by_label(spooled)[str(job)][0]["resolved_by"] == hook_asks_through()
+        slurm_uid = pwd.getpwnam("slurm").pw_uid
+        for folder in (queue, queue / "pending", queue / "claimed"):
+            info = folder.stat()
+            assert (info.st_uid, info.st_mode & 0o777) == (slurm_uid, 0o700), folder
+        _wait_no_worker(spooled)
+    finally:
+        shutil.rmtree(aside)
+
+
 def test_unwritable_queue_falls_back_to_a_worker_per_job(
     spooled_acct: Cluster, in_dataset: Any, hook_queue: Path
 ) -> None:
