@@ -762,6 +762,29 @@ class Queue:
         except OSError:
             return False
 
+    def served_by_another(self) -> bool:
+        """Whether the pid file names another live worker.
+
+        Two jobs that end at the same moment may both find no worker, and their
+        entry points start one each; only the first names its worker in the
+        pid file. The second worker leaves at once: the first one sees the
+        second job's pending file, written before that entry point looked, even
+        if it is leaving (it looks at the queue once more after removing the
+        pid file).
+        """
+        try:
+            with open(self.pid_file, encoding="ascii") as stream:
+                named = stream.read().split()
+        except OSError:
+            return False
+        pid, start, _ = self.me.split("@", 2)
+        return (
+            len(named) == 2
+            and named != [pid, start]
+            and named[0].isdigit()
+            and is_alive(int(named[0]), named[1])
+        )
+
     def retire(self) -> None:
         """Remove the pid file if it still names this worker."""
         if self.names_me():
@@ -1094,6 +1117,8 @@ def serve_main(cluster: str, env: Mapping[str, str]) -> int:
             return 0
         # the entry point takes a process whose working directory is the queue for its worker
         os.chdir(queue.root)
+        if queue.served_by_another():
+            return 0  # started at the same moment as that one (see served_by_another)
         if Worker(spool, config, queue).run():
             signal.setitimer(signal.ITIMER_REAL, 0)
             _hand_over(cluster)

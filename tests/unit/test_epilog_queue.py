@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 from datalad_slurm.spool import UserSpool
 from tests.unit.test_epilog_hook import hook
@@ -168,6 +169,36 @@ def test_worker_stays_while_an_entry_point_names_it(tmp_path: Path, spool: Path)
     queue.retire()
     assert not queue.names_me() and not os.path.exists(queue.pid_file)
     assert worker.run() is False
+
+
+def test_second_worker_started_at_the_same_moment_leaves(
+    tmp_path: Path, spool: Path, monkeypatch: Any
+) -> None:
+    """Two entry points found no worker at once: the one not named in the pid file leaves at
+    once and leaves the pending files to the named one; a pid file naming a dead worker or a
+    reused pid does not count."""
+    queue = _queue(spool)
+    UserSpool(str(spool)).register("c", 99)
+    Path(queue.pending, "40.1").write_text(_pending_text(40))
+    config = tmp_path / "hook.conf"
+    config.write_text(f"spool = {spool}\nhook_user = root\nlog = {tmp_path / 'hook.log'}\n")
+    env = {"DATALAD_SLURM_CONFIG": str(config)}
+    monkeypatch.chdir(tmp_path)  # serve_main works in the queue
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        Path(queue.pid_file).write_text(f"{sleeper.pid} {hook.process_start(sleeper.pid)}\n")
+        assert queue.served_by_another()
+        assert hook.serve_main("c", env) == 0
+        assert os.listdir(queue.pending) == ["40.1"] and os.listdir(queue.claimed) == []
+        for stale in (f"{_dead_pid()} 1", f"{sleeper.pid} 1"):  # dead; a reused pid
+            Path(queue.pid_file).write_text(stale + "\n")
+            assert not queue.served_by_another()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert hook.serve_main("c", env) == 0  # named nobody alive: serves the job
+    assert os.listdir(queue.pending) == []
+    assert [e.job_id for e in UserSpool(str(spool)).read_events({os.getuid()})[0]] == [40]
 
 
 def test_queue_of_someone_else_is_not_used(spool: Path) -> None:
