@@ -61,15 +61,16 @@ cluster=${SLURM_CLUSTER_NAME:-_}
 case $cluster in .*|*[!A-Za-z0-9._-]*) cluster=_ ;; esac
 queue=$spool/.hook/$cluster
 mode=--direct
-if [ -d "$spool/.hook" ] && ! [ -h "$spool/.hook" ] && [ -O "$spool/.hook" ] \
-    && ! [ -d "$queue/pending" ]; then
+hook_dir_ok=
+if [ -d "$spool/.hook" ] && ! [ -h "$spool/.hook" ] && [ -O "$spool/.hook" ]; then
+    hook_dir_ok=1
     # the first registered job of this cluster makes its queue (once; the folders must be 0700,
     # and only this account may create anything in .hook). Not with umask 077 for the whole
     # script: the worker's events must stay readable for the job's user.
-    ( umask 077; exec /bin/mkdir -p "$queue/pending" "$queue/claimed" ) 2>/dev/null || :
+    [ -d "$queue/pending" ] \
+        || ( umask 077; exec /bin/mkdir -p "$queue/pending" "$queue/claimed" ) 2>/dev/null || :
 fi
-if [ -d "$spool/.hook" ] && ! [ -h "$spool/.hook" ] && [ -O "$spool/.hook" ] \
-    && [ -d "$queue/pending" ]; then
+if [ -n "$hook_dir_ok" ] && [ -d "$queue/pending" ]; then
     # The pending file first, then the liveness check: a worker that is about to leave removes
     # its pid file and looks at the queue once more, so it either sees this file or this script
     # sees no worker. The worker reads a file only once it ends with the line ".".

@@ -754,13 +754,17 @@ class Queue:
         _write_new_file(temporary, f"{pid} {start}\n")
         os.rename(temporary, self.pid_file)
 
-    def names_me(self) -> bool:
-        pid, start, _ = self.me.split("@", 2)
+    def _named(self) -> list[str]:
+        """The pid file's "PID STARTTIME", split ([] without a pid file)."""
         try:
             with open(self.pid_file, encoding="ascii") as stream:
-                return stream.read().split() == [pid, start]
+                return stream.read().split()
         except OSError:
-            return False
+            return []
+
+    def names_me(self) -> bool:
+        pid, start, _ = self.me.split("@", 2)
+        return self._named() == [pid, start]
 
     def served_by_another(self) -> bool:
         """Whether the pid file names another live worker.
@@ -772,11 +776,7 @@ class Queue:
         if it is leaving (it looks at the queue once more after removing the
         pid file).
         """
-        try:
-            with open(self.pid_file, encoding="ascii") as stream:
-                named = stream.read().split()
-        except OSError:
-            return False
+        named = self._named()
         pid, start, _ = self.me.split("@", 2)
         return (
             len(named) == 2
