@@ -15,6 +15,9 @@
 #                go to stdout, progress goes to stderr
 #   --jobs N     jobs per throughput batch (default 500)     --calls N  hook calls per measurement (default 200)
 #   --runs N     runs per variant (default 2)                --keep     keep state dirs and spool at the end
+#   --variants "A N B C"  only these throughput variants (N is A'), e.g. "N B" to compare the hook with its
+#                no-op quickly (the ratios that need a missing variant show "-")
+#   --no-cost    leave out part 1 (the cost per call)
 # Environment (benchmarks/epilog_pyslurm.sh sets them to run this inside the pyslurm tier's chroot):
 #   DATALAD_SLURM_BENCH_HOOK_PYTHON  the hook's Python (default /usr/bin/python3; with pyslurm: asks through it)
 #   DATALAD_SLURM_BENCH_VENV_PYTHON  a Python with datalad_slurm (default .venv/bin/python of this clone)
@@ -40,6 +43,8 @@ njobs=500
 ncalls=200
 nruns=2
 keep=0
+variants="A N B C"
+cost=1
 die() { printf '%s epilog.sh: ERROR: %s\n' "$(date +%T)" "$*" >&2; exit 1; }
 log() { printf '%s epilog.sh: %s\n' "$(date +%T)" "$*" >&2; }
 while [[ $# -gt 0 ]]; do
@@ -49,11 +54,14 @@ while [[ $# -gt 0 ]]; do
         --calls) ncalls=$2; shift 2 ;;
         --runs) nruns=$2; shift 2 ;;
         --keep) keep=1; shift ;;
-        -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --variants) variants=$2; shift 2 ;;
+        --no-cost) cost=0; shift ;;
+        -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done
 [[ $(id -u) -eq 0 ]] || die "run as root (starts Slurm daemons, runs the hook as user slurm)"
+[[ $variants =~ ^[ANBC]( [ANBC])*$ ]] || die "--variants takes letters from A N B C, e.g. \"N B\""
 for n in "$njobs" "$ncalls" "$nruns"; do [[ $n =~ ^[1-9][0-9]*$ ]] || die "counts must be positive integers"; done
 [[ -x $venv_python ]] || die "no virtual environment at $venv_python"
 
@@ -81,9 +89,12 @@ sl() { SLURM_CONF=$cur_conf timeout 30 "$@"; }
 # Microsecond timestamps from bash itself: no fork inside the timed sections.
 now_us() { now=${EPOCHREALTIME/./}; }
 secs() { printf '%d.%02d' $(($1 / 1000000)) $(($1 % 1000000 / 10000)); }
-rate() { awk -v n="$1" -v us="$2" 'BEGIN { printf "%.1f", n / (us / 1e6) }'; }
-mean() { printf '%s\n' "$@" | awk '{ s += $1 } END { printf "%.1f", s / NR }'; }
-ratio() { awk -v b="$1" -v a="$2" 'BEGIN { printf "%.2f", b / a }'; }
+# A variant left out by --variants has no numbers: "-" in, "-" out.
+rate() { awk -v n="$1" -v us="$2" 'BEGIN { if (us == "") print "-"; else printf "%.1f", n / (us / 1e6) }'; }
+mean() { printf '%s\n' "$@" | awk '$1 != "-" && $1 != "" { s += $1; n++ } END { if (n) printf "%.1f", s / n; else print "-" }'; }
+ratio() {
+    awk -v b="$1" -v a="$2" 'BEGIN { if (b == "-" || a == "-" || b == "" || a == "") print "-"; else printf "%.2f", b / a }'
+}
 
 # The user's side of the spool through the package's own UserSpool, as `datalad schedule` does it (uid 0).
 spool_py() { "$venv_python" "$helper" "$spool" "$@"; }
@@ -404,7 +415,7 @@ throughput_run() { # VARIANT RUN: a freshly (re)started cluster per run, so ever
 # Results
 # ---------------------------------------------------------------------------------------------------------
 verdict() { awk -v ms="$1" 'BEGIN { print (ms < 50 ? "**met**" : "**not met**") }'; }
-met() { awk -v x="$1" 'BEGIN { print (x >= 0.9 ? "met" : "**not met**") }'; }
+met() { awk -v x="$1" 'BEGIN { if (x == "-") print "-"; else print (x >= 0.9 ? "met" : "**not met**") }'; }
 batch_label() { if [[ $1 == jobs ]]; then echo "$njobs jobs"; else echo "$njobs-task array"; fi; }
 declare -A variant_label=([A]="A: no-op" [N]="A': no-op EpilogSlurmctld" [B]="B: hook, registered"
     [C]="C: hook, unregistered")
@@ -468,6 +479,7 @@ report_throughput() {
     for kind in jobs array; do
         batch=$(batch_label "$kind")
         for v in A N B C; do
+            [[ " $variants " == *" $v "* ]] || continue
             for ((r = 1; r <= nruns; r++)); do
                 read -r -a f <<<"${res["$v $r $kind"]}"
                 rates["$v $r $kind"]=$(rate "$njobs" "${f[1]}")
@@ -493,10 +505,10 @@ report_throughput() {
     for kind in jobs array; do
         ra=() rn=() rb=() rc=() per=() pern=()
         for ((r = 1; r <= nruns; r++)); do
-            ra+=("${rates["A $r $kind"]}"); rn+=("${rates["N $r $kind"]}")
-            rb+=("${rates["B $r $kind"]}"); rc+=("${rates["C $r $kind"]}")
-            per+=("$(ratio "${rates["B $r $kind"]}" "${rates["A $r $kind"]}")")
-            pern+=("$(ratio "${rates["B $r $kind"]}" "${rates["N $r $kind"]}")")
+            ra+=("${rates["A $r $kind"]:-}"); rn+=("${rates["N $r $kind"]:-}")
+            rb+=("${rates["B $r $kind"]:-}"); rc+=("${rates["C $r $kind"]:-}")
+            per+=("$(ratio "${rates["B $r $kind"]:-}" "${rates["A $r $kind"]:-}")")
+            pern+=("$(ratio "${rates["B $r $kind"]:-}" "${rates["N $r $kind"]:-}")")
         done
         overall=$(ratio "$(mean "${rb[@]}")" "$(mean "${ra[@]}")")
         overall_n=$(ratio "$(mean "${rb[@]}")" "$(mean "${rn[@]}")")
@@ -525,7 +537,7 @@ report() {
     echo
     echo "\`uptime\` before: \`$uptime_before\`; after: \`$uptime_after\`"
     echo
-    report_hook_cost
+    if ((cost)); then report_hook_cost; else echo "## 1. Hook cost per call: left out (--no-cost)"; fi
     echo
     report_throughput
 }
@@ -537,10 +549,12 @@ trap cleanup EXIT
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 uptime_before=$(uptime)
 setup
-bench_hook_cost
+if ((cost)); then bench_hook_cost; fi
 for ((run = 1; run <= nruns; run++)); do
     # ABC CBA ...: a slow drift of the machine (or slurmctld's growing job table) favours no variant
-    if ((run % 2)); then order=(A N B C); else order=(C B N A); fi
+    order=()
+    for variant in A N B C; do [[ " $variants " == *" $variant "* ]] && order+=("$variant"); done
+    if ! ((run % 2)); then mapfile -t order < <(printf '%s\n' "${order[@]}" | tac); fi
     for variant in "${order[@]}"; do throughput_run "$variant" "$run"; done
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
