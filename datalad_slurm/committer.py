@@ -26,6 +26,7 @@ from datalad.log import log_progress
 from datalad_slurm.commitwriter import (
     Change,
     advance_head,
+    run_auto_maintenance,
     stage,
     staged_changes,
     worktree_changes,
@@ -130,6 +131,10 @@ def commit_jobs(
             yield from _commit_batch(dataset_path, registry, batch, head, annex)
         for item in one_by_one:
             yield from _commit_with_save(ds, registry, item)
+    if batch:
+        # outside git_writes: lock files that a killed gc leaves are not ours to remove
+        # (datalad save's own commits already ran it for the others)
+        run_auto_maintenance(dataset_path)
 
 
 def _is_annex(ds: Any) -> bool:

@@ -248,3 +248,15 @@ def write_commits(
 def advance_head(repo: str, old: str, new: str, reason: str) -> None:
     """Move HEAD (or the branch it names) from ``old`` to ``new``; fails if HEAD moved meanwhile."""
     run_git(repo, "update-ref", "-m", reason, "HEAD", new, old)
+
+
+def run_auto_maintenance(repo: str) -> None:
+    """What ``git commit`` does after every commit: ``git maintenance run --auto``.
+
+    Commits written by fast-import skip it, so without this call a dataset finished by cron for
+    months would gather one pack per drain and every loose object git-annex writes, and every
+    git command would slow down. Git decides whether there is anything to do (``gc.auto``,
+    ``gc.autoPackLimit``, ``maintenance.auto``) and, with ``gc.autoDetach`` (the default), does it
+    in the background. Its failure is git's to report, as after a commit; the commits stand.
+    """
+    run_git(repo, "maintenance", "run", "--auto", "--quiet", check=False)

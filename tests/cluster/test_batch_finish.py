@@ -165,6 +165,38 @@ def test_plain_git_dataset(slurm: Cluster, tmp_path: Path, monkeypatch: pytest.M
     assert git(ds, "status", "--porcelain").strip() == ""
 
 
+def _packs(ds: Any) -> list[str]:
+    return sorted(p.name for p in Path(ds.path, ".git", "objects", "pack").glob("*.pack"))
+
+
+def test_finish_lets_git_maintain_the_repository_as_a_commit_would(
+    slurm: Cluster, dataset: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fast-import commits skip git's auto maintenance; finish runs it, or a dataset finished by
+    cron would gather one pack per drain and every loose object, and slow down for good."""
+    ds = dataset
+    monkeypatch.chdir(ds.path)
+    # gc as soon as there are more than two packs, and in the foreground, to see it here
+    git(ds, "config", "gc.autoPackLimit", "2")
+    git(ds, "config", "gc.autoDetach", "false")
+    for n in range(3):
+        Path(ds.path, f"seed{n}").write_text(f"{n}\n")
+        ds.save(message=f"seed {n}", result_renderer="disabled")
+        git(ds, "-c", "gc.auto=0", "repack", "-d", "-q")  # a pack per round, as fast-import makes
+    assert len(_packs(ds)) >= 3
+    Path(ds.path, "o").mkdir()
+    job = call(ds, "schedule", "sbatch -o o/slurm-%j.out --wrap 'echo 3 > o/r'", outputs=["o"])[0][
+        "slurm_job_id"
+    ]
+    slurm.wait_done([job])
+    assert finish_by_job(ds)[job]["status"] == "ok"
+    assert len(_packs(ds)) == 1, _packs(ds)
+    assert _job_files(ds, job) == sorted(
+        ["o/r", f"o/slurm-{job}.out", f"o/slurm-job-{job}.env.json"]
+    )
+    assert git(ds, "status", "--porcelain").strip() == ""
+
+
 def test_schedule_many_from_one_file(
     slurm: Cluster, dataset: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -279,4 +311,3 @@ def test_progress_bar_on_a_terminal_only(slurm: Cluster, tmp_path: Path) -> None
     assert "Committing 12 Slurm jobs" in outputs["tty"]
     assert "Committing" not in outputs["pipe"]
     assert "save(ok)" in outputs["pipe"] and "save" in outputs["tty"]
-
