@@ -129,12 +129,12 @@ def commit_jobs(
         if batch:
             assert head is not None
             yield from _commit_batch(dataset_path, registry, batch, head, annex)
+            # inside git_writes: if finish is killed meanwhile, the next run removes the
+            # objects/maintenance.lock it leaves (a gc that detached is not in our process
+            # group and ends on its own); datalad save's commits ran it for the others
+            run_auto_maintenance(dataset_path)
         for item in one_by_one:
             yield from _commit_with_save(ds, registry, item)
-    if batch:
-        # outside git_writes: lock files that a killed gc leaves are not ours to remove
-        # (datalad save's own commits already ran it for the others)
-        run_auto_maintenance(dataset_path)
 
 
 def _is_annex(ds: Any) -> bool:

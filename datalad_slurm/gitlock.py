@@ -60,7 +60,16 @@ def open_registry(dataset_path: str) -> Registry:
 
 
 #: git's own lock files that a killed git process can leave behind (relative to the git dir)
-_GIT_LOCK_FILES = ("index.lock", "HEAD.lock", "packed-refs.lock", "annex/index.lock")
+_GIT_LOCK_FILES = (
+    "index.lock",
+    "HEAD.lock",
+    "packed-refs.lock",
+    "annex/index.lock",
+    # git maintenance run --auto, after the batch commits (a gc in the foreground may also
+    # write the commit-graph)
+    "objects/maintenance.lock",
+    "objects/info/commit-graph.lock",
+)
 _MARKER = "git-writes-in-progress"
 
 

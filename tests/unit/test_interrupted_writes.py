@@ -38,14 +38,21 @@ def test_locks_of_a_killed_writer_are_removed(repo: Path) -> None:
         "import os, sys\n"
         "from datalad_slurm.gitlock import git_writes\n"
         "with git_writes(sys.argv[1]):\n"
-        "    for name in ('index.lock', 'HEAD.lock', 'refs/heads/master.lock'):\n"
+        "    for name in ('index.lock', 'HEAD.lock', 'refs/heads/master.lock',\n"
+        "                 'objects/maintenance.lock'):\n"
         "        open(os.path.join(sys.argv[1], '.git', name), 'w').close()\n"
         "    os.kill(os.getpid(), 9)\n"
     )
     proc = subprocess.run([sys.executable, "-c", script, str(repo)], check=False)
     assert proc.returncode == -9
     removed = clear_interrupted_writes(str(repo))
-    assert sorted(removed) == ["HEAD.lock", "index.lock", "refs/heads/master.lock"]
+    # git skips its auto maintenance for good while objects/maintenance.lock exists
+    assert sorted(removed) == [
+        "HEAD.lock",
+        "index.lock",
+        "objects/maintenance.lock",
+        "refs/heads/master.lock",
+    ]
     assert old.exists(), "a lock older than the interrupted run is not its own"
     assert clear_interrupted_writes(str(repo)) == []
 
