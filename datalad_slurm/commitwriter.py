@@ -12,6 +12,7 @@ them.  Nothing here knows about jobs: callers pass paths and messages.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import tempfile
@@ -19,6 +20,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from datalad_slurm.git import GitError, run_git
+
+lgr = logging.getLogger("datalad.slurm.commitwriter")
 
 #: where fast-import builds the commits before HEAD moves to them
 WORK_REF = "refs/datalad-slurm/finish"
@@ -257,6 +260,10 @@ def run_auto_maintenance(repo: str) -> None:
     months would gather one pack per drain and every loose object git-annex writes, and every
     git command would slow down. Git decides whether there is anything to do (``gc.auto``,
     ``gc.autoPackLimit``, ``maintenance.auto``) and, with ``gc.autoDetach`` (the default), does it
-    in the background. Its failure is git's to report, as after a commit; the commits stand.
+    in the background. A failure is reported as a warning, as git commit prints it; the commits
+    stand.
     """
-    run_git(repo, "maintenance", "run", "--auto", "--quiet", check=False)
+    try:
+        run_git(repo, "maintenance", "run", "--auto", "--quiet")
+    except GitError as exc:
+        lgr.warning("%s (the commits are made; git's housekeeping was not)", exc)

@@ -10,6 +10,7 @@ from datalad_slurm.commitwriter import (
     Change,
     advance_head,
     chunked,
+    run_auto_maintenance,
     stage,
     staged_changes,
     worktree_changes,
@@ -82,6 +83,29 @@ def test_advance_head_refuses_when_head_moved(repo: Path) -> None:
     with pytest.raises(GitError):
         advance_head(str(repo), head, sha, "test")
     assert git(repo, "log", "-1", "--format=%s").strip() == "someone else"
+
+
+def test_auto_maintenance_packs_as_after_a_commit_and_warns_when_git_fails(
+    repo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def packs() -> list[Path]:  # of reachable objects (git 2.41+ gc adds a cruft pack)
+        found = (repo / ".git" / "objects" / "pack").glob("*.pack")
+        return [p for p in found if not p.with_suffix(".mtimes").exists()]
+
+    git(repo, "config", "gc.autoPackLimit", "2")
+    git(repo, "config", "gc.autoDetach", "false")
+    for n in range(3):  # three packs, as three drains' fast-imports leave them
+        (repo / f"f{n}").write_text(f"{n}\n")
+        git(repo, "add", f"f{n}")
+        git(repo, "-c", "maintenance.auto=false", "commit", "-q", "-m", f"{n}")
+        git(repo, "repack", "-d", "-q")
+    assert len(packs()) == 3
+    run_auto_maintenance(str(repo))
+    assert len(packs()) == 1
+    assert not caplog.records
+    git(repo, "config", "gc.auto", "not-a-number")
+    run_auto_maintenance(str(repo))  # does not raise: the commits are made
+    assert "housekeeping" in caplog.text and "maintenance" in caplog.text
 
 
 def test_changes_outside_the_paths_are_left_alone(repo: Path) -> None:
