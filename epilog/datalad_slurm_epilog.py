@@ -330,9 +330,21 @@ def still_completing(fields: Mapping[str, str]) -> bool:
     return fields.get("JobState", "").startswith("COMPLETING")
 
 
+def _pyslurm_exit_code(code: int | None, sig: int | None, env: Mapping[str, str]) -> int | None:
+    """pyslurm (25.11, ``_get_exit_code``) reports an exit status of 128 or more less 128: 143
+    reads as 15. The environment holds the true one for a job that ended by itself, so take it
+    where it is exactly 128 more; otherwise (a cancelled job's shell) the truth is lost."""
+    env_code, env_sig = _exit_pair(env.get("SLURM_JOB_EXIT_CODE2"))
+    if code is not None and not sig and not env_sig and env_code == code + 128:
+        return env_code
+    return code
+
+
 def facts_from_slurm(fields: Mapping[str, str], env: Mapping[str, str]) -> dict[str, Any]:
     """The event's facts from ``scontrol show job -o`` fields (or pyslurm's, as such fields)."""
     code, sig = _exit_pair(fields.get("ExitCode"))
+    if fields.get(ANSWERED_BY) == "pyslurm":
+        code = _pyslurm_exit_code(code, sig, env)
     restarts = fields.get("Restarts", "")
     return {
         "resolved_by": fields.get(ANSWERED_BY, "scontrol"),

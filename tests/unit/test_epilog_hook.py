@@ -72,6 +72,28 @@ def test_decide_state(fields: dict[str, str], env_exit: str, state: str) -> None
     assert hook.decide_state(fields, {"SLURM_JOB_EXIT_CODE2": env_exit}) == state
 
 
+@pytest.mark.parametrize(
+    ("answered_by", "slurm_exit", "env_exit", "exit_code"),
+    [
+        # pyslurm says 2 for a job that exited 130: the environment knows better
+        ("pyslurm", "2:0", "130:0", 130),
+        ("pyslurm", "2:0", "2:0", 2),
+        # a cancelled job's shell (143) reads as 15; the environment says 0:0 then: lost
+        ("pyslurm", "15:0", "0:0", 15),
+        ("pyslurm", "0:9", "0:9", 0),
+        # scontrol tells the exit status as it is
+        ("scontrol", "2:0", "130:0", 2),
+        ("scontrol", "143:0", "0:0", 143),
+    ],
+)
+def test_pyslurm_exit_codes_from_128_up(
+    answered_by: str, slurm_exit: str, env_exit: str, exit_code: int
+) -> None:
+    fields = {hook.ANSWERED_BY: answered_by, "JobState": "FAILED", "ExitCode": slurm_exit}
+    facts = hook.facts_from_slurm(fields, {"SLURM_JOB_EXIT_CODE2": env_exit})
+    assert facts["exit_code"] == exit_code
+
+
 def _config(tmp_path: Path, spool: Path) -> Path:
     config = tmp_path / "hook.conf"
     config.write_text(
