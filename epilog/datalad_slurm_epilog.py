@@ -755,15 +755,16 @@ class Queue:
         self.pending = os.path.join(root, "pending")
         self.claimed = os.path.join(root, "claimed")
         self.pid_file = os.path.join(root, "worker.pid")
-        self.me = f"{os.getpid()}@{process_start(os.getpid()) or '0'}@{os.uname().nodename}"
+        #: this worker as the pid file names it: [PID, STARTTIME]
+        self.pid_line = [str(os.getpid()), process_start(os.getpid()) or "0"]
+        self.me = f"{'@'.join(self.pid_line)}@{os.uname().nodename}"
 
     # the pid file
 
     def announce(self) -> None:
         """Write the pid file (temporary file + rename): the entry point now starts no worker."""
-        pid, start, _ = self.me.split("@", 2)
-        temporary = f"{self.pid_file}.{pid}.tmp"
-        _write_new_file(temporary, f"{pid} {start}\n")
+        temporary = f"{self.pid_file}.{self.pid_line[0]}.tmp"
+        _write_new_file(temporary, " ".join(self.pid_line) + "\n")
         os.rename(temporary, self.pid_file)
 
     def _named(self) -> list[str]:
@@ -775,8 +776,7 @@ class Queue:
             return []
 
     def names_me(self) -> bool:
-        pid, start, _ = self.me.split("@", 2)
-        return self._named() == [pid, start]
+        return self._named() == self.pid_line
 
     def served_by_another(self) -> bool:
         """Whether the pid file names another live worker.
@@ -789,10 +789,9 @@ class Queue:
         pid file).
         """
         named = self._named()
-        pid, start, _ = self.me.split("@", 2)
         return (
             len(named) == 2
-            and named != [pid, start]
+            and named != self.pid_line
             and named[0].isdigit()
             and is_alive(int(named[0]), named[1])
         )
