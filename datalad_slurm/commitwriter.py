@@ -1,8 +1,10 @@
 """Many commits at once: stage files in one go, then write one commit per job with git fast-import.
 
-The files of every job of a drain are staged together (``git annex add`` for
-an annex dataset, so ``annex.largefiles`` and ``.gitattributes`` decide
-exactly as for ``datalad save``; ``git add`` for a plain git dataset).  The
+The files of every job of a drain are staged together (for an annex dataset
+new files the annex takes as they are go in through :mod:`datalad_slurm.annexing`,
+the others through one ``git annex add``, so ``annex.largefiles`` and
+``.gitattributes`` decide exactly as for ``datalad save``; ``git add`` for a
+plain git dataset).  The
 index then says what changed; each job's commit gets the changes under its
 own paths, on top of the previous job's commit, written by one
 ``git fast-import``.  HEAD moves once, by compare-and-swap, to the last of
@@ -17,8 +19,9 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from datalad_slurm.annexing import annex_new_files
 from datalad_slurm.git import GitError, run_git
 
 lgr = logging.getLogger("datalad.slurm.commitwriter")
@@ -50,6 +53,8 @@ class WorktreeChanges:
     to_add: list[str]
     #: tracked files that are gone from the worktree
     deleted: list[str]
+    #: those of ``to_add`` that git does not track yet
+    untracked: list[str] = field(default_factory=list)
 
 
 def chunked(paths: Sequence[str], budget: int = ARGV_BUDGET) -> Iterable[list[str]]:
@@ -81,12 +86,15 @@ def worktree_changes(repo: str, paths: Sequence[str]) -> WorktreeChanges:
     )
     changed: set[str] = set()
     deleted: set[str] = set()
+    untracked: set[str] = set()
     for entry in listing.split("\0"):
         if not entry:
             continue
         tag, path = entry[0], entry[2:]
         (deleted if tag == "R" else changed).add(path)
-    return WorktreeChanges(sorted(changed - deleted), sorted(deleted))
+        if tag == "?":
+            untracked.add(path)
+    return WorktreeChanges(sorted(changed - deleted), sorted(deleted), sorted(untracked))
 
 
 @dataclass
@@ -104,7 +112,9 @@ def stage(
     """
     problems: list[StagingProblem] = []
     if changes.to_add and annex:
-        for chunk in chunked(changes.to_add):
+        fast = annex_new_files(repo, changes.untracked, on_file)
+        annexed = set(fast.annexed)
+        for chunk in chunked([path for path in changes.to_add if path not in annexed]):
             problems.extend(_annex_add(repo, chunk, on_file or (lambda: None)))
     elif changes.to_add:
         _git_over_paths(repo, ["add"], changes.to_add)

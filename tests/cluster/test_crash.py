@@ -67,6 +67,7 @@ def _check(path: Path, jobs: dict[int, str], trial: str) -> None:
         assert all(registry.reservations(r) == [] for r in rows), trial
     status = _git(path, "status", "--porcelain")
     assert status.strip() == "", f"{trial}: left behind: {status[:500]}"
+    _check_annex(path, trial)
     gitdir = Path(git_dir(str(path)))
     # git's lock files; our own lock file stays by design, and is checked to be free below
     ours = gitdir / "datalad-slurm" / "git.lock"
@@ -74,6 +75,20 @@ def _check(path: Path, jobs: dict[int, str], trial: str) -> None:
     assert stray == [], f"{trial}: stray git locks {stray}"
     assert not (gitdir / "datalad-slurm" / "git-writes-in-progress").exists(), trial
     FileLock(str(gitdir / "datalad-slurm" / "git.lock"), timeout=0).acquire()
+
+
+def _check_annex(path: Path, trial: str) -> None:
+    """Every annexed output has its content here, and git-annex's location log says so."""
+    uuid = _git(path, "config", "annex.uuid").strip()
+    whereis = [
+        json.loads(line)
+        for line in _git(path, "annex", "whereis", "--json", "o").splitlines()
+        if line.strip()
+    ]
+    assert len(whereis) >= JOBS, f"{trial}: only {len(whereis)} annexed files"
+    for item in whereis:
+        assert uuid in [w["uuid"] for w in item["whereis"]], f"{trial}: {item['file']} not here"
+        assert (path / item["file"]).resolve().is_file(), f"{trial}: {item['file']} no content"
 
 
 def test_finish_killed_at_random_moments(
