@@ -209,3 +209,33 @@ def test_a_file_that_cannot_be_linked_goes_to_git_annex_add(
     git(fast, "commit", "-q", "-m", "both")
     whereis = _json_lines(fast, "whereis", "a.txt", "noext")
     assert len(whereis) == 2 and all(item["whereis"] for item in whereis), whereis
+
+
+def test_a_git_annex_branch_moved_meanwhile_is_built_upon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = _dataset(tmp_path / "fast")
+    uuid = git(fast, "config", "annex.uuid").strip()
+    other = "MD5E-s5--0123456789abcdef0123456789abcdef.dat"
+    real_branch_files = annexing._branch_files
+    calls = []
+
+    def branch_files_then_git_annex_writes(repo: annexing._Repo) -> set[str]:
+        listing = real_branch_files(repo)
+        if not calls:  # git-annex commits its own news right after we looked
+            git(fast, "annex", "setpresentkey", other, uuid, "1")
+            git(fast, "annex", "merge")
+        calls.append(len(listing))
+        return listing
+
+    monkeypatch.setattr(annexing, "_branch_files", branch_files_then_git_annex_writes)
+    before = git(fast, "rev-parse", "git-annex").strip()
+    assert annex_new_files(str(fast), ["a.txt", "noext"]).annexed == ["a.txt", "noext"]
+    assert len(calls) == 2, "the compare-and-swap should have failed once and been retried"
+    git(fast, "commit", "-q", "-m", "two")
+    # both writers' news are on the branch, ours on top of git-annex's
+    history = git(fast, "rev-list", f"{before}..git-annex").split()
+    assert len(history) == 2
+    whereis = _json_lines(fast, "whereis", "a.txt", "noext")
+    assert all([w["uuid"] for w in item["whereis"]] == [uuid] for item in whereis), whereis
+    assert uuid in git(fast, "annex", "whereis", "--key", other)
