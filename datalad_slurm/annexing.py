@@ -76,6 +76,8 @@ class _Repo:
     git_dir: str
     uuid: str
     default_backend: str
+    #: object folders known to exist (a makedirs per file is a tenth of the work)
+    made: set[str] = field(default_factory=set)
 
     @property
     def scratch(self) -> str:
@@ -340,7 +342,10 @@ def _place(repo: _Repo, candidate: _File) -> bool:
         if os.lstat(content).st_size != candidate.before.st_size:
             return False
     else:
-        os.makedirs(os.path.dirname(key_dir), exist_ok=True)
+        hash_dir = os.path.dirname(key_dir)
+        if hash_dir not in repo.made:
+            os.makedirs(hash_dir, exist_ok=True)
+            repo.made.add(hash_dir)
         try:
             os.mkdir(key_dir)
         except FileExistsError:

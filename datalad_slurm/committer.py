@@ -25,7 +25,9 @@ from datalad.log import log_progress
 
 from datalad_slurm.commitwriter import (
     Change,
+    WorktreeChanges,
     advance_head,
+    covering_paths,
     run_auto_maintenance,
     stage,
     staged_changes,
@@ -191,12 +193,16 @@ class _Progress:
 
     def __init__(self, pid: str, jobs: int) -> None:
         self.pid, self.jobs, self.started = pid, jobs, False
+        #: files staged but not yet shown; the bar moves in steps of ``step`` files (at most
+        #: ~200 updates: each is a log record, 30,000 of them cost a second)
+        self.unshown, self.step = 0, 1
 
     def _log(self, *args: Any, **kwargs: Any) -> None:
         log_progress(lgr.info, self.pid, *args, noninteractive_level=5, **kwargs)
 
     def start(self, files: int) -> None:
         self.started = True
+        self.step = max(1, files // 200)
         self._log(
             "Committing %d Slurm jobs",
             self.jobs,
@@ -206,9 +212,17 @@ class _Progress:
         )
 
     def file_done(self) -> None:
-        self._log("Staged a file", update=1, increment=True)
+        self.unshown += 1
+        if self.unshown >= self.step:
+            self._show_files()
+
+    def _show_files(self) -> None:
+        if self.unshown:
+            self._log("Staged files", update=self.unshown, increment=True)
+            self.unshown = 0
 
     def commits_done(self) -> None:
+        self._show_files()
         self._log("Wrote the commits", update=self.jobs, increment=True)
 
     def end(self) -> None:
@@ -229,8 +243,16 @@ def _commit_batch(
     paths = sorted({path for item in prepared for path in item.paths})
     failed: dict[int, str] = {}
     progress = _Progress(f"datalad-slurm-finish-{id(prepared)}", len(prepared))
+    # git is asked about a few folders that cover every job's paths; what it finds there that
+    # is no job's stays as it is
+    pathspecs = covering_paths(paths)
     try:
-        pending = worktree_changes(dataset_path, paths)
+        found = worktree_changes(dataset_path, pathspecs)
+        pending = WorktreeChanges(
+            [path for path in found.to_add if owners.of(path) is not None],
+            [path for path in found.deleted if owners.of(path) is not None],
+            [path for path in found.untracked if owners.of(path) is not None],
+        )
         progress.start(len(pending.to_add))
         problems = stage(dataset_path, pending, annex, progress.file_done)
         for problem in problems:
@@ -238,7 +260,7 @@ def _commit_batch(
             if owner is not None:
                 failed.setdefault(owner.job.id, f"{problem.path}: {problem.message}")
         by_job: dict[int, list[Change]] = {item.job.id: [] for item in prepared}
-        for change in staged_changes(dataset_path, head, paths):
+        for change in staged_changes(dataset_path, head, pathspecs):
             owner = owners.of(change.path)
             if owner is not None:
                 by_job[owner.job.id].append(change)

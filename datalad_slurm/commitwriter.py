@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -69,6 +70,51 @@ def chunked(paths: Sequence[str], budget: int = ARGV_BUDGET) -> Iterable[list[st
         size += len(path) + 1
     if chunk:
         yield chunk
+
+
+#: a folder holding more of the paths than this stands for them in a pathspec
+PATHSPEC_FANOUT = 16
+
+
+def covering_paths(paths: Iterable[str], fanout: int = PATHSPEC_FANOUT) -> list[str]:
+    """Few pathspecs that cover ``paths``, for git commands over many jobs' files.
+
+    Git matches every index entry and every file found against every pathspec: 10,000 job
+    folders as 10,000 pathspecs cost ``git ls-files`` and ``git diff-index`` seconds each,
+    their common folder milliseconds. So paths inside another given path are dropped, and a
+    folder (never the dataset's root) stands for its entries when it holds more than
+    ``fanout`` of them. The folder may hold other files too: callers keep only what is theirs.
+    """
+    current = _outermost({path.rstrip("/") or "." for path in paths})
+    while True:
+        below: dict[str, int] = {}
+        for path in current:
+            parent = posixpath.dirname(path)
+            while parent:
+                below[parent] = below.get(parent, 0) + 1
+                parent = posixpath.dirname(parent)
+        crowded = [folder for folder, count in below.items() if count > fanout]
+        if not crowded:
+            return current
+        # the deepest crowded folders first, so that a folder stands for no more than it must
+        depth = max(folder.count("/") for folder in crowded)
+        current = _outermost(
+            {*current, *(folder for folder in crowded if folder.count("/") == depth)}
+        )
+
+
+def _outermost(paths: set[str]) -> list[str]:
+    """The paths that lie in none of the others."""
+    if "." in paths:
+        return ["."]
+    kept: set[str] = set()
+    for path in sorted(paths, key=lambda p: p.count("/")):  # ancestors come first
+        parent = posixpath.dirname(path)
+        while parent and parent not in kept:
+            parent = posixpath.dirname(parent)
+        if not parent:
+            kept.add(path)
+    return sorted(kept)
 
 
 def _git_over_paths(repo: str, args: Sequence[str], paths: Sequence[str]) -> str:

@@ -254,6 +254,40 @@ def test_schedule_many_from_one_file(
     assert git(ds, "rev-parse", "HEAD") == before
 
 
+def test_files_of_no_job_in_a_crowded_folder_stay_as_they_are(
+    slurm: Cluster, dataset: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20 jobs in one folder: git is asked about the folder, and only the jobs' files move."""
+    ds = dataset
+    monkeypatch.chdir(ds.path)
+    script = write_script(ds, "job.sh", 'echo "$1" > "$1/r"\n')
+    Path(ds.path, "many").mkdir()
+    Path(ds.path, "many", "tracked.txt").write_text("before\n")
+    ds.save(message="a file of nobody's", to_git=True, result_renderer="disabled")
+    specs = [
+        {"cmd": f"sbatch -o many/{n}/slurm-%j.out {script} many/{n}", "outputs": [f"many/{n}"]}
+        for n in range(20)
+    ]
+    (tmp_path / "jobs.jsonl").write_text("".join(json.dumps(s) + "\n" for s in specs))
+    for n in range(20):
+        Path(ds.path, "many", str(n)).mkdir()
+    results = only(call(ds, "schedule", jobs_from=str(tmp_path / "jobs.jsonl")), "schedule")
+    jobs = [r["slurm_job_id"] for r in results]
+    Path(ds.path, "many", "notes.txt").write_text("nobody's, untracked\n")
+    Path(ds.path, "many", "tracked.txt").write_text("changed by hand\n")
+    Path(ds.path, "many", "5", "stray").mkdir()  # an empty folder inside a job's output
+    slurm.wait_done(jobs)
+
+    done = finish_by_job(ds)
+    assert all(done[j]["status"] == "ok" for j in jobs)
+    for n, job in enumerate(jobs):
+        assert _job_files(ds, job) == sorted(
+            [f"many/{n}/r", f"many/{n}/slurm-{job}.out", f"many/{n}/slurm-job-{job}.env.json"]
+        )
+    status = git(ds, "status", "--porcelain", "--untracked-files=all").splitlines()
+    assert sorted(status) == [" M many/tracked.txt", "?? many/notes.txt"]
+
+
 def _on_a_terminal(argv: list[str], cwd: str) -> bytes:
     """Run a command on a pseudo-terminal 120 columns wide; everything it wrote."""
     import fcntl

@@ -10,6 +10,7 @@ from datalad_slurm.commitwriter import (
     Change,
     advance_head,
     chunked,
+    covering_paths,
     run_auto_maintenance,
     stage,
     staged_changes,
@@ -119,3 +120,24 @@ def test_changes_outside_the_paths_are_left_alone(repo: Path) -> None:
     shas = write_commits(str(repo), head, [("mine", changes)])
     advance_head(str(repo), head, shas[0], "test")
     assert git(repo, "status", "--porcelain").strip() == "A  theirs"
+
+
+def test_covering_paths_are_few_and_cover_every_path() -> None:
+    jobs = [f"out/{n}" for n in range(100)]
+    logs = [f"out/{n}/slurm-{n}.out" for n in range(100)]
+    assert covering_paths([*jobs, *logs, "x/a", "x/b", "out10/z"]) == [
+        "out",
+        "out10/z",
+        "x/a",
+        "x/b",
+    ]
+    # nested paths fold into the outer one; "out/1" does not cover "out/10"
+    assert covering_paths(["a/b/", "a/b/c", "a/bc", "z"]) == ["a/b", "a/bc", "z"]
+    assert covering_paths(["a/b", "."]) == ["."]
+    # the deepest crowded folder, not its parent: e/0 stands for its 20 entries
+    deep = [f"e/{i}/{j}" for i in range(3) for j in range(20)]
+    assert covering_paths([*deep, "e/x"]) == ["e/0", "e/1", "e/2", "e/x"]
+    # crowded only through its subfolders
+    assert covering_paths([f"d/{i}/{j}" for i in range(20) for j in range(3)]) == ["d"]
+    # never the dataset's root
+    assert covering_paths([f"f{i}" for i in range(40)]) == sorted(f"f{i}" for i in range(40))
