@@ -397,6 +397,13 @@ def _journal_name(log_path: str) -> str:
     return log_path.replace("_", "__").replace("/", "_")
 
 
+def _in_journal(key: str, log_path: str, journal: set[str]) -> bool:
+    """Does git-annex hold uncommitted news about this key? (Also any journal file naming it.)"""
+    return bool(journal) and (
+        _journal_name(log_path) in journal or any(key in name for name in journal)
+    )
+
+
 def _newest_status(log: str, uuid: str) -> str | None:
     newest: tuple[float, str] | None = None
     for line in log.splitlines():
@@ -455,7 +462,7 @@ def record_present(repo: _Repo, logs: dict[str, str], attempts: int = 3) -> None
     for _ in range(attempts):
         old = run_git(repo.top, "rev-parse", "--verify", "-q", ANNEX_BRANCH, check=False).strip()
         existing = _branch_files(repo) if old else set()
-        through_git_annex = [key for key, log in logs.items() if _journal_name(log) in journal]
+        through_git_annex = [key for key, log in logs.items() if _in_journal(key, log, journal)]
         known = [k for k, log in logs.items() if log in existing and k not in through_git_annex]
         current = _read_branch_files(repo, [logs[k] for k in known])
         through_git_annex += [
