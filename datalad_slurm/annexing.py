@@ -316,13 +316,13 @@ def _locate(repo: _Repo, files: Sequence[_File]) -> None:
         candidate.object_path, candidate.log_path = places[candidate.key]
 
 
+def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
+    return info.st_ino, info.st_dev, info.st_size, info.st_mtime_ns
+
+
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_ino, a.st_dev, a.st_size, a.st_mtime_ns) == (
-        b.st_ino,
-        b.st_dev,
-        b.st_size,
-        b.st_mtime_ns,
-    )
+    """The same file, unchanged (its key was computed from this content)."""
+    return _identity(a) == _identity(b)
 
 
 def _without_write_bits(path: str) -> None:
