@@ -41,7 +41,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from datalad_slurm.git import GitError, run_git
+from datalad_slurm.git import GitError, fast_import, git_ident, run_git
+from datalad_slurm.gitlock import git_dir
 from datalad_slurm.registry import REGISTRY_DIRNAME
 
 lgr = logging.getLogger("datalad.slurm.annexing")
@@ -91,6 +92,7 @@ class _File:
 
     path: str
     before: os.stat_result
+    backend: str = ""
     key: str = ""
     object_path: str = ""
     log_path: str = ""
@@ -170,15 +172,15 @@ def _fast_path_repo(top: str) -> _Repo | None:
         if name in config and config[name].strip().lower() not in harmless:
             refuse(f"{name} is set")
             return None
-    git_dir = run_git(top, "rev-parse", "--absolute-git-dir").strip()
+    git_folder = git_dir(top)
     dot_git = os.path.join(top, ".git")
     if os.path.islink(dot_git) or not os.path.isdir(dot_git):
         refuse(".git is not a folder in the worktree")
         return None
-    if os.path.realpath(dot_git) != os.path.realpath(git_dir):
+    if os.path.realpath(dot_git) != os.path.realpath(git_folder):
         refuse("the git folder is not the worktree's .git")
         return None
-    if os.path.exists(os.path.join(git_dir, "annex", "journal", "config.log")):
+    if os.path.exists(os.path.join(git_folder, "annex", "journal", "config.log")):
         refuse("git-annex has uncommitted configuration")
         return None
     if not run_git(top, "rev-parse", "--verify", "-q", ANNEX_BRANCH, check=False).strip():
@@ -189,7 +191,7 @@ def _fast_path_repo(top: str) -> _Repo | None:
         refuse("git annex config sets annex.largefiles or annex.addunlocked")
         return None
     backend = config.get("annex.backend") or (config.get("annex.backends") or "").split(" ")[0]
-    return _Repo(top, git_dir, config["annex.uuid"], backend or "SHA256E")
+    return _Repo(top, git_folder, config["annex.uuid"], backend or "SHA256E")
 
 
 def _classify(repo: _Repo, untracked: Sequence[str], rest: list[str]) -> list[_File]:
@@ -219,7 +221,7 @@ def _classify(repo: _Repo, untracked: Sequence[str], rest: list[str]) -> list[_F
         if not _HASH_BACKEND.fullmatch(chosen):
             rest.append(candidate.path)
             continue
-        candidate.key = chosen  # the backend, until the key replaces it
+        candidate.backend = chosen
         kept.append(candidate)
     return kept + links
 
@@ -288,7 +290,7 @@ def _compute_keys(repo: _Repo, files: Sequence[_File], rest: list[str]) -> None:
     """Each file's key, as ``git annex add`` would compute it; a file without one goes to rest."""
     by_backend: dict[str, list[_File]] = {}
     for candidate in files:
-        by_backend.setdefault(candidate.key, []).append(candidate)
+        by_backend.setdefault(candidate.backend, []).append(candidate)
     for backend, group in sorted(by_backend.items()):
         keys = _batch(
             repo.top,
@@ -300,7 +302,6 @@ def _compute_keys(repo: _Repo, files: Sequence[_File], rest: list[str]) -> None:
             if key.startswith(backend + "-"):
                 candidate.key = key
             else:
-                candidate.key = ""
                 rest.append(candidate.path)
 
 
@@ -462,24 +463,27 @@ def record_present(repo: _Repo, logs: dict[str, str], attempts: int = 3) -> None
     for _ in range(attempts):
         old = run_git(repo.top, "rev-parse", "--verify", "-q", ANNEX_BRANCH, check=False).strip()
         existing = _branch_files(repo) if old else set()
-        through_git_annex = [key for key, log in logs.items() if _in_journal(key, log, journal)]
+        through_git_annex = {key for key, log in logs.items() if _in_journal(key, log, journal)}
         known = [k for k, log in logs.items() if log in existing and k not in through_git_annex]
         current = _read_branch_files(repo, [logs[k] for k in known])
-        through_git_annex += [
+        through_git_annex |= {
             key for key in known if _newest_status(current.get(logs[key], ""), repo.uuid) != "1"
-        ]
-        new = {key: log for key, log in logs.items() if log not in existing}
-        new = {key: log for key, log in new.items() if key not in through_git_annex}
+        }
+        new = {
+            key: log
+            for key, log in logs.items()
+            if log not in existing and key not in through_git_annex
+        }
         if not new or _commit_new_logs(repo, old, new):
             break
     else:
         lgr.debug("the git-annex branch kept moving; recording through git-annex")
-        through_git_annex = list(logs)
+        through_git_annex = set(logs)
     if through_git_annex:
         answers = _batch(
             repo.top,
             ["setpresentkey", "--batch"],
-            (f"{key} {repo.uuid} 1" for key in sorted(set(through_git_annex))),
+            (f"{key} {repo.uuid} 1" for key in sorted(through_git_annex)),
         )
         failed = [answer for answer in answers if not answer.endswith(" ok")]
         if failed:
@@ -490,7 +494,7 @@ def _commit_new_logs(repo: _Repo, old: str, new: dict[str, str]) -> bool:
     """One commit on the git-annex branch with a log for each new key; False if the branch moved."""
     now = time.time_ns()
     line = f"{now // 10**9}.{now % 10**9:09d}s 1 {repo.uuid}\n".encode()
-    ident = run_git(repo.top, "var", "GIT_COMMITTER_IDENT").strip().encode()
+    ident = git_ident(repo.top, "GIT_COMMITTER_IDENT")
     parts = [
         b"commit %s\ncommitter %s\ndata 6\nupdate\n" % (ANNEX_WORK_REF.encode(), ident),
         b"from %s\n" % old.encode() if old else b"",
@@ -498,17 +502,7 @@ def _commit_new_logs(repo: _Repo, old: str, new: dict[str, str]) -> bool:
     for log in sorted(set(new.values())):
         parts.append(b"M 100644 inline %s\ndata %d\n%s\n" % (log.encode(), len(line), line))
     parts.append(b"\ndone\n")
-    proc = subprocess.run(
-        ["git", "fast-import", "--quiet", "--force", "--done", "--date-format=raw"],
-        cwd=repo.top,
-        input=b"".join(parts),
-        capture_output=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise GitError(
-            f"git fast-import failed in {repo.top}: {proc.stderr.decode(errors='replace')}"
-        )
+    fast_import(repo.top, b"".join(parts))
     commit = run_git(repo.top, "rev-parse", ANNEX_WORK_REF).strip()
     run_git(repo.top, "update-ref", "-d", ANNEX_WORK_REF, check=False)
     try:

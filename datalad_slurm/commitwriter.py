@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from datalad_slurm.annexing import annex_new_files
-from datalad_slurm.git import GitError, run_git
+from datalad_slurm.git import GitError, fast_import, git_ident, run_git
 
 lgr = logging.getLogger("datalad.slurm.commitwriter")
 
@@ -237,10 +237,6 @@ def _quote(path: str) -> bytes:
     return b'"' + escaped.encode("utf-8", "surrogateescape") + b'"'
 
 
-def _ident(repo: str, which: str) -> bytes:
-    return run_git(repo, "var", which).strip().encode("utf-8", "surrogateescape")
-
-
 def fast_import_stream(
     parent: str, commits: Sequence[tuple[str, Sequence[Change]]], author: bytes, committer: bytes
 ) -> bytes:
@@ -275,29 +271,11 @@ def write_commits(
     if not commits:
         return []
     stream = fast_import_stream(
-        parent, commits, _ident(repo, "GIT_AUTHOR_IDENT"), _ident(repo, "GIT_COMMITTER_IDENT")
+        parent, commits, git_ident(repo, "GIT_AUTHOR_IDENT"), git_ident(repo, "GIT_COMMITTER_IDENT")
     )
     with tempfile.TemporaryDirectory(prefix="datalad-slurm-") as tmp:
         marks = os.path.join(tmp, "marks")
-        proc = subprocess.run(
-            [
-                "git",
-                "fast-import",
-                "--quiet",
-                "--force",
-                "--done",
-                "--date-format=raw",
-                f"--export-marks={marks}",
-            ],
-            cwd=repo,
-            input=stream,
-            capture_output=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise GitError(
-                f"git fast-import failed in {repo}: {proc.stderr.decode(errors='replace')}"
-            )
+        fast_import(repo, stream, f"--export-marks={marks}")
         with open(marks, encoding="ascii") as stream_in:
             by_mark = dict(line.split() for line in stream_in if line.strip())
     run_git(repo, "update-ref", "-d", WORK_REF, check=False)
