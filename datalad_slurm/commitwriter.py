@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 from datalad_slurm.annexing import annex_new_files
 from datalad_slurm.git import GitError, fast_import, git_ident, run_git
+from datalad_slurm.packwriter import Change as Change  # what staged_changes returns
+from datalad_slurm.packwriter import CommitChain, write_pack
 
 lgr = logging.getLogger("datalad.slurm.commitwriter")
 
@@ -31,19 +33,6 @@ lgr = logging.getLogger("datalad.slurm.commitwriter")
 WORK_REF = "refs/datalad-slurm/finish"
 #: bytes of paths per command line (well below Linux's 2 MiB ARG_MAX)
 ARGV_BUDGET = 256 * 1024
-
-
-@dataclass(frozen=True)
-class Change:
-    """One staged difference to HEAD: a new blob (mode and sha) or a deletion."""
-
-    path: str
-    mode: str | None = None
-    sha: str | None = None
-
-    @property
-    def deleted(self) -> bool:
-        return self.sha is None
 
 
 @dataclass
@@ -237,9 +226,7 @@ def _quote(path: str) -> bytes:
     return b'"' + escaped.encode("utf-8", "surrogateescape") + b'"'
 
 
-def fast_import_stream(
-    parent: str, commits: Sequence[tuple[str, Sequence[Change]]], author: bytes, committer: bytes
-) -> bytes:
+def fast_import_stream(parent: str, commits: CommitChain, author: bytes, committer: bytes) -> bytes:
     """The fast-import commands for a chain of commits on top of ``parent``."""
     parts: list[bytes] = []
     for number, (message, changes) in enumerate(commits, start=1):
@@ -264,15 +251,26 @@ def fast_import_stream(
     return b"".join(parts)
 
 
-def write_commits(
-    repo: str, parent: str, commits: Sequence[tuple[str, Sequence[Change]]]
-) -> list[str]:
-    """Write the chain of commits (nothing points at them yet); returns their shas in order."""
+def write_commits(repo: str, parent: str, commits: CommitChain) -> list[str]:
+    """Write the chain of commits (nothing points at them yet); returns their shas in order.
+
+    In a SHA-1 repository through :mod:`datalad_slurm.packwriter`, whose cost per commit does
+    not grow with the size of the folders it changes; otherwise through ``git fast-import``.
+    """
     if not commits:
         return []
-    stream = fast_import_stream(
-        parent, commits, git_ident(repo, "GIT_AUTHOR_IDENT"), git_ident(repo, "GIT_COMMITTER_IDENT")
-    )
+    author = git_ident(repo, "GIT_AUTHOR_IDENT")
+    committer = git_ident(repo, "GIT_COMMITTER_IDENT")
+    if run_git(repo, "rev-parse", "--show-object-format", check=False).strip() == "sha1":
+        return write_pack(repo, parent, commits, author, committer)
+    return write_with_fast_import(repo, parent, commits, author, committer)
+
+
+def write_with_fast_import(
+    repo: str, parent: str, commits: CommitChain, author: bytes, committer: bytes
+) -> list[str]:
+    """:func:`write_commits` through ``git fast-import`` (any object format)."""
+    stream = fast_import_stream(parent, commits, author, committer)
     with tempfile.TemporaryDirectory(prefix="datalad-slurm-") as tmp:
         marks = os.path.join(tmp, "marks")
         fast_import(repo, stream, f"--export-marks={marks}")
