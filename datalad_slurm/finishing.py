@@ -111,9 +111,11 @@ def list_open_jobs(
 ) -> Iterator[dict[str, Any]]:
     """One result per open job with its state; no git lock, nothing written."""
     dataset_path = str(ds.path)
-    with open_registry(dataset_path) as registry:
-        jobs = registry.jobs(job_id=job_id)
     backend = backend or choose_backend()
+    with open_registry(dataset_path) as registry:
+        if registry.has_jobs(job_id=job_id):
+            backend.prefetch()  # Slurm answers while the registry and the spool are read
+        jobs = registry.jobs(job_id=job_id)
     view = read_spool(ds)
     statuses = job_statuses(jobs, view.events, backend).statuses
     for job in jobs:

@@ -291,14 +291,24 @@ class Registry:
     # -- finish ---------------------------------------------------------------
 
     def jobs(self, states: Sequence[str] = HOLDING_STATES, job_id: int | None = None) -> list[Job]:
-        marks = ",".join("?" * len(states))
-        query = f"SELECT * FROM jobs WHERE state IN ({marks})"
+        where, args = self._selection(states, job_id)
+        rows = self._conn.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY id", args)
+        return [Job.from_row(row) for row in rows]
+
+    def has_jobs(self, states: Sequence[str] = HOLDING_STATES, job_id: int | None = None) -> bool:
+        """Whether :meth:`jobs` would return any (without reading them)."""
+        where, args = self._selection(states, job_id)
+        query = f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {where})"
+        return bool(self._conn.execute(query, args).fetchone()[0])
+
+    @staticmethod
+    def _selection(states: Sequence[str], job_id: int | None) -> tuple[str, list[Any]]:
+        where = f"state IN ({','.join('?' * len(states))})"
         args: list[Any] = list(states)
         if job_id is not None:
-            query += " AND job_id = ?"
+            where += " AND job_id = ?"
             args.append(job_id)
-        query += " ORDER BY id"
-        return [Job.from_row(row) for row in self._conn.execute(query, args)]
+        return where, args
 
     def get(self, row_id: int) -> Job:
         row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (row_id,)).fetchone()

@@ -25,6 +25,10 @@ class Backend(Protocol):
         """Status of every given job id; ids Slurm does not know are left out."""
         ...
 
+    def prefetch(self) -> None:
+        """Start asking Slurm in the background, for a query that is sure to follow soon."""
+        ...
+
 
 def merge_tasks(statuses: dict[int, JobStatus], tasks: Iterable[TaskState], backend: str) -> None:
     """Add tasks to their job's status, keeping an entry already present."""

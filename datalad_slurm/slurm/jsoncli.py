@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -40,12 +42,24 @@ class JsonCliBackend:
         self.timeout = timeout
         #: set after a query: whether sacct answered (accounting enabled)
         self.accounting: bool | None = None
+        #: ``squeue --json`` started by :meth:`prefetch`, read by the next query
+        self._squeue: _Call | None = None
+
+    def prefetch(self) -> None:
+        """Start ``squeue --json`` now, so that it runs while the caller reads its registry.
+
+        With 10,000 jobs in slurmctld it takes over a second (22.05 formats every job, and
+        ignores ``-j``); the next :meth:`query` reads its answer.
+        """
+        if self._squeue is None:
+            self._squeue = _Call(["squeue", "--json"])
 
     def query(self, job_ids: Sequence[int]) -> dict[int, JobStatus]:
         wanted = set(job_ids)
         if not wanted:
             return {}
-        live = self._run(["squeue", "--json"])
+        running, self._squeue = self._squeue or _Call(["squeue", "--json"]), None
+        live = self._collect(running)
         return live_then_accounting(
             wanted,
             _squeue_tasks(live, wanted),
@@ -73,30 +87,18 @@ class JsonCliBackend:
         return answer
 
     def _run(self, command: list[str]) -> dict[str, Any]:
-        try:
-            proc = subprocess.run(
-                command,
-                capture_output=True,
-                text=True,
-                timeout=self.timeout,
-                check=False,
-            )
-        except FileNotFoundError as exc:
+        return self._collect(_Call(command))
+
+    def _collect(self, call: _Call) -> dict[str, Any]:
+        command = call.command
+        returncode, stdout, stderr = call.result(self.timeout)
+        if returncode != 0:
             raise BackendError(
-                f"{command[0]} is not installed or not on PATH; install the Slurm client tools"
-            ) from exc
-        except subprocess.TimeoutExpired as exc:
-            raise BackendError(
-                f"'{' '.join(command[:2])}' did not answer within {self.timeout:.0f} s; "
-                "is slurmctld up? Try again later"
-            ) from exc
-        if proc.returncode != 0:
-            raise BackendError(
-                f"'{' '.join(command[:2])}' failed (exit {proc.returncode}): "
-                f"{proc.stderr.strip() or proc.stdout.strip()}"
+                f"'{' '.join(command[:2])}' failed (exit {returncode}): "
+                f"{stderr.strip() or stdout.strip()}"
             )
         try:
-            data = json.loads(proc.stdout)
+            data = json.loads(stdout)
         except json.JSONDecodeError as exc:
             raise BackendError(f"'{' '.join(command[:2])}' printed no valid JSON: {exc}") from exc
         if not isinstance(data, dict):
@@ -113,6 +115,52 @@ class JsonCliBackend:
                 f"'{' '.join(command[:2])}' reported: {details}; is slurmctld up? Try again later"
             )
         return data
+
+
+class _Call:
+    """A Slurm command running in the background, its output in unnamed files."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.command = command
+        self.started = time.monotonic()
+        # files, not pipes: a pipe holds 64 KiB, and nobody reads it until the answer is wanted;
+        # result() closes them
+        self.stdout = tempfile.TemporaryFile()  # noqa: SIM115
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.error: BackendError | None = None
+        try:
+            self.proc = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=self.stdout, stderr=self.stderr
+            )
+        except FileNotFoundError:
+            self.error = BackendError(
+                f"{command[0]} is not installed or not on PATH; install the Slurm client tools"
+            )
+
+    def result(self, timeout: float) -> tuple[int, str, str]:
+        """(exit code, stdout, stderr); waits at most ``timeout`` seconds from the start."""
+        try:
+            if self.error is not None:
+                raise self.error
+            assert self.proc is not None
+            try:
+                self.proc.wait(max(0.0, timeout - (time.monotonic() - self.started)))
+            except subprocess.TimeoutExpired as exc:
+                self.proc.kill()
+                self.proc.wait()
+                raise BackendError(
+                    f"'{' '.join(self.command[:2])}' did not answer within {timeout:.0f} s; "
+                    "is slurmctld up? Try again later"
+                ) from exc
+            outputs = []
+            for stream in (self.stdout, self.stderr):
+                stream.seek(0)
+                outputs.append(stream.read().decode("utf-8", "replace"))
+            return self.proc.returncode, outputs[0], outputs[1]
+        finally:
+            self.stdout.close()
+            self.stderr.close()
 
 
 def _number(value: Any) -> int | None:
@@ -157,11 +205,17 @@ def _squeue_tasks(answer: Mapping[str, Any], wanted: set[int]) -> Iterator[TaskS
         owner = _owner(job_id, array_job_id)
         if owner not in wanted or job_id is None or owner is None:
             continue
+        pending_tasks = str(record.get("array_task_string") or "") if array_job_id else ""
+        task_id = None
+        if array_job_id and not pending_tasks:
+            task_id = _number(record.get("array_task_id"))
+            if task_id is None:
+                continue  # an array's bookkeeping record with no task behind it
         state = JobState.parse(record.get("job_state"))
         exit_code, signal = split_wait_status(_number(record.get("exit_code")))
-        common = TaskState(
+        task = TaskState(
             job_id=owner,
-            task_id=None,
+            task_id=task_id,
             state=state,
             exit_code=exit_code if state.is_terminal else None,
             signal=signal if state.is_terminal else None,
@@ -172,38 +226,34 @@ def _squeue_tasks(answer: Mapping[str, Any], wanted: set[int]) -> Iterator[TaskS
             cluster=record.get("cluster") or None,
             reason=record.get("state_reason") or None,
         )
-        pending_tasks = str(record.get("array_task_string") or "")
-        if array_job_id and pending_tasks:
+        if pending_tasks:
             # the not-yet-started rest of an array, compressed into one record
             for pending_id in expand_array_spec(pending_tasks):
-                yield _with_logs(record, owner, pending_id, common)
-            continue
-        task_id = _number(record.get("array_task_id")) if array_job_id else None
-        if array_job_id and task_id is None:
-            continue  # an array's bookkeeping record with no task behind it
-        yield _with_logs(record, owner, task_id, common)
+                yield _with_logs(record, owner, replace(task, task_id=pending_id))
+        else:
+            yield _with_logs(record, owner, task)
 
 
-def _with_logs(
-    record: Mapping[str, Any], owner: int, task_id: int | None, common: TaskState
-) -> TaskState:
+def _with_logs(record: Mapping[str, Any], owner: int, task: TaskState) -> TaskState:
+    """The task with its log files named, if it ended (only an ended task's logs are
+    committed, and naming them for 10,000 pending jobs costs)."""
+    if not task.state.is_terminal:
+        return task
     job_id = _number(record.get("job_id")) or owner
     names = {
         key: expand_log_path(
             record.get(key),
-            common.work_dir,
+            task.work_dir,
             job_id=job_id,
-            array_job_id=owner if task_id is not None else None,
-            task_id=task_id,
+            array_job_id=owner if task.task_id is not None else None,
+            task_id=task.task_id,
             job_name=record.get("name"),
             user=record.get("user_name"),
             node=(record.get("batch_host") or record.get("nodes") or None),
         )
         for key in ("standard_output", "standard_error")
     }
-    return replace(
-        common, task_id=task_id, stdout=names["standard_output"], stderr=names["standard_error"]
-    )
+    return replace(task, stdout=names["standard_output"], stderr=names["standard_error"])
 
 
 def _step_signal(record: Mapping[str, Any]) -> int | None:

@@ -36,6 +36,16 @@ class AutoBackend:
         answer = getattr(self.chosen, "accounting", None)
         return answer if isinstance(answer, bool) else None
 
+    def prefetch(self) -> None:
+        """Where pyslurm cannot even be imported, settle on the JSON CLI now and start it."""
+        if self.chosen is None:
+            try:
+                PyslurmBackend.check()
+            except BackendError as exc:
+                self._fall_back(str(exc))
+        if self.chosen is not None:
+            self.chosen.prefetch()
+
     def query(self, job_ids: Sequence[int]) -> dict[int, JobStatus]:
         if self.chosen is not None:
             return self.chosen.query(job_ids)
@@ -43,12 +53,15 @@ class AutoBackend:
         try:
             answer = candidate.query(job_ids)
         except BackendError as exc:
-            self.pyslurm_problem = str(exc)
-            fallback = JsonCliBackend()
-            self.chosen, self.name = fallback, fallback.name
-            return fallback.query(job_ids)
+            return self._fall_back(str(exc)).query(job_ids)
         self.chosen, self.name = candidate, candidate.name
         return answer
+
+    def _fall_back(self, problem: str) -> Backend:
+        self.pyslurm_problem = problem
+        fallback = JsonCliBackend()
+        self.chosen, self.name = fallback, fallback.name
+        return fallback
 
 
 def choose_backend(setting: str | None = None) -> Backend:

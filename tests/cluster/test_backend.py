@@ -43,6 +43,21 @@ def test_the_tiers_backend_answers(running_job: Any) -> None:
     assert listed[0]["backend"] == _expected()
 
 
+def test_a_prefetched_query_answers_as_a_plain_one(running_job: Any) -> None:
+    from datalad_slurm.slurm.select import choose_backend
+
+    _, job = running_job
+    plain = choose_backend().query([job])[job]
+    early = choose_backend()
+    early.prefetch()  # what --list-open-jobs does before it reads the registry
+    time.sleep(0.5)
+    answer = early.query([job])[job]
+    assert [(label, t.state.value) for label, t in answer.tasks.items()] == [
+        (label, t.state.value) for label, t in plain.tasks.items()
+    ]
+    assert answer.summary_state == "RUNNING" and answer.backend == plain.backend == _expected()
+
+
 def test_json_output_names_the_backend(running_job: Any) -> None:
     ds, job = running_job
     out = subprocess.run(

@@ -20,6 +20,9 @@ class RecordingBackend:
         self.calls.append(list(job_ids))
         return {j: self.answers[j] for j in job_ids if j in self.answers}
 
+    def prefetch(self) -> None:
+        pass
+
 
 def _status(job: int, *tasks: tuple[int | None, str]) -> JobStatus:
     status = JobStatus(job, backend="recording")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from datalad_slurm.slurm.backend import expand_task_bitmap, merge_tasks
-from datalad_slurm.slurm.jsoncli import _sacct_tasks, _squeue_tasks
+from datalad_slurm.slurm.backend import BackendError, expand_task_bitmap, merge_tasks
+from datalad_slurm.slurm.jsoncli import _Call, _sacct_tasks, _squeue_tasks
 from datalad_slurm.slurm.state import JobState, JobStatus
 
 SAMPLES = Path(__file__).parent / "fixtures"
@@ -59,6 +60,33 @@ def test_squeue_active_with_compressed_pending_array() -> None:
     }
     assert statuses[2].tasks["2"].exit_code is None  # no exit code while active
     assert _states(statuses[4]) == {"4": "PENDING"}
+    # logs are named for tasks that ended (they are committed), not for active ones
+    assert all(t.stdout is None for s in statuses.values() for t in s.tasks.values())
+
+
+def test_a_slurm_command_that_hangs_is_killed_at_the_timeout() -> None:
+    started = time.monotonic()
+    call = _Call(["sleep", "30"])
+    with pytest.raises(BackendError, match="did not answer within 1 s"):
+        call.result(timeout=1.0)
+    assert time.monotonic() - started < 10
+    assert call.proc is not None and call.proc.returncode is not None  # ended, not left behind
+
+
+def test_a_background_call_keeps_all_its_output() -> None:
+    # more than a pipe holds, written before anyone reads: files, not pipes
+    call = _Call(
+        ["python3", "-c", "print('x' * 1_000_000); import sys; print('e', file=sys.stderr)"]
+    )
+    time.sleep(0.5)
+    code, out, err = call.result(timeout=30)
+    assert (code, len(out), err) == (0, 1_000_001, "e\n")
+
+
+def test_a_missing_command_fails_when_its_answer_is_wanted() -> None:
+    call = _Call(["squeue-that-does-not-exist", "--json"])  # no exception yet
+    with pytest.raises(BackendError, match="not installed or not on PATH"):
+        call.result(timeout=5)
 
 
 def test_squeue_leaves_other_jobs_out() -> None:

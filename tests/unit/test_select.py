@@ -54,5 +54,18 @@ def test_auto_falls_back_to_the_json_cli_and_says_why(
     assert auto.pyslurm_problem and "Slurm config" in auto.pyslurm_problem
 
 
+def test_prefetch_settles_on_the_json_cli_where_pyslurm_cannot_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "missing.conf"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    auto = AutoBackend()
+    auto.prefetch()  # starts squeue in the background; a missing one is no error yet
+    assert auto.name == "squeue/sacct --json"
+    assert auto.pyslurm_problem and "Slurm config" in auto.pyslurm_problem
+    with pytest.raises(BackendError, match="squeue is not installed"):
+        auto.query([1])
+
+
 def test_no_jobs_no_question() -> None:
     assert PyslurmBackend().query([]) == {}
