@@ -1,9 +1,9 @@
 """Turning finished jobs into commits: one commit per job, only its own files, many jobs at once.
 
 All jobs of a drain are committed together (:mod:`datalad_slurm.commitwriter`):
-their files are staged in one ``git annex add`` / ``git add``, then one
-``git fast-import`` writes one commit per job with its ``[DATALAD SLURM RUN]``
-record, and HEAD moves once.  Jobs whose paths lie in a subdataset, and
+their files are staged at once (fast annexing, one ``git annex add`` /
+``git add``), then one pack of ours holds one commit per job with its
+``[DATALAD SLURM RUN]`` record, and HEAD moves once.  Jobs whose paths lie in a subdataset, and
 datasets on a git-annex adjusted branch, take the slower path of one
 ``datalad save`` per job, which knows how to record subdataset states.
 

@@ -1,13 +1,13 @@
-"""Many commits at once: stage files in one go, then write one commit per job with git fast-import.
+"""Many commits at once: stage files in one go, then write one commit per job in one pack.
 
 The files of every job of a drain are staged together (for an annex dataset
 new files the annex takes as they are go in through :mod:`datalad_slurm.annexing`,
 the others through one ``git annex add``, so ``annex.largefiles`` and
 ``.gitattributes`` decide exactly as for ``datalad save``; ``git add`` for a
-plain git dataset).  The
-index then says what changed; each job's commit gets the changes under its
-own paths, on top of the previous job's commit, written by one
-``git fast-import``.  HEAD moves once, by compare-and-swap, to the last of
+plain git dataset).  The index then says what changed; each job's commit gets
+the changes under its own paths, on top of the previous job's commit, all
+written as one pack by :mod:`datalad_slurm.packwriter` (``git fast-import`` in
+SHA-256 repositories).  HEAD moves once, by compare-and-swap, to the last of
 them.  Nothing here knows about jobs: callers pass paths and messages.
 """
 
@@ -288,12 +288,12 @@ def advance_head(repo: str, old: str, new: str, reason: str) -> None:
 def run_auto_maintenance(repo: str) -> None:
     """What ``git commit`` does after every commit: ``git maintenance run --auto``.
 
-    Commits written by fast-import skip it, so without this call a dataset finished by cron for
-    months would gather one pack per drain and every loose object git-annex writes, and every
-    git command would slow down. Git decides whether there is anything to do (``gc.auto``,
-    ``gc.autoPackLimit``, ``maintenance.auto``) and, with ``gc.autoDetach`` (the default), does it
-    in the background. A failure is reported as a warning, as git commit prints it; the commits
-    stand.
+    Commits written by plumbing (our pack, fast-import) skip it, so without this call a
+    dataset finished by cron for months would gather one pack per drain and every loose object
+    git-annex writes, and every git command would slow down. Git decides whether there is
+    anything to do (``gc.auto``, ``gc.autoPackLimit``, ``maintenance.auto``) and, with
+    ``gc.autoDetach`` (the default), does it in the background. A failure is reported as a
+    warning, as git commit prints it; the commits stand.
     """
     try:
         run_git(repo, "maintenance", "run", "--auto", "--quiet")
