@@ -14,7 +14,8 @@ It then moves the content into ``.git/annex/objects`` (read-only, in a read-only
 git-annex leaves it), replaces the file by the relative symlink git-annex writes, records
 "present here" for all new keys in one commit on the git-annex branch (which git-annex picks
 up as it does a branch updated by a push), and stages the links with one
-``git update-index``.
+``git update-index --info-only`` (the links' blobs in one pack of ours, not one loose object
+each).
 
 Whatever git-annex might treat differently goes to ``git annex add`` as before: files whose
 ``annex.largefiles`` is set (git-annex evaluates the expression), modified tracked files,
@@ -25,7 +26,8 @@ config``, ``annex.genmetadata``, shared or crippled repositories, freeze command
 repositories). ``git config datalad.slurm.fast-annex false`` sends everything to
 ``git annex add``.
 
-Order, for crash safety: content and links first, then the location log, then the index. A
+Order, for crash safety: content and links first, then the location log, then the links'
+blobs, then the index. A
 finish killed in between leaves links to content that is in the annex; the next finish finds
 them as untracked links to their own objects and takes them from where they are.
 """
@@ -43,6 +45,7 @@ from dataclasses import dataclass, field
 
 from datalad_slurm.git import GitError, fast_import, git_ident, run_git
 from datalad_slurm.gitlock import git_dir
+from datalad_slurm.packwriter import uses_sha1, write_blobs
 from datalad_slurm.registry import REGISTRY_DIRNAME
 
 lgr = logging.getLogger("datalad.slurm.annexing")
@@ -387,7 +390,14 @@ def _replace_by_link(repo: _Repo, worktree_file: str, target: str) -> None:
 
 
 def _stage_links(repo: _Repo, paths: Sequence[str]) -> None:
-    run_git(repo.top, "update-index", "--add", "-z", "--stdin", stdin="\0".join(paths) + "\0")
+    """Stage the links; their blobs go into one pack of ours first (not one loose object each),
+    then ``update-index --info-only`` records them with their stat data, writing no object."""
+    options = ["--add", "-z", "--stdin"]
+    if uses_sha1(repo.top):
+        top = os.fsencode(repo.top)
+        write_blobs(repo.top, (os.readlink(os.path.join(top, os.fsencode(p))) for p in paths))
+        options.insert(0, "--info-only")
+    run_git(repo.top, "update-index", *options, stdin="\0".join(paths) + "\0")
 
 
 # --- the location log ------------------------------------------------------------------------

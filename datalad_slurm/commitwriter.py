@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datalad_slurm.annexing import annex_new_files
 from datalad_slurm.git import GitError, fast_import, git_ident, run_git
 from datalad_slurm.packwriter import Change as Change  # what staged_changes returns
-from datalad_slurm.packwriter import CommitChain, write_pack
+from datalad_slurm.packwriter import CommitChain, uses_sha1, write_pack
 
 lgr = logging.getLogger("datalad.slurm.commitwriter")
 
@@ -261,7 +261,7 @@ def write_commits(repo: str, parent: str, commits: CommitChain) -> list[str]:
         return []
     author = git_ident(repo, "GIT_AUTHOR_IDENT")
     committer = git_ident(repo, "GIT_COMMITTER_IDENT")
-    if run_git(repo, "rev-parse", "--show-object-format", check=False).strip() == "sha1":
+    if uses_sha1(repo):
         return write_pack(repo, parent, commits, author, committer)
     return write_with_fast_import(repo, parent, commits, author, committer)
 

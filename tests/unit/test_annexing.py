@@ -75,6 +75,11 @@ def _tree(path: Path) -> dict[str, tuple[str, str]]:
     return tree
 
 
+def _loose_objects(path: Path) -> set[str]:
+    objects = path / ".git" / "objects"
+    return {f"{d.name}{f.name}" for d in objects.glob("[0-9a-f][0-9a-f]") for f in d.iterdir()}
+
+
 def _json_lines(path: Path, *args: str) -> list[dict]:
     out = subprocess.run(
         ["git", "annex", *args, "--json"], cwd=path, capture_output=True, text=True, check=True
@@ -93,9 +98,19 @@ def test_files_land_as_datalad_save_puts_them(tmp_path: Path) -> None:
     Dataset(str(saved)).save(message="outputs", result_renderer="disabled")
 
     changes = worktree_changes(str(fast), ["."])
+    loose_before = _loose_objects(fast)
     result = annex_new_files(str(fast), changes.untracked)
     assert sorted(result.annexed) == sorted(FAST)
     assert sorted(result.rest) == sorted([*SLOW, "link", "hard1", "hard2"])
+    # the links are staged with their stat data (git sees them unchanged) and their blobs sit
+    # in a pack, not one loose object each
+    staged = git(fast, "ls-files", "-s", "-z", "--", *FAST).split("\0")
+    link_blobs = {entry.split()[1] for entry in staged if entry}
+    assert len(link_blobs) == len({os.readlink(fast / name) for name in FAST})
+    assert not link_blobs & (_loose_objects(fast) - loose_before)
+    for sha in link_blobs:
+        assert git(fast, "cat-file", "-t", sha).strip() == "blob"
+    assert git(fast, "ls-files", "-m", "--", *FAST) == ""
     assert stage(str(fast), worktree_changes(str(fast), ["."]), annex=True) == []
     git(fast, "commit", "-q", "-m", "outputs")
 
