@@ -10,8 +10,10 @@ the bytes after"), so a commit costs little more than hashing the folders it tou
 ``MAX_DELTA_DEPTH`` versions a folder is written in full, so that git never has to apply a
 long chain of deltas to read one. The pack's index is ours too (see :func:`install_pack`).
 
-Only blobs already in the object store are referenced (the index holds them); trees and
-commits are new. SHA-1 repositories only (callers fall back to fast-import otherwise).
+The commits reference blobs already in the object store (the index holds them); trees and
+commits are new. :func:`write_blobs` packs small blobs the same way (the symlinks of annexed
+files, which ``git update-index`` would write as one loose object each). SHA-1 repositories
+only (:func:`uses_sha1`; callers fall back to git's own writers otherwise).
 """
 
 from __future__ import annotations
