@@ -66,6 +66,9 @@ done
 [[ -z $only || $only == ours || $only == 028 ]] || die "--only takes ours or 028"
 [[ -x $ours_venv/bin/datalad ]] || die "no datalad in $ours_venv (run contrib/demo.sh or tests/run first)"
 [[ $venv028 == /* ]] || die "--venv028 must be an absolute path"
+# the run changes into its work folder: a relative --out names a file from where it was started
+mkdir -p -- "$(dirname -- "$out")"
+out=$(cd "$(dirname -- "$out")" && pwd)/$(basename -- "$out")
 
 # Neither tool may see a spool config of another setup; both resolve states through Slurm.
 unset DATALAD_SLURM_CONFIG DATALAD_SLURM_BACKEND
