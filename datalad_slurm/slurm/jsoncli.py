@@ -229,17 +229,16 @@ def _squeue_tasks(answer: Mapping[str, Any], wanted: set[int]) -> Iterator[TaskS
         if pending_tasks:
             # the not-yet-started rest of an array, compressed into one record
             for pending_id in expand_array_spec(pending_tasks):
-                yield _with_logs(record, owner, replace(task, task_id=pending_id))
+                yield _with_logs(record, job_id, owner, replace(task, task_id=pending_id))
         else:
-            yield _with_logs(record, owner, task)
+            yield _with_logs(record, job_id, owner, task)
 
 
-def _with_logs(record: Mapping[str, Any], owner: int, task: TaskState) -> TaskState:
+def _with_logs(record: Mapping[str, Any], job_id: int, owner: int, task: TaskState) -> TaskState:
     """The task with its log files named, if it ended (only an ended task's logs are
     committed, and naming them for 10,000 pending jobs costs)."""
     if not task.state.is_terminal:
         return task
-    job_id = _number(record.get("job_id")) or owner
     names = {
         key: expand_log_path(
             record.get(key),
