@@ -18,6 +18,10 @@
 #   --variants "A N B C"  only these throughput variants (N is A'), e.g. "N B" to compare the hook with its
 #                no-op quickly (the ratios that need a missing variant show "-")
 #   --no-cost    leave out part 1 (the cost per call)
+#   --node-epilog-sleep S  slurmd's Epilog sleeps S seconds in every variant instead of `/bin/true` (a site
+#                epilog that does some work; the hooks then race a slower node epilog)
+#   --trace      also record the kernel's process events during each batch (tracefs, benchmarks/hook_race.py):
+#                how long the hooks ran and how many were reported after the node's epilog ("late")
 # Environment (benchmarks/epilog_pyslurm.sh sets them to run this inside the pyslurm tier's chroot):
 #   DATALAD_SLURM_BENCH_HOOK_PYTHON  the hook's Python (default /usr/bin/python3; with pyslurm: asks through it)
 #   DATALAD_SLURM_BENCH_VENV_PYTHON  a Python with datalad_slurm (default .venv/bin/python of this clone)
@@ -45,6 +49,8 @@ nruns=2
 keep=0
 variants="A N B C"
 cost=1
+trace=0
+node_epilog_sleep=
 die() { printf '%s epilog.sh: ERROR: %s\n' "$(date +%T)" "$*" >&2; exit 1; }
 log() { printf '%s epilog.sh: %s\n' "$(date +%T)" "$*" >&2; }
 while [[ $# -gt 0 ]]; do
@@ -56,12 +62,15 @@ while [[ $# -gt 0 ]]; do
         --keep) keep=1; shift ;;
         --variants) variants=$2; shift 2 ;;
         --no-cost) cost=0; shift ;;
-        -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --trace) trace=1; shift ;;
+        --node-epilog-sleep) node_epilog_sleep=$2; shift 2 ;;
+        -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done
 [[ $(id -u) -eq 0 ]] || die "run as root (starts Slurm daemons, runs the hook as user slurm)"
 [[ $variants =~ ^[ANBC]( [ANBC])*$ ]] || die "--variants takes letters from A N B C, e.g. \"N B\""
+[[ -z $node_epilog_sleep || $node_epilog_sleep =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--node-epilog-sleep takes seconds, e.g. 0.05"
 for n in "$njobs" "$ncalls" "$nruns"; do [[ $n =~ ^[1-9][0-9]*$ ]] || die "counts must be positive integers"; done
 [[ -x $venv_python ]] || die "no virtual environment at $venv_python"
 
@@ -89,6 +98,8 @@ sl() { SLURM_CONF=$cur_conf timeout 30 "$@"; }
 # Microsecond timestamps from bash itself: no fork inside the timed sections.
 now_us() { now=${EPOCHREALTIME/./}; }
 secs() { printf '%d.%02d' $(($1 / 1000000)) $(($1 % 1000000 / 10000)); }
+# No hooks (variant A) or no trace: hook_race.py says nan.
+nan() { if [[ $1 == nan ]]; then echo -; else echo "$1"; fi; }
 # A variant left out by --variants has no numbers: "-" in, "-" out.
 rate() { awk -v n="$1" -v us="$2" 'BEGIN { if (us == "") print "-"; else printf "%.1f", n / (us / 1e6) }'; }
 mean() { printf '%s\n' "$@" | awk '$1 != "-" && $1 != "" { s += $1; n++ } END { if (n) printf "%.1f", s / n; else print "-" }'; }
@@ -172,9 +183,15 @@ setup() {
     export DATALAD_SLURM_BENCH_VIA=$via
     sed "s|^slurm_conf = .*|slurm_conf = $hc_dir/etc/slurm.conf|" "$config" >"$hc_config"
     chmod 0644 "$hc_config"
-    printf 'Epilog=/bin/true\n' >"$work/extra-A.conf"
-    printf 'Epilog=/bin/true\nEpilogSlurmctld=/bin/true\n' >"$work/extra-N.conf" # A'
-    printf 'Epilog=/bin/true\nEpilogSlurmctld=%s\n' "$hook" >"$work/extra-B.conf"
+    node_epilog=/bin/true
+    if [[ -n $node_epilog_sleep ]]; then
+        node_epilog=$work/node-epilog
+        printf '#!/bin/sh\nexec /bin/sleep %s\n' "$node_epilog_sleep" >"$node_epilog"
+        chmod 0755 "$node_epilog"
+    fi
+    printf 'Epilog=%s\n' "$node_epilog" >"$work/extra-A.conf"
+    printf 'Epilog=%s\nEpilogSlurmctld=/bin/true\n' "$node_epilog" >"$work/extra-N.conf" # A'
+    printf 'Epilog=%s\nEpilogSlurmctld=%s\n' "$node_epilog" "$hook" >"$work/extra-B.conf"
     cp "$work/extra-B.conf" "$work/extra-C.conf"
 
     cat >"$helper" <<'EOF'
@@ -339,6 +356,8 @@ next_id=0         # the id the next sbatch will get: nobody else submits to this
 run_batch() { # VARIANT RUN KIND(jobs|array)
     local variant=$1 run=$2 kind=$3 name=dls-bench-$1$2-$3 first=$next_id
     local t0 t1 t2 r0 r1 id i registered=0 events good rejected missing drain_events deadline want=0
+    local ctld_log=$tp_dir/slurm/slurmctld.log log_offset stalls stall_s turn_median turn_p95
+    local hook_med=- hook_p90=- late=- late_pct=- margin=-
     local -a ids=()
     # Register the ids before the jobs exist, and create an in-flight marker as `schedule` does: the ids
     # are predictable here, so every job is registered before it can end; the marker covers a misprediction.
@@ -351,6 +370,8 @@ run_batch() { # VARIANT RUN KIND(jobs|array)
     now_us; r1=$now
 
     seen_workers=()
+    log_offset=$(stat -c %s "$ctld_log")
+    if ((trace)); then "$sys_python" "$here/hook_race.py" start || die "cannot trace (tracefs, as root)"; fi
     now_us; t0=$now
     if [[ $kind == jobs ]]; then
         for ((i = 0; i < njobs; i++)); do
@@ -364,7 +385,14 @@ run_batch() { # VARIANT RUN KIND(jobs|array)
     now_us; t1=$now
     wait_drained "$name"
     now_us; t2=$now
+    if ((trace)); then
+        "$sys_python" "$here/hook_race.py" stop "$work/trace.txt"
+        read -r _ hook_med hook_p90 late late_pct margin < <("$sys_python" "$here/hook_race.py" report "$work/trace.txt")
+        rm -f "$work/trace.txt"
+    fi
     if [[ $variant != C ]]; then spool_py end "$name"; fi
+    # freed CPUs left idle while jobs waited (an EpilogSlurmctld that ended after the node's epilog)
+    read -r _ stalls stall_s turn_median turn_p95 < <("$sys_python" "$here/sched_gaps.py" "$ctld_log" --offset "$log_offset")
 
     if [[ $kind == array ]]; then
         # the tasks report the array's id, which was registered; they took the next njobs-1 ids as they started
@@ -388,9 +416,9 @@ run_batch() { # VARIANT RUN KIND(jobs|array)
     ((rejected == 0)) || die "$rejected rejected files in the events folder"
     spool_py clear
     if [[ $variant != B ]]; then missing=-; fi
-    res["$variant $run $kind"]="$((t1 - t0)) $((t2 - t0)) $events $good $drain_events $registered $((r1 - r0)) $missing ${#seen_workers[@]}"
+    res["$variant $run $kind"]="$((t1 - t0)) $((t2 - t0)) $events $good $drain_events $registered $((r1 - r0)) $missing ${#seen_workers[@]} $stalls $stall_s $turn_median $turn_p95 $hook_med $hook_p90 $late $late_pct $margin"
     log "  $variant run $run, $njobs $kind: submit $(secs $((t1 - t0))) s, wall $(secs $((t2 - t0))) s," \
-        "$(rate "$njobs" $((t2 - t0))) jobs/s, events $events"
+        "$(rate "$njobs" $((t2 - t0))) jobs/s, events $events, stalls $stalls ($stall_s s)"
 }
 
 throughput_run() { # VARIANT RUN: a freshly (re)started cluster per run, so every run starts alike
@@ -468,14 +496,28 @@ report_throughput() {
     echo "baseline for a hook installed as EpilogSlurmctld). B: A + \`EpilogSlurmctld=<hook>\`, every job registered in"
     echo "the spool before it was submitted, plus an in-flight marker, so the hook does the full work for each job."
     echo "C: as B, but no job registered: the entry point runs and exits, as for other users' jobs."
+    if [[ -n $node_epilog_sleep ]]; then
+        echo "**slurmd's \`Epilog\` in every variant: \`sleep $node_epilog_sleep\`** (--node-epilog-sleep), not \`/bin/true\`."
+    fi
     echo "Queue workers seen: distinct pid-file lines read while the batch ran (every 0.2 s; a lower bound)."
     echo "All on contrib/slurm-local's config ($(grep -m1 '^SchedulerParameters=' "$tp_dir/etc/slurm.conf" 2>/dev/null || echo '?'))."
     echo "Wall: first sbatch until \`squeue -t PD,CF,R,CG\` shows none of the batch (polled every 0.2 s)."
     echo "Each run on a freshly restarted cluster after one warm-up job; the order reverses every run (A A' B C,"
     echo "C B A' A). Events: written by the detached workers, counted once all came or 30 s after the batch drained."
     echo
-    echo "| variant | run | batch | submit s | wall s | jobs/s | events (COMPLETED via $via) | queue workers seen |"
-    echo "|---|---:|---|---:|---:|---:|---|---:|"
+    echo "Stalls: a job's end after which the CPUs stayed idle > 0.2 s although a job was waiting (from slurmctld's"
+    echo "log, \`benchmarks/sched_gaps.py\`: Slurm 22.05 schedules nothing when an EpilogSlurmctld ends after the"
+    echo "node's epilog); turnaround: from a job's end to the next job's start, median and p95, over the ends"
+    echo "that had a job waiting."
+    if ((trace)); then
+        echo "Hook run / late (--trace, \`benchmarks/hook_race.py\`): the EpilogSlurmctld processes' exec-to-exit time"
+        echo "(median, p90), and how many of them slurmscriptd reported after slurmd reported the node's epilog"
+        echo "(both report 10 ms after their script exits); margin: the median lead of the hook's report."
+    fi
+    echo
+    echo "| variant | run | batch | submit s | wall s | jobs/s | events (COMPLETED via $via) | queue workers seen |" \
+        "stalls (s idle) | turnaround ms median, p95 | hook run ms median, p90 | late (%) | margin ms |"
+    echo "|---|---:|---|---:|---:|---:|---|---:|---:|---|---|---:|---:|"
     for kind in jobs array; do
         batch=$(batch_label "$kind")
         for v in A N B C; do
@@ -484,7 +526,8 @@ report_throughput() {
                 read -r -a f <<<"${res["$v $r $kind"]}"
                 rates["$v $r $kind"]=$(rate "$njobs" "${f[1]}")
                 echo "| ${variant_label[$v]} | $r | $batch | $(secs "${f[0]}") | $(secs "${f[1]}") |" \
-                    "${rates["$v $r $kind"]} | ${f[2]} (${f[3]}) | ${f[8]} |"
+                    "${rates["$v $r $kind"]} | ${f[2]} (${f[3]}) | ${f[8]} | ${f[9]} (${f[10]}) | ${f[11]}, ${f[12]} |" \
+                    "$(nan "${f[13]}"), $(nan "${f[14]}") | ${f[15]} ($(nan "${f[16]}")) | $(nan "${f[17]}") |"
                 if [[ $v == B ]]; then
                     if [[ $kind == jobs ]]; then reg_sum=$((reg_sum + f[6])); reg_n=$((reg_n + 1)); fi
                     if ((f[5] != njobs)); then notes+=" B run $r, $batch: only ${f[5]} of $njobs ids predicted."; fi
