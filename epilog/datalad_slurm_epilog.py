@@ -161,7 +161,48 @@ def check_main(env: Mapping[str, str]) -> int:
         )
     else:
         print("finds neither pyslurm nor scontrol: events carry only what the environment says")
-    return 0 if questions else 1
+        return 1
+    answered, said = ping_slurmctld(config, config_path)
+    print(said)
+    return 0 if answered else 1
+
+
+def ping_slurmctld(config: Any, config_path: str) -> tuple[bool, str]:
+    """Whether slurmctld answers ``scontrol ping`` the way the hook calls scontrol, and what to
+    say about it: a hook that cannot ask writes UNKNOWN for every job that ended with 0:0."""
+    scontrol = find_scontrol()
+    if scontrol is None:
+        return True, "no scontrol here to ping slurmctld with"
+    conf = config.slurm_conf or next((c for c in DEFAULT_SLURM_CONFIGS if os.path.isfile(c)), "")
+    where = f"slurm.conf {conf}" if conf else "no slurm.conf (configless)"
+    if conf and not os.path.isfile(conf):  # scontrol would retry for a minute
+        answer = f"{conf} is not a file"
+    else:
+        answered, answer = _ping(scontrol, config)
+        if answered:
+            return True, f"slurmctld answers ({where}): {answer}"
+    return False, (
+        f"slurmctld does NOT answer the hook's scontrol ({where}): {answer[-300:]}. "
+        "Events would say UNKNOWN and finish would have to ask Slurm for every job. "
+        f"If slurm.conf is elsewhere, set 'slurm_conf = /path/to/slurm.conf' in {config_path} "
+        "(epilog/install --slurm-conf)"
+    )
+
+
+def _ping(scontrol: str, config: Any) -> tuple[bool, str]:
+    try:
+        proc = subprocess.run(
+            [scontrol, "ping"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=_scontrol_env(config.slurm_conf),
+            timeout=max(config.query_timeout, 1.0),
+        )
+    except subprocess.TimeoutExpired:
+        return False, f"no answer within {config.query_timeout:g} s"
+    answer = " ".join((proc.stdout + proc.stderr).split())
+    return proc.returncode == 0 and " is UP" in proc.stdout, answer
 
 
 def direct_main(env: Mapping[str, str]) -> int:

@@ -3,8 +3,10 @@
 Events are free and survive a job leaving slurmctld; the backend is asked
 only about jobs with no event (a job cancelled while pending runs no hook),
 about arrays (more tasks may still be pending or running), and about jobs
-whose event says they are not over (requeue).  A task the backend sees as
-active overrides an older event; otherwise the hook's resolved state wins.
+whose event says they are not over (requeue) or could not say at all
+(``UNKNOWN``: the hook got no answer from slurmctld).  A task the backend sees
+as active overrides an older event, a state it knows overrides an event that
+settles nothing; otherwise the hook's resolved state wins.
 """
 
 from __future__ import annotations
@@ -98,9 +100,21 @@ def combine(from_events: JobStatus, from_backend: JobStatus | None) -> JobStatus
     )
     merged.tasks = dict(from_events.tasks)
     for label, task in from_backend.tasks.items():
-        if label not in merged.tasks or task.state.is_active:
+        if _backend_wins(merged.tasks.get(label), task):
             merged.tasks[label] = task
     return merged
+
+
+def _backend_wins(from_event: TaskState | None, from_backend: TaskState) -> bool:
+    """Whether the backend's word on a task replaces its event's.
+
+    An active task in Slurm is newer than any event (a requeue). An event that
+    settles nothing (``UNKNOWN``: the hook could not ask slurmctld; or a state
+    that goes on) gives way to any state the backend knows.
+    """
+    if from_event is None or from_backend.state.is_active:
+        return True
+    return not from_event.state.is_terminal and from_backend.state is not JobState.UNKNOWN
 
 
 def resolve(

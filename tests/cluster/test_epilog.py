@@ -342,6 +342,39 @@ def test_hook_exits_0_on_every_path(spooled_acct: Cluster, in_dataset: Any, trou
         spooled.scancel(job)
 
 
+def test_event_the_hook_could_not_resolve_is_settled_by_finish(
+    spooled_acct: Cluster, in_dataset: Any
+) -> None:
+    """slurmctld does not answer the hook: its event says UNKNOWN, and finish asks Slurm."""
+    ds = in_dataset
+    job = _schedule(
+        ds, "sbatch " + write_script(ds, "ok.sh", "#SBATCH -o out/%j.log\necho 1 > out/a\n")
+    )
+    _wait_events(spooled_acct, {str(job)})
+    # forget the hook's real event; a worker that cannot reach slurmctld writes the next one
+    for path in spooled_acct.events_dir().glob(f"*.{job}.*.event"):
+        path.unlink()
+    _wait_no_worker(spooled_acct)
+    config = Path(spooled_acct.hook, "unreachable.conf")
+    config.write_text(
+        Path(spooled_acct.hook_config).read_text() + "slurm_conf = /nonexistent/slurm.conf\n"
+    )
+    try:
+        _run_as_slurm(
+            Path(spooled_acct.hook, "libexec", "datalad-slurm-epilog"),
+            {**_hook_env(spooled_acct, job), "DATALAD_SLURM_CONFIG": str(config)},
+        )
+        event = _wait_events(spooled_acct, {str(job)})[str(job)]
+        _wait_no_worker(spooled_acct)  # the worker that cannot ask serves no later test
+    finally:
+        config.unlink()
+    assert (event["state"], event["resolved_by"]) == ("UNKNOWN", "environment")
+    result = _finish(ds)[job]
+    assert result["status"] == "ok", result
+    assert subjects(ds)[0] == f"[DATALAD SLURM RUN] Slurm job {job}: Completed"
+    assert not [e for e in spooled_acct.events() if e["job_id"] == job]  # consumed
+
+
 def test_hook_as_slurmd_epilog_never_drains_the_node(
     spooled_acct: Cluster, in_dataset: Any, tmp_path: Path
 ) -> None:

@@ -90,6 +90,29 @@ def test_installed_hook_says_how_it_asks(acct_cluster: Cluster) -> None:
     else:
         assert "asks slurmctld through /" in proc.stdout and "scontrol" in proc.stdout
         assert 'PYSLURM_PATH = ""' in worker.read_text()  # no pyslurm for the host's Python
+    assert "slurmctld answers (slurm.conf " in proc.stdout and " is UP" in proc.stdout
+
+
+def test_check_says_when_the_hook_cannot_reach_slurmctld(acct_cluster: Cluster) -> None:
+    """A hook without the right slurm.conf writes UNKNOWN events: --check (and install) say so."""
+    config = Path(acct_cluster.hook, "elsewhere.conf")
+    config.write_text(
+        Path(acct_cluster.hook_config).read_text() + "slurm_conf = /nonexistent/slurm.conf\n"
+    )
+    try:
+        as_slurm = ["runuser", "-u", "slurm", "--", "env", "-i", f"DATALAD_SLURM_CONFIG={config}"]
+        proc = subprocess.run(
+            [*as_slurm, str(_worker(acct_cluster)), "--check"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        config.unlink()
+    assert proc.returncode == 1, proc
+    assert "slurmctld does NOT answer" in proc.stdout
+    assert "/nonexistent/slurm.conf is not a file" in proc.stdout
+    assert f"set 'slurm_conf = /path/to/slurm.conf' in {config}" in proc.stdout
 
 
 def test_pyslurm_and_scontrol_tell_the_same_final_facts(

@@ -86,3 +86,30 @@ def test_events_of_other_clusters_and_jobs_are_left_alone() -> None:
     ]
     matched, unmatched = match_events(keys, events)
     assert matched == {} and len(unmatched) == 2
+
+
+def test_an_event_that_could_not_ask_slurm_gives_way_to_the_backend() -> None:
+    """The hook writes UNKNOWN when slurmctld did not answer it; finish asks Slurm itself."""
+    keys = [JobKey(4, "c"), JobKey(8, "c")]
+    events = [
+        Event(job_id=4, state="UNKNOWN", cluster="c"),
+        Event(job_id=8, state="UNKNOWN", cluster="c"),
+    ]
+    backend = RecordingBackend({4: _status(4, (None, "COMPLETED"))})  # 8: Slurm forgot it
+    matched, _ = match_events(keys, events)
+    result = resolve(keys, matched, backend)
+    assert backend.calls == [[4, 8]]
+    assert result[keys[0]].verdict is Verdict.COMPLETED
+    assert result[keys[0]].backend == "spool + recording"
+    # nobody knows: it stays unknown, never a success
+    assert result[keys[1]].verdict is Verdict.UNKNOWN
+
+
+def test_a_known_state_never_gives_way_to_an_unknown_one() -> None:
+    keys = [JobKey(6)]
+    matched, _ = match_events(keys, [Event(job_id=6, state="REQUEUED")])
+    backend = RecordingBackend({6: _status(6, (None, "UNKNOWN"))})
+    assert resolve(keys, matched, backend)[keys[0]].verdict is Verdict.ACTIVE
+    # the requeued run ended since: Slurm's word replaces the event's
+    backend = RecordingBackend({6: _status(6, (None, "COMPLETED"))})
+    assert resolve(keys, matched, backend)[keys[0]].verdict is Verdict.COMPLETED
