@@ -173,7 +173,7 @@ def ping_slurmctld(config: Any, config_path: str) -> tuple[bool, str]:
     scontrol = find_scontrol()
     if scontrol is None:
         return True, "no scontrol here to ping slurmctld with"
-    conf = config.slurm_conf or next((c for c in DEFAULT_SLURM_CONFIGS if os.path.isfile(c)), "")
+    conf = config.slurm_conf or default_slurm_conf()
     where = f"slurm.conf {conf}" if conf else "no slurm.conf (configless)"
     if conf and not os.path.isfile(conf):  # scontrol would retry for a minute
         answer = f"{conf} is not a file"
@@ -436,6 +436,11 @@ def resolve(job: str, env: Mapping[str, str], config: Any) -> dict[str, Any]:
         if questions:
             questions.close()
     return final_facts(fields, env)
+
+
+def default_slurm_conf() -> str:
+    """The slurm.conf libslurm reads without SLURM_CONF ("" if none exists here)."""
+    return next((c for c in DEFAULT_SLURM_CONFIGS if os.path.isfile(c)), "")
 
 
 def find_scontrol() -> str | None:
@@ -710,7 +715,7 @@ def load_pyslurm(slurm_conf: str, timeout: float, log: str) -> ModuleType | None
         return None
     conf = slurm_conf or os.environ.get("SLURM_CONF", "")
     if not conf:
-        conf = next((c for c in DEFAULT_SLURM_CONFIGS if os.path.isfile(c)), "")
+        conf = default_slurm_conf()
     if not conf or not os.access(conf, os.R_OK):
         return None
     try:
