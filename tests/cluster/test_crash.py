@@ -1,7 +1,7 @@
 """finish killed (SIGKILL, its whole process group) at random moments, then run again
 (DESIGN.md invariant 4, issue 5): every job committed exactly once, none lost, the registry
-consistent, no stray lock.  Slow by design: 50 trials on 200 completed jobs (10 in the
-pyslurm tier)."""
+consistent, no stray lock.  Slow by design: 50 trials on 200 completed jobs (10 in each
+chroot tier)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from tests.conftest import Cluster, call, only, write_script
 
 JOBS = 200
 #: the crash safety under test is git's and the committer's, the same whichever backend asks Slurm:
-#: the host tier runs the full 50 trials, the pyslurm tier 10 more through its own backend
-TRIALS = 10 if os.environ.get("DATALAD_SLURM_TEST_TIER") == "pyslurm" else 50
+#: the host tier runs the full 50 trials, each chroot tier (tests/chroot-tier) 10 more through its
+#: own Slurm release and backend
+TRIALS = 10 if os.environ.get("DATALAD_SLURM_TEST_CHROOT") == "1" else 50
 SUBJECT = re.compile(r"^\[DATALAD SLURM RUN\] Slurm job (\d+): Completed$")
 
 
