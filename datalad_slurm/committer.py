@@ -67,6 +67,8 @@ def _committed(dataset_path: str, prepared: PreparedCommit, sha: str) -> dict[st
         f"Slurm job {prepared.job.job_id}: {status_word(status)}, committed as {sha[:8]}",
         commit=sha,
         state=status.summary_state,
+        backend=status.backend,
+        data_parser=status.data_parser,
     )
 
 

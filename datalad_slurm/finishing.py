@@ -134,6 +134,7 @@ def list_open_jobs(
             tasks={label: t.state.value for label, t in status.tasks.items()},
             task_counts=dict(status.task_counts()),
             backend=status.backend or backend.name,
+            data_parser=status.data_parser,
             outputs=job.outputs,
             list_open_jobs=True,
         )

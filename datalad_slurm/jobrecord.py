@@ -109,6 +109,7 @@ def job_facts(job: Job, status: JobStatus) -> dict[str, Any]:
         "state": status.summary_state,
         "tasks": tasks,
         "backend": status.backend,
+        "data_parser": status.data_parser,
         "cmd": job.cmd,
         "pwd": job.pwd,
         "submitted_at": job.submitted_at,

@@ -367,8 +367,13 @@ def decide_state(fields: Mapping[str, str], env: Mapping[str, str]) -> str:
     return "UNKNOWN"
 
 
+#: states scontrol shows while the job's end is still being settled: COMPLETING (epilogs run),
+#: EXPEDITING (25.11+: slurmctld checks for an expedited requeue)
+UNSETTLED_STATES = ("COMPLETING", "EXPEDITING")
+
+
 def still_completing(fields: Mapping[str, str]) -> bool:
-    return fields.get("JobState", "").startswith("COMPLETING")
+    return fields.get("JobState", "").startswith(UNSETTLED_STATES)
 
 
 def _pyslurm_exit_code(code: int | None, sig: int | None, env: Mapping[str, str]) -> int | None:

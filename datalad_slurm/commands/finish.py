@@ -190,9 +190,16 @@ def render_open_jobs(results: list[dict[str, Any]]) -> str:
         *(f"{r[0]:<{widths[0]}}   {r[1]:<{widths[1]}}   {r[2]}".rstrip() for r in rows),
         "",
         f"({len(results)} open job{'s' if len(results) != 1 else ''}; "
-        f"states from {results[0].get('backend', '?')})",
+        f"states from {_source(results[0])})",
     ]
     return "\n".join(lines)
+
+
+def _source(result: dict[str, Any]) -> str:
+    """``squeue/sacct --json, data_parser v0.0.42``: who answered, in which layout."""
+    backend = result.get("backend") or "?"
+    layout = result.get("data_parser")
+    return f"{backend}, data_parser {layout}" if layout else backend
 
 
 def _error(path: Any, message: str) -> dict[str, Any]:

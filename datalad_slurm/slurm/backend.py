@@ -169,11 +169,14 @@ def expand_filename_pattern(
     return _PATTERN.sub(replace, pattern)
 
 
-def expand_log_path(pattern: str | None, work_dir: str | None, **symbols: Any) -> str | None:
-    """A job's ``--output``/``--error`` pattern as a path: expanded, relative to its work dir."""
+def expand_log_path(
+    pattern: str | None, work_dir: str | None, *, expand: bool = True, **symbols: Any
+) -> str | None:
+    """A job's ``--output``/``--error`` pattern as a path: expanded (unless Slurm already
+    did, ``expand=False``), relative to its work dir."""
     if not pattern:
         return None
-    path = expand_filename_pattern(pattern, **symbols)
+    path = expand_filename_pattern(pattern, **symbols) if expand else pattern
     if work_dir and not path.startswith("/"):
         path = f"{work_dir.rstrip('/')}/{path}"
     return path

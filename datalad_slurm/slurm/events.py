@@ -97,6 +97,7 @@ def combine(from_events: JobStatus, from_backend: JobStatus | None) -> JobStatus
         backend=f"{from_events.backend} + {from_backend.backend}"
         if from_events.tasks
         else from_backend.backend,
+        data_parser=from_backend.data_parser,
     )
     merged.tasks = dict(from_events.tasks)
     for label, task in from_backend.tasks.items():

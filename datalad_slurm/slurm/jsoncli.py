@@ -25,12 +25,20 @@ from datalad_slurm.slurm.backend import (
     keep_newest,
     live_then_accounting,
 )
+from datalad_slurm.slurm.jsonlayout import (
+    ExitStatus,
+    data_parser_version,
+    dig,
+    exit_status,
+    log_name,
+    number,
+)
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 
 #: how many ids go into one sacct call (command lines have limits)
 SACCT_CHUNK = 5000
-#: Slurm's NO_VAL for 32-bit fields: "no array task"
-_NO_VAL = 4294967294
+#: every job slurmctld holds, finished ones and those in hidden partitions included
+SQUEUE_COMMAND = ("squeue", "--json", "--states=all", "--all")
 
 
 class JsonCliBackend:
@@ -52,26 +60,34 @@ class JsonCliBackend:
         ignores ``-j``); the next :meth:`query` reads its answer.
         """
         if self._squeue is None:
-            self._squeue = _Call(["squeue", "--json"])
+            self._squeue = _Call(list(SQUEUE_COMMAND))
 
     def query(self, job_ids: Sequence[int]) -> dict[int, JobStatus]:
         wanted = set(job_ids)
         if not wanted:
             return {}
-        running, self._squeue = self._squeue or _Call(["squeue", "--json"]), None
+        running, self._squeue = self._squeue or _Call(list(SQUEUE_COMMAND)), None
         live = self._collect(running)
-        return live_then_accounting(
+        layouts: dict[str, str | None] = {"squeue": data_parser_version(live)}
+        statuses = live_then_accounting(
             wanted,
             _squeue_tasks(live, wanted),
-            lambda rest: self._accounted(rest, wanted),
+            lambda rest: self._accounted(rest, wanted, layouts),
             self.name,
         )
+        layout = describe_layouts(layouts)
+        for status in statuses.values():
+            status.data_parser = layout
+        return statuses
 
-    def _accounted(self, rest: list[int], wanted: set[int]) -> Iterator[TaskState]:
+    def _accounted(
+        self, rest: list[int], wanted: set[int], layouts: dict[str, str | None]
+    ) -> Iterator[TaskState]:
         for chunk_start in range(0, len(rest), SACCT_CHUNK):
             accounted = self._sacct(rest[chunk_start : chunk_start + SACCT_CHUNK])
             if accounted is None:
                 return
+            layouts["sacct"] = data_parser_version(accounted)
             yield from _sacct_tasks(accounted, wanted)
 
     def _sacct(self, job_ids: Sequence[int]) -> dict[str, Any] | None:
@@ -115,6 +131,14 @@ class JsonCliBackend:
                 f"'{' '.join(command[:2])}' reported: {details}; is slurmctld up? Try again later"
             )
         return data
+
+
+def describe_layouts(layouts: Mapping[str, str | None]) -> str | None:
+    """``v0.0.42``, or ``squeue v0.0.42, sacct v0.0.41`` where the two differ."""
+    known = {command: version for command, version in layouts.items() if version}
+    if len(set(known.values())) <= 1:
+        return next(iter(known.values()), None)
+    return ", ".join(f"{command} {version}" for command, version in known.items())
 
 
 class _Call:
@@ -163,65 +187,36 @@ class _Call:
             self.stderr.close()
 
 
-def _number(value: Any) -> int | None:
-    """Slurm writes numbers plainly, or as {"set": .., "number": ..} in newer releases."""
-    if isinstance(value, Mapping):
-        if not value.get("set", True) or value.get("infinite"):
-            return None
-        value = value.get("number")
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return None
-    return None if number in (_NO_VAL, _NO_VAL + 1) else number
-
-
-def _dig(record: Mapping[str, Any], *keys: str) -> Any:
-    value: Any = record
-    for key in keys:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return value
-
-
-def split_wait_status(status: int | None) -> tuple[int | None, int | None]:
-    """A raw wait status (squeue's ``exit_code``) as (exit code, signal)."""
-    if status is None:
-        return None, None
-    return (status >> 8) & 0xFF, status & 0x7F
-
-
 def _owner(job_id: int | None, array_job_id: int | None) -> int | None:
     return array_job_id if array_job_id else job_id
 
 
 def _squeue_tasks(answer: Mapping[str, Any], wanted: set[int]) -> Iterator[TaskState]:
     for record in answer.get("jobs") or []:
-        job_id = _number(record.get("job_id"))
-        array_job_id = _number(record.get("array_job_id"))
+        job_id = number(record.get("job_id"))
+        array_job_id = number(record.get("array_job_id"))
         owner = _owner(job_id, array_job_id)
         if owner not in wanted or job_id is None or owner is None:
             continue
         pending_tasks = str(record.get("array_task_string") or "") if array_job_id else ""
         task_id = None
         if array_job_id and not pending_tasks:
-            task_id = _number(record.get("array_task_id"))
+            task_id = number(record.get("array_task_id"))
             if task_id is None:
                 continue  # an array's bookkeeping record with no task behind it
         state = JobState.parse(record.get("job_state"))
-        exit_code, signal = split_wait_status(_number(record.get("exit_code")))
+        ended = (
+            exit_status(record.get("exit_code")) if state.is_terminal else ExitStatus(None, None)
+        )
         task = TaskState(
             job_id=owner,
             task_id=task_id,
             state=state,
-            exit_code=exit_code if state.is_terminal else None,
-            signal=signal if state.is_terminal else None,
-            start_time=_number(record.get("start_time")) or None,
-            end_time=_number(record.get("end_time")) or None,
-            submit_time=_number(record.get("submit_time")) or None,
+            exit_code=ended.exit_code,
+            signal=ended.signal,
+            start_time=number(record.get("start_time")) or None,
+            end_time=number(record.get("end_time")) or None,
+            submit_time=number(record.get("submit_time")) or None,
             work_dir=record.get("current_working_directory") or None,
             cluster=record.get("cluster") or None,
             reason=record.get("state_reason") or None,
@@ -240,62 +235,91 @@ def _with_logs(record: Mapping[str, Any], job_id: int, owner: int, task: TaskSta
     if not task.state.is_terminal:
         return task
     names = {
-        key: expand_log_path(
-            record.get(key),
+        stream: log_path(
+            record,
+            stream,
             task.work_dir,
             job_id=job_id,
             array_job_id=owner if task.task_id is not None else None,
             task_id=task.task_id,
             job_name=record.get("name"),
-            user=record.get("user_name"),
+            user=record.get("user_name") or record.get("user"),
             node=(record.get("batch_host") or record.get("nodes") or None),
         )
-        for key in ("standard_output", "standard_error")
+        for stream in ("stdout", "stderr")
     }
-    return replace(task, stdout=names["standard_output"], stderr=names["standard_error"])
+    return replace(task, stdout=names["stdout"], stderr=names["stderr"])
 
 
-def _step_signal(record: Mapping[str, Any]) -> int | None:
-    for where in [record, *(record.get("steps") or [])]:
-        signal = _number(_dig(where, "exit_code", "signal", "signal_id"))
-        if signal:
-            return signal
-    return None
+def log_path(
+    record: Mapping[str, Any], stream: str, work_dir: str | None, **symbols: Any
+) -> str | None:
+    """A job's log file as an absolute path, in any layout (see :func:`log_name`)."""
+    name, is_pattern = log_name(record, stream)
+    return expand_log_path(name, work_dir, expand=is_pattern, **symbols)
+
+
+def _accounted_exit(record: Mapping[str, Any], state: JobState) -> ExitStatus:
+    """A job's exit from accounting.  Before 23.11 its exit code reads 0 for every normal
+    exit, and a signal shows only on the step the signal ended."""
+    ended = exit_status(record.get("exit_code"))
+    if ended.exit_code is not None or ended.signal:
+        return ended
+    for step in record.get("steps") or []:
+        from_step = exit_status(step.get("exit_code") if isinstance(step, Mapping) else None)
+        if from_step.signal:
+            return from_step
+    return ExitStatus(0, 0) if state.is_success else ended
 
 
 def _sacct_tasks(answer: Mapping[str, Any], wanted: set[int]) -> Iterable[TaskState]:
     found: list[tuple[int, TaskState]] = []
     for record in answer.get("jobs") or []:
-        job_id = _number(record.get("job_id"))
-        array_job_id = _number(_dig(record, "array", "job_id"))
+        job_id = number(record.get("job_id"))
+        array_job_id = number(dig(record, "array", "job_id"))
         owner = _owner(job_id, array_job_id)
-        if owner not in wanted or owner is None:
+        if owner not in wanted or owner is None or job_id is None:
             continue
-        state = JobState.parse(_dig(record, "state", "current"))
-        exit_code = _number(_dig(record, "exit_code", "return_code"))
-        # 22.05 reports the job's signal only on its batch step
-        signal = _step_signal(record)
-        submit = _number(_dig(record, "time", "submission")) or 0
+        state = JobState.parse(dig(record, "state", "current"))
+        ended = _accounted_exit(record, state) if state.is_terminal else ExitStatus(None, None)
+        submit = number(dig(record, "time", "submission")) or 0
+        work_dir = record.get("working_directory") or None
         common = TaskState(
             job_id=owner,
             task_id=None,
             state=state,
-            exit_code=exit_code,
-            signal=signal,
-            start_time=_number(_dig(record, "time", "start")) or None,
-            end_time=_number(_dig(record, "time", "end")) or None,
+            exit_code=ended.exit_code,
+            signal=ended.signal,
+            start_time=number(dig(record, "time", "start")) or None,
+            end_time=number(dig(record, "time", "end")) or None,
             submit_time=submit or None,
-            work_dir=record.get("working_directory") or None,
+            work_dir=work_dir,
             cluster=record.get("cluster") or None,
-            reason=_dig(record, "state", "reason") or None,
+            reason=dig(record, "state", "reason") or None,
         )
-        pending = str(_dig(record, "array", "task") or "")
-        task_id = _number(_dig(record, "array", "task_id")) if array_job_id else None
+        pending = str(dig(record, "array", "task") or "")
+        task_id = number(dig(record, "array", "task_id")) if array_job_id else None
         if array_job_id and task_id is None and pending:
             task_ids: list[int | None] = list(expand_task_bitmap(pending))
         elif array_job_id and task_id is None:
             continue  # an array's bookkeeping record with no task behind it
         else:
             task_ids = [task_id]
-        found.extend((submit, replace(common, task_id=tid)) for tid in task_ids)
+        for tid in task_ids:
+            task = replace(common, task_id=tid)
+            if state.is_terminal:  # sacct names logs from 24.05 (v0.0.41)
+                symbols = {
+                    "job_id": job_id,
+                    "array_job_id": owner if tid is not None else None,
+                    "task_id": tid,
+                    "job_name": record.get("name"),
+                    "user": record.get("user"),
+                    "node": record.get("nodes") or None,
+                }
+                task = replace(
+                    task,
+                    stdout=log_path(record, "stdout", work_dir, **symbols),
+                    stderr=log_path(record, "stderr", work_dir, **symbols),
+                )
+            found.append((submit, task))
     return keep_newest(found)

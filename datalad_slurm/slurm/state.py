@@ -23,6 +23,7 @@ class JobState(enum.Enum):
     RESIZING = "RESIZING"
     SIGNALING = "SIGNALING"
     STAGE_OUT = "STAGE_OUT"
+    EXPEDITING = "EXPEDITING"
     STOPPED = "STOPPED"
     RESV_DEL_HOLD = "RESV_DEL_HOLD"
     POWER_UP_NODE = "POWER_UP_NODE"
@@ -43,13 +44,17 @@ class JobState(enum.Enum):
 
     @classmethod
     def parse(cls, text: str | Iterable[str] | None) -> JobState:
-        """Read a Slurm state: ``"CANCELLED by 0"``, ``"OUT_OF_ME+"``, ``["RUNNING"]``..."""
+        """Read a Slurm state: ``"CANCELLED by 0"``, ``"OUT_OF_ME+"``, ``["COMPLETED", ..]``.
+
+        A list is the base state and its flags (squeue/sacct ``--json`` from data_parser
+        v0.0.40, Slurm 23.11): it reads as the one word Slurm's ``job_state_string()``
+        makes of them, the word ``scontrol`` and ``squeue`` show, so that a finished job
+        that is still COMPLETING stays active.
+        """
         if text is None:
             return cls.UNKNOWN
         if not isinstance(text, str):
-            words = [str(w) for w in text]
-            base = [w for w in words if w.upper() in cls.__members__]
-            text = base[0] if base else (words[0] if words else "")
+            text = state_word([str(w) for w in text])
         word = text.strip().split(" ")[0].rstrip("+").upper()
         if word in cls.__members__:
             return cls[word]
@@ -85,12 +90,62 @@ _ACTIVE = frozenset(
         JobState.RESIZING,
         JobState.SIGNALING,
         JobState.STAGE_OUT,
+        JobState.EXPEDITING,
         JobState.STOPPED,
         JobState.RESV_DEL_HOLD,
         JobState.POWER_UP_NODE,
         JobState.UPDATE_DB,
     }
 )
+
+
+#: the state flags that ``job_state_string()`` (Slurm 22.05-26.05, slurm_protocol_defs.c) shows
+#: instead of the base state, first match wins; other flags (LAUNCH_FAILED, UPDATE_DB,
+#: POWER_UP_NODE, RECONFIG_FAIL) leave the base state showing
+FLAGS_SHOWN_FIRST = (
+    "COMPLETING",
+    "STAGE_OUT",
+    "CONFIGURING",
+    "EXPEDITING",
+    "RESIZING",
+    "REQUEUED",
+    "REQUEUE_FED",
+    "REQUEUE_HOLD",
+    "SPECIAL_EXIT",
+    "STOPPED",
+    "REVOKED",
+    "RESV_DEL_HOLD",
+    "SIGNALING",
+)
+
+
+#: the base states (``JOB_STATE_BASE``); every other word in a state list is a flag
+BASE_STATES = frozenset(
+    {
+        "PENDING",
+        "RUNNING",
+        "SUSPENDED",
+        "COMPLETED",
+        "CANCELLED",
+        "FAILED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "OUT_OF_MEMORY",
+    }
+)
+
+
+def state_word(words: Iterable[str]) -> str:
+    """The one word Slurm shows for a state given as base state plus flags."""
+    upper = [w.strip().upper() for w in words]
+    for flag in FLAGS_SHOWN_FIRST:
+        if flag in upper:
+            return flag
+    base = [w for w in upper if w in BASE_STATES]
+    return base[0] if base else (upper[0] if upper else "")
 
 
 @dataclass(frozen=True)
@@ -132,6 +187,8 @@ class JobStatus:
     job_id: int
     tasks: dict[str, TaskState] = field(default_factory=dict)
     backend: str = ""
+    #: the JSON layout that answered (Slurm's data_parser: ``v0.0.42``), for JSON backends
+    data_parser: str | None = None
 
     @property
     def verdict(self) -> Verdict:

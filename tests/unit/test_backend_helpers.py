@@ -4,7 +4,7 @@ import pytest
 
 from datalad_slurm.scheduling import ScheduleError, expand_placeholders, join_command
 from datalad_slurm.slurm.backend import expand_array_spec, expand_filename_pattern
-from datalad_slurm.slurm.jsoncli import split_wait_status
+from datalad_slurm.slurm.jsonlayout import ExitStatus
 
 
 @pytest.mark.parametrize(
@@ -54,8 +54,10 @@ def test_expand_filename_pattern(pattern: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"), [(0, (0, 0)), (256, (1, 0)), (15, (0, 15)), (None, (None, None))]
 )
-def test_split_wait_status(raw: int | None, expected: tuple[int | None, int | None]) -> None:
-    assert split_wait_status(raw) == expected
+def test_a_wait_status_splits_into_exit_code_and_signal(
+    raw: int | None, expected: tuple[int | None, int | None]
+) -> None:
+    assert ExitStatus.from_wait_status(raw) == ExitStatus(*expected)
 
 
 def test_join_command_and_placeholders() -> None:

@@ -16,7 +16,21 @@ from datalad_slurm.slurm.state import JobState, JobStatus, TaskState, Verdict
         ("NODE_FAIL", JobState.NODE_FAIL),
         ("REQUEUED", JobState.REQUEUED),
         (["PENDING"], JobState.PENDING),
-        (["COMPLETED", "REQUEUED"], JobState.COMPLETED),
+        # lists (data_parser v0.0.40+) read as Slurm's job_state_string() shows them
+        (["COMPLETED", "REQUEUED"], JobState.REQUEUED),
+        (["COMPLETED", "COMPLETING"], JobState.COMPLETING),
+        (["CANCELLED", "COMPLETING"], JobState.COMPLETING),
+        (["RUNNING", "CONFIGURING"], JobState.CONFIGURING),
+        (["PENDING", "EXPEDITING"], JobState.EXPEDITING),
+        (["RUNNING", "SIGNALING"], JobState.SIGNALING),
+        (["COMPLETED", "STAGE_OUT"], JobState.STAGE_OUT),
+        (["RUNNING", "RESIZING"], JobState.RESIZING),
+        (["PENDING", "REQUEUE_HOLD"], JobState.REQUEUE_HOLD),
+        (["COMPLETING", "COMPLETED"], JobState.COMPLETING),  # order does not matter
+        (["COMPLETED", "LAUNCH_FAILED"], JobState.COMPLETED),  # a flag Slurm never shows
+        (["RUNNING", "POWER_UP_NODE"], JobState.RUNNING),
+        (["TIMEOUT", "UPDATE_DB"], JobState.TIMEOUT),
+        ([], JobState.UNKNOWN),
         ("", JobState.UNKNOWN),
         (None, JobState.UNKNOWN),
         ("SOMETHING_NEW", JobState.UNKNOWN),
@@ -26,7 +40,18 @@ def test_parse(text: object, state: JobState) -> None:
     assert JobState.parse(text) is state  # type: ignore[arg-type]
 
 
-ACTIVE = ["PENDING", "RUNNING", "REQUEUED", "SUSPENDED", "COMPLETING", "CONFIGURING"]
+ACTIVE = [
+    "PENDING",
+    "RUNNING",
+    "REQUEUED",
+    "SUSPENDED",
+    "COMPLETING",
+    "CONFIGURING",
+    "EXPEDITING",
+    "STAGE_OUT",
+    "SIGNALING",
+    "RESIZING",
+]
 FAILED = [
     "FAILED",
     "CANCELLED",
