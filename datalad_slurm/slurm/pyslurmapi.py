@@ -3,8 +3,15 @@
 ``pyslurm.Jobs.load()`` returns every job slurmctld still holds, every array
 task included.  Jobs it no longer holds, and arrays whose ended tasks may have
 left it, are looked up in accounting with one
-``pyslurm.db.Jobs.load(JobFilter(ids=...))``; without slurmdbd that raises
-``RPCError`` at once and those jobs stay unknown, as with the JSON CLI.
+``pyslurm.db.Jobs.load(JobFilter(ids=...))``.  When that fails, slurmctld's
+config decides: without accounting those jobs stay unknown, as with the JSON
+CLI; with accounting, or where pyslurm cannot tell, the query fails with "try
+again later" (a job must not look unknown only because slurmdbd was down).
+
+pyslurm releases follow Slurm's (22.5 ... 25.11) and differ in what they have;
+:class:`PyslurmApi` finds the parts used here in the installed one and names
+what is missing.  pyslurm reads exit codes of 128 and more as 128 less
+(:func:`whole_exit_code`); the raw wait status from accounting restores them.
 
 pyslurm is imported lazily and only when a Slurm config can be found: importing
 it initialises libslurm, which ends the interpreter when it finds no config.
@@ -15,6 +22,7 @@ recorded data without pyslurm.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -53,6 +61,11 @@ RECORD_FIELDS = (
     "standard_error",
     "batch_host",
 )
+
+#: a task's key in accounting's raw statuses: (array) job id and task id
+TaskKey = tuple[int, int | None]
+#: raw wait statuses of a task: its exit code's and its derived exit code's
+RawStatus = tuple[int | None, int | None]
 
 #: where libslurm finds its config without SLURM_CONF (Debian; configless slurmd's cache)
 DEFAULT_CONFIGS = ("/etc/slurm/slurm.conf", "/run/slurm/conf/slurm.conf")
@@ -93,10 +106,108 @@ class _Api:
         elif config != cls.config:
             # libslurm reads its config once; another SLURM_CONF needs a fresh start (that
             # reaches the new slurmctld; slurmdbd stays the first accounting cluster's)
-            cls.module.slurm_fini()
-            cls.module.slurm_init(config)
+            fini, init = (getattr(cls.module, name, None) for name in ("slurm_fini", "slurm_init"))
+            if callable(fini) and callable(init):  # both in every pyslurm with the object API
+                fini()
+                init(config)
             cls.config = config
         return cls.module
+
+
+#: what pyslurm's object API first shipped in (22.5.0, 22.5.1 and 23.2.0 have only the old one)
+FIRST_OBJECT_API = "22.5.2 (for Slurm 22.05) or 23.2.1 (for Slurm 23.02 and later)"
+
+
+def _attribute(owner: Any, path: str) -> Any:
+    """``owner.a.b`` for path ``"a.b"``, None where any part is missing."""
+    for name in path.split("."):
+        owner = getattr(owner, name, None)
+        if owner is None:
+            return None
+    return owner
+
+
+class PyslurmApi:
+    """The parts of pyslurm this backend uses, as the installed release has them.
+
+    Verified against pyslurm's tags: ``Jobs.load``, ``Job.load``, ``db.Jobs.load``
+    and ``RPCError`` exist from 22.5.2/23.2.1 on (22.5.0, 22.5.1 and 23.2.0 only
+    have the old dict API); ``db.JobFilter`` from 22.5.3/23.2.2 on, before it
+    ``db.JobSearchFilter`` (kept as an alias since); ``slurmctld.Config`` has
+    ``accounting_storage_type`` from 25.5.0 on, the old ``pyslurm.config()``
+    dict has it up to 24.11; the old ``slurmdb_jobs`` (raw wait statuses) is in
+    every tag from 22.5.2 to 25.11.2.
+    """
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+        version = getattr(module, "__version__", None)
+        self.version = str(version) if version else "(version unknown)"
+        self.load_jobs: Any = _attribute(module, "Jobs.load")
+        self.load_db_jobs: Any = _attribute(module, "db.Jobs.load")
+        self.job_filter: Any = _attribute(module, "db.JobFilter") or _attribute(
+            module, "db.JobSearchFilter"
+        )
+        error = getattr(module, "RPCError", None)
+        self.rpc_error: type[Exception] = (
+            error if isinstance(error, type) and issubclass(error, Exception) else _NoError
+        )
+        missing = [
+            name
+            for name, found in (
+                ("pyslurm.Jobs.load", callable(self.load_jobs)),
+                ("pyslurm.db.Jobs.load", callable(self.load_db_jobs)),
+                ("pyslurm.db.JobFilter (or JobSearchFilter)", callable(self.job_filter)),
+                ("pyslurm.RPCError", self.rpc_error is not _NoError),
+            )
+            if not found
+        ]
+        if missing:
+            where = getattr(module, "__file__", None)
+            raise BackendError(
+                f"pyslurm {self.version}{f' ({where})' if where else ''} lacks "
+                f"{', '.join(missing)}: the pyslurm backend needs pyslurm's object API, "
+                f"from pyslurm {FIRST_OBJECT_API}; {INSTALL_HINT}, or set "
+                "datalad.slurm.backend to jsoncli"
+            )
+
+    def accounting_configured(self) -> bool | None:
+        """Whether slurmctld's config names an accounting storage; None: pyslurm cannot tell.
+
+        One RPC, asked only after accounting failed.  A value of None or
+        ``accounting_storage/none`` is a config without accounting; a missing
+        attribute or a failing call tells nothing.
+        """
+        config = _attribute(self.module, "slurmctld.Config")
+        try:
+            if config is not None and hasattr(config, "accounting_storage_type"):
+                storage = config.load().accounting_storage_type  # pyslurm >= 25.5.0
+            elif callable(getattr(self.module, "config", None)):
+                # pyslurm <= 24.11: the old API's config dict has it
+                storage = self.module.config().get()["accounting_storage_type"]
+            else:
+                return None
+        except Exception:
+            return None
+        return bool(storage) and "none" not in str(storage).lower()
+
+    def raw_exit_statuses(
+        self, job_ids: Sequence[int], clusters: Sequence[str] = ()
+    ) -> dict[TaskKey, RawStatus]:
+        """Accounting's raw wait statuses of these jobs' tasks, through the old
+        ``slurmdb_jobs`` (the object API only has them reduced); empty where it fails."""
+        legacy = getattr(self.module, "slurmdb_jobs", None)
+        if not callable(legacy):
+            return {}
+        try:
+            answer = legacy().get(jobids=list(job_ids), clusters=list(clusters))
+        except Exception:
+            return {}
+        return raw_statuses(answer.values() if isinstance(answer, Mapping) else [])
+
+
+class _NoError(Exception):
+    """Stands for a missing ``pyslurm.RPCError`` (never raised)."""
 
 
 class PyslurmBackend:
@@ -110,8 +221,9 @@ class PyslurmBackend:
 
     @staticmethod
     def check() -> None:
-        """Raise :class:`BackendError` when pyslurm cannot be imported or has no Slurm config."""
-        _Api.get()
+        """Raise :class:`BackendError` when pyslurm cannot be imported, has no Slurm config or
+        lacks the API used here."""
+        PyslurmApi(_Api.get())
 
     def prefetch(self) -> None:
         """Nothing to start: one ``Jobs.load()`` RPC answers 10,000 jobs in a fraction of a
@@ -121,45 +233,138 @@ class PyslurmBackend:
         wanted = set(job_ids)
         if not wanted:
             return {}
-        api = _Api.get()
+        api = PyslurmApi(_Api.get())
         try:
-            live = [plain_record(job) for job in _jobs_of(api.Jobs.load())]
+            live = [plain_record(job) for job in _jobs_of(api.load_jobs())]
         except Exception as exc:  # RPCError, or any other error of a mismatched pyslurm
             raise BackendError(
                 f"pyslurm could not load the jobs from slurmctld: {exc}; is slurmctld up? "
                 "Try again later"
             ) from exc
-        return live_then_accounting(
+        statuses = live_then_accounting(
             wanted,
             live_tasks(live, wanted),
             lambda rest: accounting_tasks(self._accounting(api, rest), wanted),
             self.name,
         )
+        self._restore_exit_codes(api, statuses)
+        return statuses
 
-    def _accounting(self, api: ModuleType, job_ids: list[int]) -> list[dict[str, Any]]:
+    def _restore_exit_codes(self, api: PyslurmApi, statuses: dict[int, JobStatus]) -> None:
+        """Put back the 128 pyslurm took off exit codes, from accounting's raw statuses.
+
+        Only where a task failed without a signal (:func:`short_by_128`) and
+        slurmdbd answered pyslurm in this query (asked once more, through the
+        object API, when slurmctld alone answered): the old ``slurmdb_jobs``
+        does not check its connection.  Without accounting the codes stay as
+        pyslurm read them.
+        """
+        suspects = [t for s in statuses.values() for t in s.tasks.values() if short_by_128(t)]
+        if not suspects or self.accounting is False:
+            return
+        job_ids = sorted({t.job_id for t in suspects})
+        if self.accounting is None:
+            try:
+                api.load_db_jobs(api.job_filter(ids=job_ids))
+            except Exception:
+                return
+            self.accounting = True
+        clusters = sorted({t.cluster for t in suspects if t.cluster})
+        restore_exit_codes(statuses, api.raw_exit_statuses(job_ids, clusters))
+
+    def _accounting(self, api: PyslurmApi, job_ids: list[int]) -> list[dict[str, Any]]:
         try:
-            jobs = api.db.Jobs.load(api.db.JobFilter(ids=job_ids))
-        except api.RPCError as exc:
-            if _accounting_configured(api):
+            jobs = api.load_db_jobs(api.job_filter(ids=job_ids))
+        except api.rpc_error as exc:
+            configured = api.accounting_configured()
+            if configured is False:
+                # no accounting (accounting_storage/none): jobs that left slurmctld are unknown
+                self.accounting = False
+                return []
+            if configured is None:
                 raise BackendError(
-                    f"slurmdbd did not answer pyslurm: {exc}; try again later"
+                    f"slurmdbd did not answer pyslurm ({exc}), and pyslurm {api.version} cannot "
+                    "tell whether Slurm keeps accounting: the state of jobs slurmctld no longer "
+                    "holds is not known now; try again later"
                 ) from exc
-            # no accounting (accounting_storage/none): jobs that left slurmctld are unknown
-            self.accounting = False
-            return []
+            raise BackendError(f"slurmdbd did not answer pyslurm: {exc}; try again later") from exc
         except Exception as exc:
             raise BackendError(f"pyslurm could not read Slurm's accounting: {exc}") from exc
         self.accounting = True
         return [plain_record(job) for job in _jobs_of(jobs)]
 
 
-def _accounting_configured(api: ModuleType) -> bool:
-    """Whether slurmctld's config names an accounting storage (one RPC, asked only on errors)."""
-    try:
-        storage = api.slurmctld.Config.load().accounting_storage_type
-    except Exception:
-        return False
-    return bool(storage) and "none" not in str(storage)
+#: Slurm's NO_VAL (0xfffffffe) and its kin: ids and statuses at or above are "not set"
+_NOT_SET = 0xFFFFFFF0
+
+
+def _wait_status(value: Any) -> int | None:
+    """A raw wait status (16 bits), None where Slurm has none."""
+    status = _int(value)
+    return status if status is not None and 0 <= status <= 0xFFFF else None
+
+
+def raw_statuses(records: Iterable[Mapping[str, Any]]) -> dict[TaskKey, RawStatus]:
+    """Raw statuses per task from the old ``slurmdb_jobs().get()`` records (``jobid``,
+    ``array_job_id``, ``array_task_id``, ``exitcode``, ``derived_ec``; raw integers there,
+    so array task 0 is 0)."""
+    found: dict[TaskKey, RawStatus] = {}
+    for record in records:
+        job_id = _int(record.get("jobid"))
+        array_id = _int(record.get("array_job_id"))
+        task_id = _int(record.get("array_task_id"))
+        if not job_id:
+            continue
+        if array_id:
+            if task_id is None or task_id >= _NOT_SET:
+                continue  # the array's waiting rest: no status yet
+            key: TaskKey = (array_id, task_id)
+        else:
+            key = (job_id, None)
+        found[key] = (_wait_status(record.get("exitcode")), _wait_status(record.get("derived_ec")))
+    return found
+
+
+def whole_exit_code(reported: int | None, raw: int | None) -> int | None:
+    """pyslurm's exit code with the 128 it took off put back, where the raw status shows it.
+
+    Every pyslurm release reads an exit code with WEXITSTATUS and takes 128 off
+    one of 128 or more (``_get_exit_code`` in ``pyslurm/utils/helpers.pyx``):
+    130 reads as 2, 143 as 15, 128 as 0, so pyslurm's number alone cannot tell 2
+    from 130.  A raw wait status of a normal exit whose code less 128 is the one
+    reported gives the true code.  A signalled status changes nothing (pyslurm
+    reports exit 0 and the signal then, nothing is lost), nor does a status that
+    does not fit (another record of a reused job id).
+    """
+    if reported is None or raw is None or not os.WIFEXITED(raw):
+        return reported
+    code = os.WEXITSTATUS(raw)
+    return code if code >= 128 and code - 128 == reported else reported
+
+
+def short_by_128(task: TaskState) -> bool:
+    """A task whose exit code pyslurm may have read 128 short: ended unsuccessfully, by no
+    signal, with a code below 128 (a COMPLETED task's 0 is a true 0)."""
+    return (
+        task.state.is_terminal
+        and not task.state.is_success
+        and not task.signal
+        and any(c is not None and c < 128 for c in (task.exit_code, task.derived_exit_code))
+    )
+
+
+def restore_exit_codes(statuses: dict[int, JobStatus], raw: Mapping[TaskKey, RawStatus]) -> None:
+    """Replace the exit codes of tasks :func:`short_by_128` with their whole ones."""
+    for status in statuses.values():
+        for label, task in list(status.tasks.items()):
+            found = raw.get((task.job_id, task.task_id))
+            if found is None or not short_by_128(task):
+                continue
+            status.tasks[label] = dataclasses.replace(
+                task,
+                exit_code=whole_exit_code(task.exit_code, found[0]),
+                derived_exit_code=whole_exit_code(task.derived_exit_code, found[1]),
+            )
 
 
 def _jobs_of(collection: Any) -> Iterator[Any]:

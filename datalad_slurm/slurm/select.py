@@ -2,9 +2,11 @@
 
 ``datalad.slurm.backend`` (git config, passed in by the commands) or
 ``DATALAD_SLURM_BACKEND`` forces one: ``pyslurm`` or ``jsoncli``.  ``auto``
-(the default) asks pyslurm when it imports and slurmctld answers it, and the
-JSON CLI (``squeue``/``sacct --json``) otherwise.  Results name the backend
-that answered.
+(the default) asks pyslurm when it imports, has the API used here (pyslurm
+22.5.2/23.2.1 or newer, see :class:`~datalad_slurm.slurm.pyslurmapi.PyslurmApi`)
+and slurmctld answers it, and the JSON CLI (``squeue``/``sacct --json``)
+otherwise, keeping why in ``pyslurm_problem``.  Forced, pyslurm's problem is
+the error.  Results name the backend that answered.
 """
 
 from __future__ import annotations

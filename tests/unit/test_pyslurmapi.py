@@ -8,20 +8,27 @@ the pyslurm tier's chroot: one job per scenario, each with every record of that 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
 
-from datalad_slurm.slurm.backend import merge_tasks, trusted_accounting
+from datalad_slurm.slurm import pyslurmapi
+from datalad_slurm.slurm.backend import BackendError, merge_tasks, trusted_accounting
 from datalad_slurm.slurm.pyslurmapi import (
     RECORD_FIELDS,
+    PyslurmApi,
+    PyslurmBackend,
     accounting_tasks,
     live_tasks,
+    raw_statuses,
     slurm_config_path,
+    whole_exit_code,
 )
-from datalad_slurm.slurm.state import JobState, JobStatus, Verdict
+from datalad_slurm.slurm.state import JobState, JobStatus, TaskState, Verdict
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -163,3 +170,397 @@ def test_every_slurm_state_maps_to_its_verdict(state: JobState) -> None:
     assert status.verdict is expected
     # an active task's exit code is not known yet; an ended one's is
     assert (task.exit_code is None) is state.is_active
+
+
+# -- pyslurm releases: stand-ins with the attributes of each real tag --------------------------
+#
+# Only pyslurm 25.11.x installs here (it needs its exact Slurm), so the compatibility layer is
+# tested with stand-in modules carrying the attribute set each tag of github.com/PySlurm/pyslurm
+# has (read with ``git show <tag>:pyslurm/...``):
+#   v22.5.0, v22.5.1, v23.2.0: only the old dict API (pyslurm/pyslurm.pyx: ``config``,
+#       ``slurmdb_jobs``, ``job``); no Jobs, db, RPCError
+#   v22.5.2, v23.2.1: Jobs/Job (core/job/job.pyx, ``Jobs(dict)``), db.Jobs (``Jobs(dict)``,
+#       ``load(search_filter)``), db.JobSearchFilter only, RPCError, slurmctld.Config with
+#       ``cluster`` only; old ``config``/``slurmdb_jobs`` from pyslurm.pyx
+#   v22.5.3, v23.2.2 .. v24.11.0: as above plus db.JobFilter (JobSearchFilter = JobFilter),
+#       Jobs/db.Jobs are MultiClusterMaps; v24.11.0 has the old API in deprecated.pyx
+#   v25.5.0 .. v25.11.2: slurmctld.Config.accounting_storage_type (core/slurmctld/config.pyx);
+#       the old ``config`` class is gone, ``slurmdb_jobs`` stays (deprecated.pyx)
+# Every tag's ``_get_exit_code`` (utils/helpers.pyx) takes 128 off exit codes of 128 or more.
+
+
+@dataclasses.dataclass(frozen=True)
+class Tag:
+    """What one pyslurm tag has, of what the backend uses."""
+
+    version: str
+    object_api: bool = True
+    job_filter: bool = True  # db.JobFilter next to db.JobSearchFilter
+    multi_cluster: bool = True  # Jobs collections keyed by cluster, then job id
+    config_storage: bool = False  # slurmctld.Config.accounting_storage_type
+    old_config: bool = True  # the old API's pyslurm.config().get()
+
+
+TAGS = {
+    t.version: t
+    for t in (
+        Tag("22.5.1", object_api=False),
+        Tag("23.2.0", object_api=False),
+        Tag("22.5.2", job_filter=False, multi_cluster=False),
+        Tag("23.2.1", job_filter=False, multi_cluster=False),
+        Tag("22.5.3"),
+        Tag("23.2.2"),
+        Tag("23.11.0"),
+        Tag("24.5.0"),
+        Tag("24.11.0"),
+        Tag("25.5.0", config_storage=True, old_config=False),
+        Tag("25.11.2", config_storage=True, old_config=False),
+    )
+}
+WORKING_TAGS = [v for v, t in TAGS.items() if t.object_api]
+
+
+@dataclasses.dataclass
+class Cluster:
+    """What the stand-in's Slurm holds and how it answers."""
+
+    live: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: accounting's records; None: slurmdbd does not answer
+    db: list[dict[str, Any]] | None = dataclasses.field(default_factory=list)
+    #: slurmctld's AccountingStorageType (None: not set)
+    storage: str | None = "accounting_storage/slurmdbd"
+    #: the old slurmdb_jobs().get() records (raw wait statuses)
+    raw: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: the config RPC fails
+    config_fails: bool = False
+    calls: list[str] = dataclasses.field(default_factory=list)
+
+
+class StandInRPCError(Exception):
+    pass
+
+
+def _collection(records: list[dict[str, Any]], multi_cluster: bool) -> dict[Any, Any]:
+    jobs = {r["id"]: SimpleNamespace(**r) for r in records}
+    return {"local": jobs} if multi_cluster else jobs
+
+
+def standin(version: str, cluster: Cluster) -> ModuleType:
+    """A module with the attributes pyslurm ``version`` has, answering from ``cluster``."""
+    tag = TAGS[version]
+    module = ModuleType("pyslurm")
+    module.__version__ = version  # type: ignore[attr-defined]
+
+    def slurmdb_jobs() -> Any:
+        def get(jobids: list[int] = [], clusters: list[str] = []) -> dict[int, Any]:  # noqa: B006
+            cluster.calls.append(f"slurmdb_jobs {jobids} {clusters}")
+            wanted = set(jobids)
+            return {
+                r["jobid"]: r
+                for r in cluster.raw
+                if r["jobid"] in wanted or r.get("array_job_id") in wanted
+            }
+
+        return SimpleNamespace(get=get)
+
+    def old_config() -> Any:
+        cluster.calls.append("config")
+        if cluster.config_fails:
+            raise ValueError("Unable to contact slurm controller")
+        return SimpleNamespace(get=lambda: {"accounting_storage_type": cluster.storage or ""})
+
+    module.slurmdb_jobs = slurmdb_jobs  # type: ignore[attr-defined]
+    if tag.old_config:
+        module.config = old_config  # type: ignore[attr-defined]
+    if not tag.object_api:
+        module.job = object  # type: ignore[attr-defined]
+        return module
+
+    def load_jobs(preload_passwd_info: bool = False, frozen: bool = False) -> Any:
+        cluster.calls.append("Jobs.load")
+        return _collection(cluster.live, tag.multi_cluster)
+
+    def load_db_jobs(db_filter: Any = None) -> Any:
+        cluster.calls.append(f"db.Jobs.load {db_filter.ids}")
+        if cluster.db is None:
+            raise StandInRPCError("Failed to open onnection to slurmdbd")
+        wanted = set(db_filter.ids)
+        records = [r for r in cluster.db if (r.get("array_id") or r["id"]) in wanted]
+        return _collection(records, tag.multi_cluster)
+
+    def load_config() -> Any:
+        cluster.calls.append("Config.load")
+        if cluster.config_fails:
+            raise StandInRPCError("Unable to contact slurm controller")
+        return SimpleNamespace(accounting_storage_type=cluster.storage, cluster="local")
+
+    job_filter = type(
+        "JobFilter", (), {"__init__": lambda self, ids=None: setattr(self, "ids", ids)}
+    )
+    config_attrs: dict[str, Any] = {"load": staticmethod(load_config), "cluster": property()}
+    if tag.config_storage:
+        config_attrs["accounting_storage_type"] = property()
+    db = SimpleNamespace(Jobs=SimpleNamespace(load=load_db_jobs), JobSearchFilter=job_filter)
+    if tag.job_filter:
+        db.JobFilter = job_filter
+    module.Jobs = SimpleNamespace(load=load_jobs)  # type: ignore[attr-defined]
+    module.Job = SimpleNamespace(load=lambda job_id: None)  # type: ignore[attr-defined]
+    module.db = db  # type: ignore[attr-defined]
+    module.RPCError = StandInRPCError  # type: ignore[attr-defined]
+    module.slurmctld = SimpleNamespace(Config=type("Config", (), config_attrs))  # type: ignore[attr-defined]
+    module.slurm_init = module.slurm_fini = lambda *args: None  # type: ignore[attr-defined]
+    return module
+
+
+def use_standin(monkeypatch: pytest.MonkeyPatch, version: str, cluster: Cluster) -> ModuleType:
+    """Make the backend find the stand-in as pyslurm."""
+    module = standin(version, cluster)
+    monkeypatch.setattr(pyslurmapi._Api, "get", classmethod(lambda cls: module))
+    return module
+
+
+def _record(scenario: str, db: bool = False, **changes: Any) -> dict[str, Any]:
+    return {**(DB if db else LIVE)[scenario]["records"][0], **changes}
+
+
+def _raw(
+    job_id: int, exit_status: int, array_job_id: int = 0, task_id: int = 0xFFFFFFFE
+) -> dict[str, Any]:
+    """An old ``slurmdb_jobs`` record: raw wait statuses, NO_VAL task id for a plain job."""
+    return {
+        "jobid": job_id,
+        "array_job_id": array_job_id,
+        "array_task_id": task_id,
+        "exitcode": exit_status,
+        "derived_ec": exit_status,
+    }
+
+
+@pytest.mark.parametrize("version", WORKING_TAGS)
+def test_each_release_with_the_object_api_is_used(version: str) -> None:
+    api = PyslurmApi(standin(version, Cluster()))
+    assert api.version == version
+    # db.JobFilter from 22.5.3/23.2.2, db.JobSearchFilter before
+    assert api.job_filter is (
+        api.module.db.JobFilter if TAGS[version].job_filter else api.module.db.JobSearchFilter
+    )
+
+
+@pytest.mark.parametrize("version", ["22.5.1", "23.2.0"])
+def test_a_release_without_the_object_api_is_named_with_what_it_lacks(version: str) -> None:
+    with pytest.raises(BackendError) as caught:
+        PyslurmApi(standin(version, Cluster()))
+    message = str(caught.value)
+    assert f"pyslurm {version} " in message
+    for name in ("pyslurm.Jobs.load", "pyslurm.db.Jobs.load", "JobFilter", "pyslurm.RPCError"):
+        assert name in message
+    assert "22.5.2" in message and "jsoncli" in message
+
+
+def test_a_missing_filter_class_alone_is_named() -> None:
+    module = standin("24.11.0", Cluster())
+    del module.db.JobFilter, module.db.JobSearchFilter
+    with pytest.raises(BackendError, match=r"pyslurm 24\.11\.0 lacks pyslurm\.db\.JobFilter \(or"):
+        PyslurmApi(module)
+
+
+@pytest.mark.parametrize("version", WORKING_TAGS)
+@pytest.mark.parametrize(
+    ("storage", "configured"),
+    [
+        ("accounting_storage/slurmdbd", True),
+        ("accounting_storage/none", False),  # 22.05's default
+        (None, False),  # 23.11 on: not set at all
+    ],
+)
+def test_each_release_tells_whether_slurm_keeps_accounting(
+    version: str, storage: str | None, configured: bool
+) -> None:
+    cluster = Cluster(storage=storage)
+    assert PyslurmApi(standin(version, cluster)).accounting_configured() is configured
+    # 25.5.0 on: slurmctld.Config; before: the old API's config dict
+    assert cluster.calls == (["Config.load"] if TAGS[version].config_storage else ["config"])
+
+
+@pytest.mark.parametrize("version", ["23.11.0", "25.11.2"])
+def test_accounting_is_unknown_where_pyslurm_cannot_tell(version: str) -> None:
+    assert PyslurmApi(standin(version, Cluster(config_fails=True))).accounting_configured() is None
+    module = standin(version, Cluster())
+    # a build with neither way (none of the tags above): unknown, not "no accounting"
+    module.slurmctld.Config = type("Config", (), {"load": staticmethod(lambda: None)})
+    if hasattr(module, "config"):
+        del module.config
+    assert PyslurmApi(module).accounting_configured() is None
+
+
+@pytest.mark.parametrize("version", WORKING_TAGS)
+def test_each_release_answers_from_slurmctld_then_accounting(
+    version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = Cluster(live=LIVE["completed"]["records"], db=DB["failed_exit3"]["records"])
+    use_standin(monkeypatch, version, cluster)
+    backend = PyslurmBackend()
+    statuses = backend.query([2, 3])
+    assert statuses[2].verdict is Verdict.COMPLETED
+    assert statuses[3].tasks["3"].state is JobState.FAILED
+    assert statuses[3].tasks["3"].exit_code == 3 and backend.accounting is True
+    assert cluster.calls[:2] == ["Jobs.load", "db.Jobs.load [3]"]
+
+
+@pytest.mark.parametrize("version", WORKING_TAGS)
+@pytest.mark.parametrize(
+    ("storage", "config_fails", "outcome"),
+    [
+        ("accounting_storage/none", False, "unknown job"),
+        ("accounting_storage/slurmdbd", False, "slurmdbd did not answer pyslurm: "),
+        ("accounting_storage/slurmdbd", True, "cannot tell whether Slurm keeps accounting"),
+    ],
+)
+def test_slurmdbd_not_answering(
+    version: str,
+    storage: str,
+    config_fails: bool,
+    outcome: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cluster = Cluster(
+        live=LIVE["completed"]["records"], db=None, storage=storage, config_fails=config_fails
+    )
+    use_standin(monkeypatch, version, cluster)
+    backend = PyslurmBackend()
+    if outcome == "unknown job":
+        # Slurm keeps no accounting: a job slurmctld no longer holds is unknown, as before
+        statuses = backend.query([2, 3])
+        assert 3 not in statuses and statuses[2].verdict is Verdict.COMPLETED
+        assert backend.accounting is False
+        return
+    # accounting kept but down, or pyslurm cannot tell: never "unknown", try again later
+    with pytest.raises(BackendError, match="try again later") as caught:
+        backend.query([2, 3])
+    assert outcome in str(caught.value)
+    if config_fails:
+        assert f"pyslurm {version} cannot tell" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("reported", "raw", "whole"),
+    [
+        (2, 130 << 8, 130),  # exit 130 (a child killed by SIGINT) reads as 2
+        (15, 143 << 8, 143),
+        (0, 128 << 8, 128),
+        (127, 255 << 8, 255),
+        (2, 2 << 8, 2),  # a true 2
+        (0, 9, 0),  # killed by SIGKILL: pyslurm says exit 0, signal 9; nothing lost
+        (0, 2, 0),  # killed by SIGINT: the signal is no exit code
+        (3, 130 << 8, 3),  # another record (job id reused): no change
+        (2, 130 << 8 | 9, 2),  # not a normal exit: no change
+        (2, None, 2),
+        (None, 130 << 8, None),
+    ],
+)
+def test_whole_exit_code(reported: int | None, raw: int | None, whole: int | None) -> None:
+    assert whole_exit_code(reported, raw) == whole
+
+
+def test_raw_statuses_key_tasks_like_the_backend() -> None:
+    found = raw_statuses(
+        [
+            _raw(7, 130 << 8),
+            _raw(12, 0, array_job_id=8, task_id=0),  # task 0 stays 0 in the old API
+            _raw(14, 1 << 8, array_job_id=8, task_id=2),
+            _raw(8, 0, array_job_id=8, task_id=0xFFFFFFFE),  # the waiting rest
+            _raw(9, 0xFFFFFFFE),  # no status
+        ]
+    )
+    assert found == {
+        (7, None): (130 << 8, 130 << 8),
+        (8, 0): (0, 0),
+        (8, 2): (1 << 8, 1 << 8),
+        (9, None): (None, None),
+    }
+
+
+@pytest.mark.parametrize("version", WORKING_TAGS)
+@pytest.mark.parametrize("where", ["slurmctld", "accounting"])
+def test_exit_codes_of_128_and_more_are_whole_again(
+    version: str, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # job 3 exited 130, pyslurm read 2; array 8's task 2 exited 129, read 1; job 4 was killed
+    # by SIGKILL (exit 0, signal 9); job 2 completed
+    failed = _record("failed_exit3", db=where == "accounting", exit_code=2, derived_exit_code=2)
+    killed = _record("killed_signal9", db=where == "accounting")
+    array = [
+        {**r, "exit_code": 1} if r["state"] == "FAILED" else r
+        for r in (DB if where == "accounting" else LIVE)["array_task2_fails"]["records"]
+    ]
+    records = [failed, killed, *array, *LIVE["completed"]["records"]]
+    cluster = Cluster(
+        live=records if where == "slurmctld" else LIVE["completed"]["records"],
+        db=records if where == "accounting" else [],
+        raw=[
+            _raw(3, 130 << 8),
+            _raw(killed["id"], 9),
+            _raw(14, 129 << 8, array_job_id=8, task_id=2),
+            _raw(12, 0, array_job_id=8, task_id=0),
+        ],
+    )
+    use_standin(monkeypatch, version, cluster)
+    statuses = PyslurmBackend().query([2, 3, killed["id"], 8])
+    task = statuses[3].tasks["3"]
+    assert (task.exit_code, task.signal, task.derived_exit_code) == (130, 0, 130)
+    assert statuses[8].tasks["8_2"].exit_code == 129
+    assert statuses[8].tasks["8_0"].exit_code == 0
+    killed_task = statuses[killed["id"]].tasks[str(killed["id"])]
+    assert (killed_task.exit_code, killed_task.signal) == (0, 9)
+    assert statuses[2].tasks["2"].exit_code == 0
+    # one lookup of raw statuses, for the failed jobs only (killed by a signal: nothing lost)
+    lookups = [c for c in cluster.calls if c.startswith("slurmdb_jobs")]
+    assert lookups == ["slurmdb_jobs [3, 8] ['local7917']"]
+    if where == "slurmctld":  # accounting asked only for the array whose tasks all ended
+        assert cluster.calls[1] == "db.Jobs.load [8]"
+
+
+@pytest.mark.parametrize("version", ["22.5.2", "23.11.0", "25.11.2"])
+def test_slurmdbd_is_asked_through_the_object_api_before_the_raw_lookup(
+    version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # only slurmctld was asked; the old slurmdb_jobs does not check its connection, so
+    # db.Jobs.load (which does) must answer before it is used
+    cluster = Cluster(live=[_record("failed_exit3", exit_code=2)], raw=[_raw(3, 130 << 8)])
+    use_standin(monkeypatch, version, cluster)
+    assert PyslurmBackend().query([3])[3].tasks["3"].exit_code == 130
+    assert cluster.calls == ["Jobs.load", "db.Jobs.load [3]", "slurmdb_jobs [3] ['local7917']"]
+    cluster.calls.clear()
+    cluster.db = None  # slurmdbd down: the code stays as read, no error (slurmctld answered)
+    assert PyslurmBackend().query([3])[3].tasks["3"].exit_code == 2
+    assert cluster.calls == ["Jobs.load", "db.Jobs.load [3]"]
+
+
+@pytest.mark.parametrize("version", ["22.5.2", "25.11.2"])
+def test_without_accounting_exit_codes_stay_as_pyslurm_read_them(
+    version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = Cluster(
+        live=[_record("failed_exit3", exit_code=2)],
+        db=None,
+        storage="accounting_storage/none",
+        raw=[_raw(3, 130 << 8)],
+    )
+    use_standin(monkeypatch, version, cluster)
+    # job 99 left slurmctld: accounting is asked, found not kept; the raw lookup is not tried
+    statuses = PyslurmBackend().query([3, 99])
+    assert statuses[3].tasks["3"].exit_code == 2 and 99 not in statuses
+    config = "Config.load" if TAGS[version].config_storage else "config"
+    assert cluster.calls == ["Jobs.load", "db.Jobs.load [99]", config]
+
+
+def test_a_failing_raw_lookup_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = Cluster(db=[_record("failed_exit3", db=True, exit_code=2)])
+    module = use_standin(monkeypatch, "24.5.0", cluster)
+
+    def broken() -> Any:
+        raise ValueError("Unable to contact slurmdbd")
+
+    module.slurmdb_jobs = broken  # type: ignore[attr-defined]
+    task: TaskState = PyslurmBackend().query([3])[3].tasks["3"]
+    assert task.exit_code == 2 and task.state is JobState.FAILED

@@ -10,6 +10,7 @@ from datalad_slurm.slurm.backend import BackendError
 from datalad_slurm.slurm.jsoncli import JsonCliBackend
 from datalad_slurm.slurm.pyslurmapi import PyslurmBackend
 from datalad_slurm.slurm.select import AutoBackend, choose_backend
+from tests.unit.test_pyslurmapi import LIVE, Cluster, use_standin
 
 
 @pytest.mark.parametrize(
@@ -69,3 +70,45 @@ def test_prefetch_settles_on_the_json_cli_where_pyslurm_cannot_work(
 
 def test_no_jobs_no_question() -> None:
     assert PyslurmBackend().query([]) == {}
+
+
+@pytest.mark.parametrize("version", ["22.5.1", "23.2.0"])  # tags with only the old dict API
+def test_auto_falls_back_where_pyslurm_lacks_the_api(
+    version: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_standin(monkeypatch, version, Cluster())
+    monkeypatch.setenv("PATH", str(tmp_path))  # the JSON CLI answers with its own error
+    auto = AutoBackend()
+    with pytest.raises(BackendError, match="squeue is not installed"):
+        auto.query([1])
+    assert auto.name == "squeue/sacct --json"
+    assert auto.pyslurm_problem and f"pyslurm {version} lacks pyslurm.Jobs.load" in (
+        auto.pyslurm_problem
+    )
+    auto = AutoBackend()
+    auto.prefetch()  # settled before the first query
+    assert auto.name == "squeue/sacct --json" and auto.pyslurm_problem
+
+
+@pytest.mark.parametrize("version", ["22.5.1", "23.2.0"])
+def test_forced_pyslurm_without_the_api_is_one_clear_error(
+    version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_standin(monkeypatch, version, Cluster())
+    backend = choose_backend("pyslurm")
+    with pytest.raises(BackendError) as caught:
+        backend.query([1])
+    message = str(caught.value)
+    assert message.startswith(f"pyslurm {version} lacks pyslurm.Jobs.load, pyslurm.db.Jobs.load")
+    assert "datalad.slurm.backend to jsoncli" in message
+    with pytest.raises(BackendError, match="lacks"):
+        PyslurmBackend.check()
+
+
+@pytest.mark.parametrize("version", ["22.5.2", "23.2.2", "24.11.0", "25.11.2"])
+def test_auto_keeps_a_pyslurm_with_the_api(version: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_standin(monkeypatch, version, Cluster(live=LIVE["completed"]["records"]))
+    auto = AutoBackend()
+    auto.prefetch()
+    assert auto.name == "auto" and auto.pyslurm_problem is None
+    assert auto.query([2])[2].backend == "pyslurm" and auto.name == "pyslurm"
