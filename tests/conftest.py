@@ -139,6 +139,7 @@ class Cluster:
             "RESIZING",
             "SIGNALING",
             "STAGE_OUT",
+            "EXPEDITING",
         }
         deadline = time.monotonic() + timeout
         ids = ",".join(str(j) for j in job_ids)
