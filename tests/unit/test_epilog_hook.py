@@ -151,3 +151,45 @@ def test_failures_are_logged_not_raised(tmp_path: Path, spool: Path) -> None:
     events.write_text("not a folder")
     assert hook.main(_env(_config(tmp_path, spool))) == 0
     assert "job 11: no event written" in (tmp_path / "hook.log").read_text()
+
+
+def _recorded_scontrol_lines() -> list[tuple[str, str, str, dict[str, object]]]:
+    """(fixture, label, scontrol line, expected) from the real clusters' recordings."""
+    found = []
+    for path in sorted((Path(__file__).parent / "fixtures" / "json").glob("*/*.json")):
+        fixture = json.loads(path.read_text())
+        if not fixture.get("recorded"):
+            continue
+        for label, line in (fixture.get("scontrol") or {}).items():
+            if label in fixture.get("expected", {}):
+                found.append((path.parent.name, path.stem, line, fixture["expected"][label]))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("release", "scenario", "line", "expected"),
+    _recorded_scontrol_lines(),
+    ids=lambda v: v if isinstance(v, str) and len(v) < 40 else "",
+)
+def test_the_hook_reads_every_releases_scontrol(
+    release: str, scenario: str, line: str, expected: dict[str, object]
+) -> None:
+    """22.05, 24.11 and 26.05 as recorded: the state, exit code and logs the hook takes."""
+    fields = hook.parse_scontrol_line(line.strip())
+    facts = hook.facts_from_slurm(fields, {})
+    assert (facts["exit_code"], facts["signal"]) == (expected["exit_code"], expected["signal"])
+    state = str(expected["state"])
+    if state in ("COMPLETING", "EXPEDITING"):
+        assert hook.still_completing(fields)  # waited out, never taken as the end
+    elif state not in ("RUNNING", "CONFIGURING"):
+        assert facts["state"] == state
+    # 26.05 leaves StdErr blank without -e: no log name is made up, and stdout is kept
+    assert facts["stdout"] == (fields.get("StdOut") or None)
+    assert facts["stderr"] == (fields.get("StdErr") or None)
+    if fields.get("StdErr") == "":
+        assert facts["stderr"] is None and facts["stdout"]
+
+
+def test_recordings_of_every_release_reach_the_hook_test() -> None:
+    releases = {release for release, *_ in _recorded_scontrol_lines()}
+    assert {r[:5] for r in releases} >= {"22.05", "24.11", "26.05"}
