@@ -133,6 +133,12 @@ class JsonCliBackend:
         return data
 
 
+def slurmctld_tasks(job_ids: Sequence[int], timeout: float = 60.0) -> list[TaskState]:
+    """What slurmctld holds of these jobs, from one ``squeue --json`` (accounting is not asked)."""
+    answer = JsonCliBackend(timeout)._collect(_Call(list(SQUEUE_COMMAND)))
+    return list(_squeue_tasks(answer, set(job_ids)))
+
+
 def describe_layouts(layouts: Mapping[str, str | None]) -> str | None:
     """``v0.0.42``, or ``squeue v0.0.42, sacct v0.0.41`` where the two differ."""
     known = {command: version for command, version in layouts.items() if version}

@@ -11,7 +11,8 @@ again later" (a job must not look unknown only because slurmdbd was down).
 pyslurm releases follow Slurm's (22.5 ... 25.11) and differ in what they have;
 :class:`PyslurmApi` finds the parts used here in the installed one and names
 what is missing.  pyslurm reads exit codes of 128 and more as 128 less
-(:func:`whole_exit_code`); the raw wait status from accounting restores them.
+(:func:`whole_exit_code`); the raw wait status from accounting restores them, and
+without accounting slurmctld's own JSON (``squeue --json``) does.
 
 pyslurm is imported lazily and only when a Slurm config can be found: importing
 it initialises libslurm, which ends the interpreter when it finds no config.
@@ -36,6 +37,7 @@ from datalad_slurm.slurm.backend import (
     keep_newest,
     live_then_accounting,
 )
+from datalad_slurm.slurm.jsoncli import slurmctld_tasks
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 
 #: attributes read from ``pyslurm.Job`` (slurmctld) and ``pyslurm.db.Job`` (accounting)
@@ -256,13 +258,16 @@ class PyslurmBackend:
         Only where a task failed without a signal (:func:`short_by_128`) and
         slurmdbd answered pyslurm in this query (asked once more, through the
         object API, when slurmctld alone answered): the old ``slurmdb_jobs``
-        does not check its connection.  Without accounting the codes stay as
-        pyslurm read them.
+        does not check its connection.  Without accounting, slurmctld's JSON
+        (one ``squeue --json``) has the whole codes of the jobs it still holds.
         """
         suspects = [t for s in statuses.values() for t in s.tasks.values() if short_by_128(t)]
-        if not suspects or self.accounting is False:
+        if not suspects:
             return
         job_ids = sorted({t.job_id for t in suspects})
+        if self.accounting is False:
+            restore_exit_codes(statuses, _slurmctld_statuses(job_ids))
+            return
         if self.accounting is None:
             try:
                 api.load_db_jobs(api.job_filter(ids=job_ids))
@@ -292,6 +297,19 @@ class PyslurmBackend:
             raise BackendError(f"pyslurm could not read Slurm's accounting: {exc}") from exc
         self.accounting = True
         return [plain_record(job) for job in _jobs_of(jobs)]
+
+
+def _slurmctld_statuses(job_ids: Sequence[int]) -> dict[TaskKey, RawStatus]:
+    """Whole exit codes from slurmctld's JSON (``squeue --json``), where there is no accounting
+    to ask: as wait statuses, for :func:`restore_exit_codes`.  Nothing where squeue fails."""
+    try:
+        tasks = slurmctld_tasks(job_ids)
+    except BackendError:
+        return {}
+    return {
+        (t.job_id, t.task_id): (None if t.exit_code is None else t.exit_code << 8, None)
+        for t in tasks
+    }
 
 
 #: Slurm's NO_VAL (0xfffffffe) and its kin: ids and statuses at or above are "not set"

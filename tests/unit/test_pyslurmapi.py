@@ -537,7 +537,7 @@ def test_slurmdbd_is_asked_through_the_object_api_before_the_raw_lookup(
 
 
 @pytest.mark.parametrize("version", ["22.5.2", "25.11.2"])
-def test_without_accounting_exit_codes_stay_as_pyslurm_read_them(
+def test_without_accounting_slurmctlds_json_makes_exit_codes_whole(
     version: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cluster = Cluster(
@@ -547,11 +547,26 @@ def test_without_accounting_exit_codes_stay_as_pyslurm_read_them(
         raw=[_raw(3, 130 << 8)],
     )
     use_standin(monkeypatch, version, cluster)
+    asked: list[list[int]] = []
+
+    def squeue_json(job_ids: list[int]) -> list[TaskState]:
+        # what squeue --json says of job 3: exit 130 (recorded: fixtures/json/*/exit130*.json)
+        asked.append(list(job_ids))
+        return [TaskState(3, None, JobState.FAILED, exit_code=130, signal=0)]
+
+    monkeypatch.setattr(pyslurmapi, "slurmctld_tasks", squeue_json)
     # job 99 left slurmctld: accounting is asked, found not kept; the raw lookup is not tried
     statuses = PyslurmBackend().query([3, 99])
-    assert statuses[3].tasks["3"].exit_code == 2 and 99 not in statuses
+    assert statuses[3].tasks["3"].exit_code == 130 and 99 not in statuses
+    assert asked == [[3]]
     config = "Config.load" if TAGS[version].config_storage else "config"
     assert cluster.calls == ["Jobs.load", "db.Jobs.load [99]", config]
+
+    def squeue_fails(job_ids: list[int]) -> list[TaskState]:
+        raise BackendError("squeue is not installed or not on PATH")
+
+    monkeypatch.setattr(pyslurmapi, "slurmctld_tasks", squeue_fails)
+    assert PyslurmBackend().query([3, 99])[3].tasks["3"].exit_code == 2  # as pyslurm read it
 
 
 def test_a_failing_raw_lookup_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
