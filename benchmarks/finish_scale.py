@@ -36,17 +36,31 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-# the clone's venv; inside the pyslurm chroot (benchmarks/list_pyslurm.sh) the one running this
+# the clone's venv; inside a test chroot (benchmarks/list_chroot.sh) the one running this
 VENV_BIN = REPO / ".venv" / "bin"
 if not (VENV_BIN / "datalad").exists():
     VENV_BIN = Path(sys.executable).parent
 STATE_DIR = os.environ.get("DATALAD_SLURM_BENCH_STATE_DIR", "/tmp/dls-bench-scale")
 PORT_BASE = os.environ.get("DATALAD_SLURM_BENCH_PORT_BASE", "6957")
 WORK = Path("/tmp/dls-bench-scale-work")
+#: what went wrong in a part (not all jobs listed, committed, closed): the run exits 1
+FAILURES: list[str] = []
 JOB_SCRIPT = """#!/bin/bash
 # datalad-slurm scale benchmark: one small file into the output directory given as $1
 echo "job ${SLURM_JOB_ID}" > "$1/result.txt"
 """
+
+
+def code_version() -> str:
+    """The commit measured: DATALAD_SLURM_BENCH_COMMIT (set by a wrapper that copied the
+    clone), else the clone's HEAD, marked when the work tree differs from it."""
+    given = os.environ.get("DATALAD_SLURM_BENCH_COMMIT")
+    if given:
+        return given
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True
+    )
+    return head.stdout.strip() or "unknown (not a git clone)"
 
 
 def log(message: str) -> None:
@@ -154,20 +168,33 @@ def part_list(n: int, rows: list[str]) -> None:
     sched = schedule_many(ds, name, 0, n, hold=True)
     listed = Timed(datalad("finish", "--list-open-jobs"), ds, WORK / "list-output.txt")
     as_json = Timed(datalad("-f", "json", "finish", "--list-open-jobs"), ds, WORK / "list.json")
-    shown = sum(
-        1 for line in (WORK / "list.json").read_text().splitlines() if '"slurm_job_id"' in line
-    )
+    listing = [
+        json.loads(line)
+        for line in (WORK / "list.json").read_text().splitlines()
+        if line.startswith("{") and '"slurm_job_id"' in line
+    ]
+    shown = len(listing)
+    states = {r.get("slurm_job_status") for r in listing}
+    layouts = sorted({str(r.get("data_parser")) for r in listing})
     log(f"  list-open-jobs: {listed.wall:.2f} s (json {as_json.wall:.2f} s, {shown} jobs)")
+    if shown != n or states != {"PENDING"}:
+        FAILURES.append(f"list: {shown} of {n} held jobs listed, states {sorted(map(str, states))}")
     slurm("scancel", "-n", name)
     wait_until_done(name)
     closed = Timed(datalad("finish", "--close-failed-jobs"), ds, WORK / "list-close.log")
+    left = Timed(datalad("-f", "json", "finish", "--list-open-jobs"), ds, WORK / "list-left.json")
+    still_open = (WORK / "list-left.json").read_text().count('"slurm_job_id"')
+    if still_open:
+        FAILURES.append(f"list: {still_open} jobs still open after --close-failed-jobs")
+    del left
     rows += [
         f"| list: schedule --jobs-from, {n} held jobs | {sched.wall:.1f} s | "
         f"{sched.wall / n * 1000:.1f} ms | cpu {sched.cpu:.1f} s, load {sched.load} |",
         f"| list: `finish --list-open-jobs`, {n} open (target < 2 s) | {listed.wall:.2f} s | | "
         f"cpu {listed.cpu:.2f} s, {'met' if listed.wall < 2 else 'NOT met'}; load {listed.load} |",
         f"| list: `-f json finish --list-open-jobs` | {as_json.wall:.2f} s | | "
-        f"{shown} jobs listed |",
+        f"{shown} jobs listed, all {'/'.join(sorted(map(str, states)))}; "
+        f"data_parser {', '.join(layouts)} |",
         f"| list: close {n} cancelled jobs (`--close-failed-jobs`) | {closed.wall:.1f} s | "
         f"{closed.wall / n * 1000:.2f} ms | |",
     ]
@@ -181,6 +208,8 @@ def part_single(n: int, rows: list[str]) -> None:
     wait_until_done(name)
     finish = Timed(datalad("finish"), ds, WORK / "single-finish.log")
     commits, dirty = record_commits(ds), status_lines(ds)
+    if commits != n or dirty:
+        FAILURES.append(f"single: {commits} of {n} jobs committed, git status {dirty} lines")
     log(
         f"  finish: {finish.wall:.1f} s, cpu {finish.cpu:.1f} s, {commits} records, "
         f"{dirty} status lines"
@@ -213,6 +242,10 @@ def part_rounds(n: int, rounds: int, rows: list[str]) -> None:
             f"(cpu {finish.cpu:.1f} s, load {finish.load})"
         )
     commits, dirty = record_commits(ds), status_lines(ds)
+    if commits != per_round * rounds or dirty:
+        FAILURES.append(
+            f"rounds: {commits} of {per_round * rounds} jobs committed, git status {dirty} lines"
+        )
     ratio = costs[-1] / costs[0]
     cpu_ratio = cpu_costs[-1] / cpu_costs[0]
     rows += [
@@ -318,7 +351,7 @@ def main() -> int:
             f"# datalad-slurm at scale, {started}",
             "",
             f"Command: `benchmarks/finish_scale.py {' '.join(sys.argv[1:])}` "
-            f"(as root, from {REPO}).",
+            f"(as root, from {REPO}); code: {code_version()}.",
             f"Host: {os.cpu_count()} cores, load at start {load_start}, at end {load()}; "
             f"{slurm('sinfo', '-V').strip()} with slurmdbd "
             "(`contrib/slurm-local/start --accounting`), "
@@ -331,12 +364,14 @@ def main() -> int:
             "",
         ]
     )
+    if FAILURES:
+        report += "\n**Correctness check FAILED:** " + "; ".join(FAILURES) + "\n"
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
     if not args.keep:
         shutil.rmtree(WORK, ignore_errors=True)
-    return 0
+    return 1 if FAILURES else 0
 
 
 if __name__ == "__main__":
