@@ -108,6 +108,12 @@ class FastAnnexResult:
     annexed: list[str] = field(default_factory=list)
     #: files left for ``git annex add``
     rest: list[str] = field(default_factory=list)
+    #: files that could not be annexed, and why (left as they were)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+class _NotReplaceable(OSError):
+    """The file could not be swapped for its link (a read-only folder): ``raise ... from``."""
 
 
 def annex_new_files(
@@ -130,6 +136,14 @@ def annex_new_files(
     for candidate in candidates:
         try:
             fits = _place(repo, candidate)
+        except _NotReplaceable as exc:
+            # git annex add would fail the same way, and leave the file hard-linked to its
+            # object, read-only: the file stays as it is and the caller reports it
+            result.failed[candidate.path] = (
+                f"could not be replaced by its annex link ({exc.__cause__}); make its folder "
+                "writable"
+            )
+            continue
         except OSError as exc:  # another file system, no hard links, ...: git-annex copes
             lgr.debug("%s goes through git annex add: %s", candidate.path, exc)
             fits = False
@@ -360,18 +374,34 @@ def _place(repo: _Repo, candidate: _File) -> bool:
             os.rmdir(key_dir)
             raise
         linked = True
-        _without_write_bits(content)
-        _without_write_bits(key_dir)
+        try:
+            _without_write_bits(content)
+            _without_write_bits(key_dir)
+        except OSError:
+            _unlink_content(content, candidate.before)
+            raise
     if not _same_file(os.lstat(worktree_file), candidate.before):
         # changed since its key was computed: let git-annex look at it
         if linked:
-            _drop_content(content)
+            _unlink_content(content, candidate.before)
         return False
-    _replace_by_link(repo, worktree_file, os.path.relpath(content, os.path.dirname(worktree_file)))
+    try:
+        _replace_by_link(
+            repo, worktree_file, os.path.relpath(content, os.path.dirname(worktree_file))
+        )
+    except OSError as exc:
+        # the file stays as it was (a read-only folder, ...): not hard-linked to an object,
+        # nor read-only, so that it can be written and annexed on the next try
+        if linked:
+            _unlink_content(content, candidate.before)
+        raise _NotReplaceable(str(exc)) from exc
     return True
 
 
-def _drop_content(content: str) -> None:
+def _unlink_content(content: str, before: os.stat_result) -> None:
+    """Undo the hard link of a work-tree file into the annex: the file gets its mode back
+    (the object's write bits were its own) and the object and its key folder go."""
+    os.chmod(content, stat.S_IMODE(before.st_mode))
     key_dir = os.path.dirname(content)
     os.chmod(key_dir, stat.S_IMODE(os.lstat(key_dir).st_mode) | stat.S_IWUSR)
     os.unlink(content)

@@ -148,8 +148,9 @@ def stage(
     problems: list[StagingProblem] = []
     if changes.to_add and annex:
         fast = annex_new_files(repo, changes.untracked, on_file)
-        annexed = set(fast.annexed)
-        for chunk in chunked([path for path in changes.to_add if path not in annexed]):
+        problems.extend(StagingProblem(path, why) for path, why in fast.failed.items())
+        done = {*fast.annexed, *fast.failed}
+        for chunk in chunked([path for path in changes.to_add if path not in done]):
             problems.extend(_annex_add(repo, chunk, on_file or (lambda: None)))
     elif changes.to_add:
         _git_over_paths(repo, ["add"], changes.to_add)

@@ -5,6 +5,7 @@ Pure preparation, no git: the committer decides how these become commits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
@@ -169,6 +170,31 @@ class PreparedCommit:
         return [*self.job.outputs, *[p for p in self.files.all if p not in self.job.outputs]]
 
 
+def replace_file(path: str, content: bytes) -> None:
+    """Put a new file at ``path``, whatever is there: never write through a link.
+
+    A retried finish finds the file it wrote before as an annex symlink, or hard-linked to
+    an annex object, or read-only: opening it for writing would rewrite (or fail on) content
+    that git-annex holds immutable. So the content goes into a new file beside it, which
+    replaces the old entry by one ``rename``. Its name is fixed, so what a killed run left
+    is taken over by the next (callers hold the dataset's lock); its mode is what ``open``
+    would give.
+    """
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, f".{name}.datalad-slurm-tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(content)
+        os.rename(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
 def prepare_commit(
     dataset_path: str, job: Job, status: JobStatus, message: str | None = None
 ) -> PreparedCommit:
@@ -176,9 +202,8 @@ def prepare_commit(
     files = find_job_files(dataset_path, job, status)
     env_path = os.path.join(dataset_path, files.env_json)
     os.makedirs(os.path.dirname(env_path), exist_ok=True)
-    with open(env_path, "w", encoding="utf-8") as stream:
-        json.dump(job_facts(job, status), stream, indent=1, sort_keys=True)
-        stream.write("\n")
+    text = json.dumps(job_facts(job, status), indent=1, sort_keys=True) + "\n"
+    replace_file(env_path, text.encode("utf-8"))
     record = build_record(job, status, files)
     text = format_message(record, status_word(status), message or job.message)
     return PreparedCommit(job, status, files, text)

@@ -1,0 +1,236 @@
+"""No fault of finish ever damages an annex object, and what it commits is what save would.
+
+Real DataLad datasets and git-annex; scenarios that depend on file modes also run as an
+unprivileged user (root ignores modes), through ``runuser``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from datalad.api import create
+
+from datalad_slurm.annexing import annex_new_files
+from datalad_slurm.jobrecord import prepare_commit
+from datalad_slurm.registry import Job
+from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
+
+REPO = Path(__file__).resolve().parents[2]
+#: the unprivileged account the mode-dependent scenarios run as (made if missing)
+USER = "dlstest"
+
+
+def _job(pwd_: str = ".", outputs: tuple[str, ...] = ("out",)) -> Job:
+    return Job(
+        id=1,
+        token="tok",
+        job_id=42,
+        cluster=None,
+        state="open",
+        cmd="sbatch job.sh",
+        pwd=pwd_,
+        inputs=[],
+        extra_inputs=[],
+        outputs=list(outputs),
+        chain=[],
+        message=None,
+        dsid=None,
+        submitted_from=None,
+        submitted_at=0.0,
+        submission_facts={},
+    )
+
+
+def _status(top: Path, backend: str, end_time: int) -> JobStatus:
+    task = TaskState(
+        42,
+        None,
+        JobState.COMPLETED,
+        exit_code=0,
+        end_time=end_time,
+        stdout=str(top / "slurm-42.out"),
+        work_dir=str(top),
+    )
+    return JobStatus(42, {task.label: task}, backend=backend)
+
+
+def _dataset(path: Path) -> Path:
+    create(str(path), result_renderer="disabled")
+    return path
+
+
+def _fsck(path: Path, *args: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        ["git", "annex", "fsck", "--json", *args], cwd=path, capture_output=True, text=True
+    ).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+# --- 1. never write through a link ------------------------------------------------------------
+
+
+def test_a_retried_finish_replaces_the_env_json_link_and_never_writes_its_object(
+    tmp_path: Path,
+) -> None:
+    """Squeue answered first, sacct second: the facts differ, the first object stays intact."""
+    top = _dataset(tmp_path / "ds")
+    (top / "slurm-42.out").write_text("log\n")
+    first = prepare_commit(str(top), _job(), _status(top, "squeue", 100))
+    env_json = top / first.files.env_json
+    # a finish killed after annexing, before HEAD moved: env.json is an annex symlink now
+    assert annex_new_files(str(top), [first.files.env_json]).annexed == [first.files.env_json]
+    assert env_json.is_symlink()
+    annexed = env_json.resolve()
+    content = annexed.read_bytes()
+    assert b'"squeue"' in content
+
+    prepare_commit(str(top), _job(), _status(top, "sacct", 200))
+    assert annexed.read_bytes() == content, "the annex object was written through its link"
+    assert not env_json.is_symlink()
+    assert b'"sacct"' in env_json.read_bytes()
+    assert _fsck(top, "--key", annexed.name)[0]["success"]
+
+    # a hard link to the object (a run killed between linking and swapping in the symlink)
+    env_json.unlink()
+    os.link(annexed, env_json)
+    prepare_commit(str(top), _job(), _status(top, "slurmdbd", 300))
+    assert annexed.read_bytes() == content, "the annex object was written through a hard link"
+    assert os.stat(env_json).st_nlink == 1 and b'"slurmdbd"' in env_json.read_bytes()
+    assert not [name for name in os.listdir(top) if name.endswith("datalad-slurm-tmp")]
+
+
+def _unprivileged() -> pwd.struct_passwd | None:
+    """The account to run as: None when we are not root (then we are unprivileged already)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(["useradd", "-m", USER], check=True)
+        return pwd.getpwnam(USER)
+
+
+def _python_for(user: pwd.struct_passwd | None) -> list[str]:
+    """An interpreter the user may run, with this checkout and its packages on the path."""
+    python = sys.executable
+    if user is not None:
+        # the venv's interpreter may live in root's home; Debian's is the same version
+        system = shutil.which("python3", path="/usr/bin:/bin")
+        if system:
+            version = subprocess.run(
+                [system, "-c", "import sys; print(sys.version_info[:2])"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            if version == str(sys.version_info[:2]):
+                python = system
+    paths = [str(REPO), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    env = [
+        f"PYTHONPATH={os.pathsep.join(paths)}",
+        f"PATH={os.path.dirname(sys.executable)}:/usr/bin:/bin",
+        "GIT_AUTHOR_NAME=T",
+        "GIT_AUTHOR_EMAIL=t@example.org",
+        "GIT_COMMITTER_NAME=T",
+        "GIT_COMMITTER_EMAIL=t@example.org",
+    ]
+    if user is None:
+        return ["env", *env, python]
+    return ["runuser", "-u", user.pw_name, "--", "env", f"HOME={user.pw_dir}", *env, python]
+
+
+@pytest.fixture
+def user_folder() -> Iterator[tuple[pwd.struct_passwd | None, Path]]:
+    """A folder the unprivileged user owns (pytest's tmp_path is root's own)."""
+    user = _unprivileged()
+    folder = Path(tempfile.mkdtemp(prefix="datalad-slurm-test-"))
+    if user is not None:
+        os.chown(folder, user.pw_uid, user.pw_gid)
+    try:
+        yield user, folder
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(folder)], check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+#: one job, committed by commit_jobs as finish does; its outputs' folder is read-only at first
+_READ_ONLY_SCENARIO = """
+import json, os, subprocess, sys
+from datalad.api import Dataset, create
+from datalad_slurm.committer import commit_jobs
+from datalad_slurm.gitlock import open_registry
+from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
+
+top = sys.argv[1]
+create(top, result_renderer="disabled")
+ds = Dataset(top)
+registry = open_registry(top)
+job = registry.reserve(cmd="sbatch job.sh", pwd=".", inputs=[], extra_inputs=[], outputs=["out"])
+job = registry.mark_submitted(job, 42, None)
+os.mkdir(os.path.join(top, "out"))
+result = os.path.join(top, "out", "result.txt")
+with open(result, "w") as stream:
+    stream.write("the job's result\\n")
+with open(os.path.join(top, "slurm-42.out"), "w") as stream:
+    stream.write("log\\n")
+os.chmod(os.path.join(top, "out"), 0o555)
+
+
+def finish(end):
+    task = TaskState(42, None, JobState.COMPLETED, exit_code=0, end_time=end,
+                     stdout=os.path.join(top, "slurm-42.out"), work_dir=top)
+    results = commit_jobs(ds, registry, [(registry.get(job.id), JobStatus(42, {"42": task}))])
+    return [r["status"] for r in results if r["action"] == "finish"]
+
+
+report = {"first": finish(100)}
+info = os.stat(result)
+report["after_first"] = [info.st_nlink, oct(info.st_mode & 0o777), os.path.islink(result)]
+os.chmod(os.path.join(top, "out"), 0o755)
+report["second"] = finish(200)
+report["state"] = registry.get(job.id).state
+report["committed"] = subprocess.run(
+    ["git", "ls-tree", "-r", "--name-only", "HEAD"], cwd=top, capture_output=True, text=True
+).stdout.split()
+fsck = subprocess.run(["git", "annex", "fsck", "--json"], cwd=top, capture_output=True, text=True)
+report["fsck"] = [json.loads(line)["success"] for line in fsck.stdout.splitlines()]
+report["status"] = subprocess.run(
+    ["git", "status", "--porcelain"], cwd=top, capture_output=True, text=True
+).stdout
+print(json.dumps(report))
+"""
+
+
+def test_a_job_in_a_read_only_folder_commits_once_the_folder_is_fixed(
+    user_folder: tuple[pwd.struct_passwd | None, Path],
+) -> None:
+    """As an ordinary user: the output cannot be annexed, the job stays open, its file is left
+    as it was (not hard-linked to an object, not read-only), and once the user makes the folder
+    writable the next finish commits it, env.json and all."""
+    user, folder = user_folder
+    proc = subprocess.run(
+        [*_python_for(user), "-c", _READ_ONLY_SCENARIO, str(folder / "ds")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert report["first"] == ["error"]
+    assert report["after_first"] == [1, "0o644", False]
+    assert report["second"] == ["ok"], report
+    assert report["state"] == "finished"
+    assert {"out/result.txt", "slurm-42.out", "slurm-job-42.env.json"} <= set(report["committed"])
+    assert report["fsck"] and all(report["fsck"]), report
+    assert report["status"] == ""
