@@ -7,6 +7,7 @@ never in the worktree.
 
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 
 from filelock import FileLock, Timeout
 
+from datalad_slurm.packwriter import TMP_PACK_PREFIX
 from datalad_slurm.registry import REGISTRY_DIRNAME, Registry
 
 __all__ = [
@@ -107,6 +109,8 @@ def clear_interrupted_writes(dataset_path: str) -> list[str]:
     candidates = [os.path.join(gitdir, name) for name in _GIT_LOCK_FILES]
     for folder, _dirs, files in os.walk(os.path.join(gitdir, "refs")):
         candidates += [os.path.join(folder, f) for f in files if f.endswith(".lock")]
+    # half-written packs of ours (packwriter.install_pack); git's own tmp_pack_* are git's
+    candidates += glob.glob(os.path.join(gitdir, "objects", "pack", f"{TMP_PACK_PREFIX}*"))
     for path in candidates:
         try:
             if os.lstat(path).st_mtime >= since - 1:

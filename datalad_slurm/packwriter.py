@@ -32,6 +32,9 @@ from datalad_slurm.git import GitError, run_git
 #: commits to write, oldest first: each a message and the changes it makes to its parent's tree
 CommitChain = Sequence[tuple[str, Sequence["Change"]]]
 
+#: what the names of our packs start with while they are written (a killed writer's are
+#: removed by :func:`datalad_slurm.gitlock.clear_interrupted_writes`)
+TMP_PACK_PREFIX = "tmp_datalad_slurm_"
 #: versions of a folder written as deltas before one is written in full again
 MAX_DELTA_DEPTH = 50
 #: zlib level for what we write; ``git gc`` recompresses at git's own level later
@@ -422,7 +425,7 @@ def install_pack(repo: str, pack: PackBuilder) -> None:
     name = os.path.join(folder, f"pack-{data[-20:].hex()}")
     # the pack before its index: git looks for packs by their index
     for suffix, content in ((".pack", data), (".idx", pack.index(data[-20:]))):
-        handle, temporary = tempfile.mkstemp(prefix="tmp_datalad_slurm_", dir=folder)
+        handle, temporary = tempfile.mkstemp(prefix=TMP_PACK_PREFIX, dir=folder)
         try:
             with os.fdopen(handle, "wb") as stream:
                 stream.write(content)

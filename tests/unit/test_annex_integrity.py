@@ -22,9 +22,12 @@ import pytest
 from datalad.api import create
 
 from datalad_slurm.annexing import annex_new_files
+from datalad_slurm.gitlock import clear_interrupted_writes
 from datalad_slurm.jobrecord import prepare_commit
+from datalad_slurm.packwriter import TMP_PACK_PREFIX
 from datalad_slurm.registry import Job
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
+from tests.unit.conftest import git
 
 REPO = Path(__file__).resolve().parents[2]
 #: the unprivileged account the mode-dependent scenarios run as (made if missing)
@@ -171,6 +174,7 @@ from datalad.api import Dataset, create
 from datalad_slurm.committer import commit_jobs
 from datalad_slurm.gitlock import open_registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
+from tests.unit.conftest import git
 
 top = sys.argv[1]
 create(top, result_renderer="disabled")
@@ -234,3 +238,40 @@ def test_a_job_in_a_read_only_folder_commits_once_the_folder_is_fixed(
     assert {"out/result.txt", "slurm-42.out", "slurm-job-42.env.json"} <= set(report["committed"])
     assert report["fsck"] and all(report["fsck"]), report
     assert report["status"] == ""
+
+
+# --- 10. packs a killed finish was writing --------------------------------------------------
+
+_KILLED_IN_INSTALL_PACK = """
+import os, sys
+from datalad_slurm import packwriter
+from datalad_slurm.gitlock import git_writes
+
+def fsync_then_die(fd):
+    os.kill(os.getpid(), 9)
+
+packwriter.os.fsync = fsync_then_die
+with git_writes(sys.argv[1]):
+    packwriter.write_blobs(sys.argv[1], [b"some link target"])
+"""
+
+
+def test_packs_a_killed_finish_was_writing_are_removed_by_the_next(tmp_path: Path) -> None:
+    top = tmp_path / "repo"
+    git(tmp_path, "init", "-q", str(top))
+    pack_dir = top / ".git" / "objects" / "pack"
+    # git's own temporary packs, and ours of a writer that was not killed, are not ours to take
+    (pack_dir / "tmp_pack_Xy12").write_bytes(b"git's")
+    without_marker = pack_dir / f"{TMP_PACK_PREFIX}old"
+    without_marker.write_bytes(b"")
+    assert clear_interrupted_writes(str(top)) == []
+    assert without_marker.exists()
+    without_marker.unlink()
+
+    proc = subprocess.run([sys.executable, "-c", _KILLED_IN_INSTALL_PACK, str(top)], check=False)
+    assert proc.returncode == -9
+    left = [name for name in os.listdir(pack_dir) if name.startswith(TMP_PACK_PREFIX)]
+    assert len(left) == 1
+    assert clear_interrupted_writes(str(top)) == [f"objects/pack/{left[0]}"]
+    assert sorted(os.listdir(pack_dir)) == ["tmp_pack_Xy12"]
+    git(top, "fsck", "--strict")
