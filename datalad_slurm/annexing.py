@@ -80,6 +80,8 @@ class _Repo:
     git_dir: str
     uuid: str
     default_backend: str
+    #: ``annex.tune.branchhash1``: the git-annex branch keeps its logs one folder deep
+    branch_hash1: bool = False
     #: object folders known to exist (a makedirs per file is a tenth of the work)
     made: set[str] = field(default_factory=set)
 
@@ -208,7 +210,13 @@ def _fast_path_repo(top: str) -> _Repo | None:
         refuse("git annex config sets annex.largefiles or annex.addunlocked")
         return None
     backend = config.get("annex.backend") or (config.get("annex.backends") or "").split(" ")[0]
-    return _Repo(top, git_folder, config["annex.uuid"], backend or "SHA256E")
+    return _Repo(
+        top,
+        git_folder,
+        config["annex.uuid"],
+        backend or "SHA256E",
+        branch_hash1=config.get("annex.tune.branchhash1", "false").lower() not in _FALSE,
+    )
 
 
 def _classify(repo: _Repo, untracked: Sequence[str], rest: list[str]) -> list[_File]:
@@ -325,13 +333,24 @@ def _compute_keys(repo: _Repo, files: Sequence[_File], rest: list[str]) -> None:
 def _locate(repo: _Repo, files: Sequence[_File]) -> None:
     keys = sorted({c.key for c in files})
     answers = _batch(
-        repo.top,
-        ["examinekey", "--batch", "--format", "${objectpath}\t${hashdirlower}${key}.log\n"],
-        keys,
+        repo.top, ["examinekey", "--batch", "--format", "${objectpath}\t${hashdirlower}\n"], keys
     )
     places = dict(zip(keys, (answer.split("\t") for answer in answers), strict=True))
     for candidate in files:
-        candidate.object_path, candidate.log_path = places[candidate.key]
+        candidate.object_path, hash_dirs = places[candidate.key]
+        candidate.log_path = _log_path(repo, candidate.key, hash_dirs)
+
+
+def _log_path(repo: _Repo, key: str, hash_dirs: str) -> str:
+    """Where the git-annex branch keeps a key's location log.
+
+    ``${hashdirlower}`` is always two levels (``aaa/bbb/``); with ``annex.tune.branchhash1``
+    git-annex uses the first level alone (``aaa/KEY.log``). The other tunings are about the
+    object store, which ``${objectpath}`` follows.
+    """
+    if repo.branch_hash1:
+        hash_dirs = hash_dirs.split("/", 1)[0] + "/"
+    return f"{hash_dirs}{key}.log"
 
 
 def _identity(info: os.stat_result) -> tuple[int, int, int, int]:

@@ -275,3 +275,27 @@ def test_packs_a_killed_finish_was_writing_are_removed_by_the_next(tmp_path: Pat
     assert clear_interrupted_writes(str(top)) == [f"objects/pack/{left[0]}"]
     assert sorted(os.listdir(pack_dir)) == ["tmp_pack_Xy12"]
     git(top, "fsck", "--strict")
+
+
+# --- 2. location logs where git-annex reads them ----------------------------------------------
+
+
+def test_location_logs_follow_annex_tune_branchhash1(tmp_path: Path) -> None:
+    top = tmp_path / "tuned"
+    git(tmp_path, "init", "-q", str(top))
+    git(top, "config", "user.name", "T")
+    git(top, "config", "user.email", "t@example.org")
+    git(top, "-c", "annex.tune.branchhash1=true", "annex", "init", "-q")
+    (top / "result.txt").write_text("result\n")
+    assert annex_new_files(str(top), ["result.txt"]).annexed == ["result.txt"]
+    git(top, "commit", "-q", "-m", "result")
+    key = (top / "result.txt").resolve().name
+    logs = git(top, "ls-tree", "-r", "--name-only", "git-annex").split()
+    assert [name for name in logs if name.endswith(f"{key}.log")] == [
+        git(top, "annex", "examinekey", "--format", "${hashdirlower}", key).split("/")[0]
+        + f"/{key}.log"
+    ]
+    whereis = json.loads(git(top, "annex", "whereis", "--json", "result.txt"))
+    assert len(whereis["whereis"]) == 1, whereis
+    fsck = _fsck(top)
+    assert fsck and all(item["success"] for item in fsck), fsck
