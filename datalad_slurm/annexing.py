@@ -368,10 +368,17 @@ def _without_write_bits(path: str) -> None:
 
 def _place(repo: _Repo, candidate: _File) -> bool:
     """Move the content into the annex and leave git-annex's symlink; False: leave it to add."""
-    if candidate.leftover_link:
-        return True
     worktree_file = os.path.join(repo.top, candidate.path)
     content = os.path.join(repo.top, candidate.object_path)
+    if candidate.leftover_link:
+        # a link of ours, or one the job made (absolute, or by another way into the annex):
+        # committed as git-annex's relative link, as git annex add rewrites it
+        if not os.path.isfile(content):
+            return False
+        target = os.path.relpath(content, os.path.dirname(worktree_file))
+        if os.readlink(worktree_file) != target:
+            _replace_by_link(repo, worktree_file, target)
+        return True
     key_dir = os.path.dirname(content)
     linked = False
     if os.path.lexists(content):

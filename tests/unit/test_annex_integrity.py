@@ -22,6 +22,13 @@ import pytest
 from datalad.api import create
 
 from datalad_slurm.annexing import annex_new_files
+from datalad_slurm.commitwriter import (
+    advance_head,
+    stage,
+    staged_changes,
+    worktree_changes,
+    write_commits,
+)
 from datalad_slurm.gitlock import clear_interrupted_writes
 from datalad_slurm.jobrecord import prepare_commit
 from datalad_slurm.packwriter import TMP_PACK_PREFIX
@@ -298,4 +305,59 @@ def test_location_logs_follow_annex_tune_branchhash1(tmp_path: Path) -> None:
     whereis = json.loads(git(top, "annex", "whereis", "--json", "result.txt"))
     assert len(whereis["whereis"]) == 1, whereis
     fsck = _fsck(top)
+    assert fsck and all(item["success"] for item in fsck), fsck
+
+
+# --- 3. links the job made itself -------------------------------------------------------------
+
+
+def _tree(path: Path) -> dict[str, tuple[str, str]]:
+    tree = {}
+    for entry in git(path, "ls-tree", "-r", "-z", "HEAD").split("\0"):
+        if entry:
+            meta, name = entry.split("\t", 1)
+            mode, _kind, sha = meta.split()
+            tree[name] = (mode, sha)
+    tree.pop(".datalad/config")  # the dataset ids differ
+    return tree
+
+
+def _commit_as_finish(top: Path, paths: list[str]) -> None:
+    """Stage and commit as the committer does: plumbing, so no pre-commit hook of git-annex's
+    (which would fix links) runs."""
+    assert stage(str(top), worktree_changes(str(top), paths), annex=True) == []
+    head = git(top, "rev-parse", "HEAD").strip()
+    changes = staged_changes(str(top), head, paths)
+    (sha,) = write_commits(str(top), head, [("finish", changes)])
+    advance_head(str(top), head, sha, "test")
+
+
+def _twin(path: Path) -> Path:
+    top = _dataset(path)
+    (top / "data.bin").write_text("annexed before the job\n")
+    subprocess.run(
+        ["datalad", "save", "-m", "data", "data.bin"], cwd=top, capture_output=True, check=True
+    )
+    return top
+
+
+def test_links_the_job_made_into_the_annex_are_committed_as_datalad_save_would(
+    tmp_path: Path,
+) -> None:
+    saved, fast = _twin(tmp_path / "saved"), _twin(tmp_path / "fast")
+    paths = ["absolute", "deep/er/absolute", "deep/detour"]
+    for top in (saved, fast):
+        content = (top / "data.bin").resolve()
+        (top / "deep" / "er").mkdir(parents=True)
+        (top / "absolute").symlink_to(content)
+        (top / "deep" / "er" / "absolute").symlink_to(content)
+        detour = os.path.relpath(content, top / "deep").replace("/annex/", "/annex/../annex/", 1)
+        (top / "deep" / "detour").symlink_to(detour)
+    subprocess.run(["datalad", "save", "-m", "links", *paths], cwd=saved, check=True)
+    _commit_as_finish(fast, paths)
+    assert _tree(fast) == _tree(saved)
+    for path in paths:
+        assert os.readlink(fast / path) == os.readlink(saved / path), path
+    assert git(fast, "status", "--porcelain") == ""
+    fsck = _fsck(fast)
     assert fsck and all(item["success"] for item in fsck), fsck
