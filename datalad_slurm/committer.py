@@ -28,9 +28,11 @@ from datalad_slurm.commitwriter import (
     WorktreeChanges,
     advance_head,
     covering_paths,
+    relock,
     run_auto_maintenance,
     stage,
-    staged_changes,
+    staged_changes_from,
+    unlocked_since,
     worktree_changes,
     write_commits,
 )
@@ -257,12 +259,19 @@ def _commit_batch(
         )
         progress.start(len(pending.to_add))
         problems = stage(dataset_path, pending, annex, progress.file_done)
+        staged = staged_changes_from(dataset_path, head, pathspecs)
+        unlocked = [
+            path for path in unlocked_since(staged, pending.to_add) if owners.of(path) is not None
+        ]
+        if annex and unlocked:
+            problems += relock(dataset_path, unlocked)
+            staged = staged_changes_from(dataset_path, head, pathspecs)
         for problem in problems:
             owner = owners.of(problem.path)
             if owner is not None:
                 failed.setdefault(owner.job.id, f"{problem.path}: {problem.message}")
         by_job: dict[int, list[Change]] = {item.job.id: [] for item in prepared}
-        for change in staged_changes(dataset_path, head, pathspecs):
+        for _old_mode, change in staged:
             owner = owners.of(change.path)
             if owner is not None:
                 by_job[owner.job.id].append(change)

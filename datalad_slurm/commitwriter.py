@@ -208,18 +208,51 @@ def _annex_add(
 
 def staged_changes(repo: str, head: str, paths: Sequence[str]) -> list[Change]:
     """What the index holds under ``paths`` that HEAD does not."""
+    return [change for _old_mode, change in staged_changes_from(repo, head, paths)]
+
+
+def staged_changes_from(repo: str, head: str, paths: Sequence[str]) -> list[tuple[str, Change]]:
+    """:func:`staged_changes`, each with the mode HEAD has for its path (``000000``: none)."""
     raw = _git_over_paths(repo, ["diff-index", "--cached", "-z", "--no-renames", head], paths)
     fields = raw.split("\0")
     changes = []
     for meta, path in zip(fields[0::2], fields[1::2], strict=False):
         if not meta:
             continue
-        _old_mode, new_mode, _old_sha, new_sha, status = meta.lstrip(":").split(" ")
+        old_mode, new_mode, _old_sha, new_sha, status = meta.lstrip(":").split(" ")
         if status == "D":
-            changes.append(Change(path))
+            changes.append((old_mode, Change(path)))
         else:
-            changes.append(Change(path, new_mode, new_sha))
+            changes.append((old_mode, Change(path, new_mode, new_sha)))
     return changes
+
+
+#: git's modes of a symlink (a locked annexed file) and of a file (an unlocked one's pointer)
+LINK_MODE, FILE_MODES = "120000", ("100644", "100755")
+
+
+def unlocked_since(changes: Sequence[tuple[str, Change]], touched: Iterable[str]) -> list[str]:
+    """Files locked in HEAD whose index entry is an unlocked pointer, and that are not among
+    ``touched`` (staged anew): outputs that schedule unlocked and the job left alone.
+
+    ``datalad save`` locks them again (``git annex add`` of an unlocked file locks it).
+    """
+    skip = set(touched)
+    return [
+        change.path
+        for old_mode, change in changes
+        if old_mode == LINK_MODE and change.mode in FILE_MODES and change.path not in skip
+    ]
+
+
+def relock(
+    repo: str, paths: Sequence[str], on_file: Callable[[], None] | None = None
+) -> list[StagingProblem]:
+    """Lock unlocked annexed files again, as ``datalad save`` does: ``git annex add``."""
+    problems: list[StagingProblem] = []
+    for chunk in chunked(paths):
+        problems.extend(_annex_add(repo, chunk, on_file or (lambda: None)))
+    return problems
 
 
 def _quote(path: str) -> bytes:

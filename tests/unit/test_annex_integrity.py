@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from datalad.api import create
+from datalad.api import Dataset, create
 
 from datalad_slurm.annexing import annex_new_files
+from datalad_slurm.committer import commit_jobs
 from datalad_slurm.commitwriter import (
     advance_head,
     stage,
@@ -29,7 +30,7 @@ from datalad_slurm.commitwriter import (
     worktree_changes,
     write_commits,
 )
-from datalad_slurm.gitlock import clear_interrupted_writes
+from datalad_slurm.gitlock import clear_interrupted_writes, open_registry
 from datalad_slurm.jobrecord import prepare_commit
 from datalad_slurm.packwriter import TMP_PACK_PREFIX
 from datalad_slurm.registry import Job
@@ -358,6 +359,47 @@ def test_links_the_job_made_into_the_annex_are_committed_as_datalad_save_would(
     assert _tree(fast) == _tree(saved)
     for path in paths:
         assert os.readlink(fast / path) == os.readlink(saved / path), path
+    assert git(fast, "status", "--porcelain") == ""
+    fsck = _fsck(fast)
+    assert fsck and all(item["success"] for item in fsck), fsck
+
+
+# --- 5. outputs schedule unlocked and the job left alone --------------------------------------
+
+
+def _finish(top: Path, outputs: list[str]) -> list[dict[str, Any]]:
+    """One completed job with these outputs, committed by commit_jobs as finish does."""
+    with open_registry(str(top)) as registry:
+        job = registry.reserve(
+            cmd="sbatch job.sh", pwd=".", inputs=[], extra_inputs=[], outputs=outputs
+        )
+        job = registry.mark_submitted(job, 42, None)
+        task = TaskState(42, None, JobState.COMPLETED, exit_code=0, work_dir=str(top))
+        status = JobStatus(42, {task.label: task}, backend="test")
+        return list(commit_jobs(Dataset(str(top)), registry, [(job, status)]))
+
+
+def test_outputs_unlocked_by_schedule_and_left_alone_are_locked_again(tmp_path: Path) -> None:
+    saved, fast = _dataset(tmp_path / "saved"), _dataset(tmp_path / "fast")
+    for top in (saved, fast):
+        (top / "out").mkdir()
+        (top / "out" / "kept.dat").write_text("from an earlier run\n")
+        (top / "out" / "changed.dat").write_text("to be rewritten\n")
+        Dataset(str(top)).save(message="earlier", result_renderer="disabled")
+        # what schedule does with existing outputs; the job rewrites one, adds one
+        Dataset(str(top)).unlock(path=str(top / "out"), result_renderer="disabled")
+        (top / "out" / "changed.dat").write_text("rewritten\n")
+        (top / "out" / "new.dat").write_text("new\n")
+    Dataset(str(saved)).save(path=str(saved / "out"), message="job", result_renderer="disabled")
+    results = _finish(fast, ["out"])
+    assert [r["status"] for r in results if r["action"] == "finish"] == ["ok"]
+
+    def outputs(top: Path) -> dict[str, tuple[str, str]]:
+        return {name: entry for name, entry in _tree(top).items() if name.startswith("out/")}
+
+    assert outputs(fast) == outputs(saved)
+    assert outputs(fast)["out/kept.dat"][0] == "120000"
+    assert (fast / "out" / "kept.dat").is_symlink()
     assert git(fast, "status", "--porcelain") == ""
     fsck = _fsck(fast)
     assert fsck and all(item["success"] for item in fsck), fsck
