@@ -125,6 +125,7 @@ def annex_new_files(
     result = FastAnnexResult()
     repo = _fast_path_repo(os.path.abspath(top)) if untracked else None
     if repo is None:
+        _record_leftover_links(os.path.abspath(top), untracked)
         result.rest.extend(untracked)
         return result
     os.makedirs(repo.scratch, exist_ok=True)
@@ -264,6 +265,20 @@ def _annex_link_key(repo: _Repo, path: str) -> str:
     if not resolved.startswith(os.path.join(repo.top, ".git", "annex", "objects") + os.sep):
         return ""
     return parts[-1] if os.path.isfile(resolved) else ""
+
+
+def _record_leftover_links(top: str, untracked: Sequence[str]) -> None:
+    """Record "here" for the links into the annex that a killed fast path left, when this run
+    takes the slow path: ``git annex add`` adds a link the rules call small to git as it is
+    and writes no location log (``whereis`` would say 0 copies)."""
+    links = [path for path in untracked if os.path.islink(os.path.join(top, path))]
+    uuid = run_git(top, "config", "annex.uuid", check=False).strip() if links else ""
+    if not uuid:
+        return
+    repo = _Repo(top, git_dir(top), uuid, "")
+    keys = sorted({key for path in links if (key := _annex_link_key(repo, path))})
+    if keys:
+        _set_present(repo, keys)
 
 
 def _attributes(repo: _Repo, paths: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -546,14 +561,15 @@ def record_present(repo: _Repo, logs: dict[str, str], attempts: int = 3) -> None
         lgr.debug("the git-annex branch kept moving; recording through git-annex")
         through_git_annex = set(logs)
     if through_git_annex:
-        answers = _batch(
-            repo.top,
-            ["setpresentkey", "--batch"],
-            (f"{key} {repo.uuid} 1" for key in sorted(through_git_annex)),
-        )
-        failed = [answer for answer in answers if not answer.endswith(" ok")]
-        if failed:
-            raise GitError(f"git annex setpresentkey failed in {repo.top}: {failed[0]}")
+        _set_present(repo, sorted(through_git_annex))
+
+
+def _set_present(repo: _Repo, keys: Iterable[str]) -> None:
+    """``git annex setpresentkey`` for the keys: one batch process."""
+    answers = _batch(repo.top, ["setpresentkey", "--batch"], (f"{k} {repo.uuid} 1" for k in keys))
+    failed = [answer for answer in answers if not answer.endswith(" ok")]
+    if failed:
+        raise GitError(f"git annex setpresentkey failed in {repo.top}: {failed[0]}")
 
 
 def _commit_new_logs(repo: _Repo, old: str, new: dict[str, str]) -> bool:

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 from datalad.api import Dataset, create
 
+from datalad_slurm import annexing
 from datalad_slurm.annexing import annex_new_files
-from datalad_slurm.committer import commit_jobs
+from datalad_slurm.committer import commit_jobs, recover
 from datalad_slurm.commitwriter import (
     advance_head,
     stage,
@@ -179,7 +180,7 @@ def user_folder() -> Iterator[tuple[pwd.struct_passwd | None, Path]]:
 _READ_ONLY_SCENARIO = """
 import json, os, subprocess, sys
 from datalad.api import Dataset, create
-from datalad_slurm.committer import commit_jobs
+from datalad_slurm.committer import commit_jobs, recover
 from datalad_slurm.gitlock import open_registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 from tests.unit.conftest import git
@@ -370,10 +371,15 @@ def test_links_the_job_made_into_the_annex_are_committed_as_datalad_save_would(
 def _finish(top: Path, outputs: list[str]) -> list[dict[str, Any]]:
     """One completed job with these outputs, committed by commit_jobs as finish does."""
     with open_registry(str(top)) as registry:
-        job = registry.reserve(
-            cmd="sbatch job.sh", pwd=".", inputs=[], extra_inputs=[], outputs=outputs
-        )
-        job = registry.mark_submitted(job, 42, None)
+        recover(str(top), registry)  # as finish does first: a killed run's job is open again
+        jobs = registry.jobs(states=("open",))
+        if jobs:
+            job = jobs[0]
+        else:
+            job = registry.reserve(
+                cmd="sbatch job.sh", pwd=".", inputs=[], extra_inputs=[], outputs=outputs
+            )
+            job = registry.mark_submitted(job, 42, None)
         task = TaskState(42, None, JobState.COMPLETED, exit_code=0, work_dir=str(top))
         status = JobStatus(42, {task.label: task}, backend="test")
         return list(commit_jobs(Dataset(str(top)), registry, [(job, status)]))
@@ -402,4 +408,39 @@ def test_outputs_unlocked_by_schedule_and_left_alone_are_locked_again(tmp_path: 
     assert (fast / "out" / "kept.dat").is_symlink()
     assert git(fast, "status", "--porcelain") == ""
     fsck = _fsck(fast)
+    assert fsck and all(item["success"] for item in fsck), fsck
+
+
+# --- 9. killed before the location logs, then the slow path -----------------------------------
+
+
+def test_links_of_a_finish_killed_before_the_logs_are_recorded_by_the_slow_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next finish goes through git annex add (the dataset's rules changed meanwhile), which
+    adds a link that the rules call small to git as it is, without a location log."""
+    top = _dataset(tmp_path / "ds")
+    (top / "out").mkdir()
+    (top / "out" / "result.dat").write_text("result\n")
+
+    def killed(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt  # as SIGKILL would: after the links, before the logs
+
+    monkeypatch.setattr(annexing, "record_present", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _finish(top, ["out"])
+    monkeypatch.undo()
+    assert (top / "out" / "result.dat").is_symlink()
+    git(top, "config", "annex.largefiles", "largerthan=1kb")
+
+    results = _finish(top, ["out"])
+    assert [r["status"] for r in results if r["action"] == "finish"] == ["ok"]
+    names = ["out/result.dat", "slurm-job-42.env.json"]
+    whereis = subprocess.run(
+        ["git", "annex", "whereis", "--json"], cwd=top, capture_output=True, text=True
+    ).stdout
+    copies = {item["file"]: len(item["whereis"]) for item in map(json.loads, whereis.splitlines())}
+    assert copies.get("out/result.dat") == 1, copies
+    assert set(names) <= set(git(top, "ls-files").split())
+    fsck = _fsck(top)
     assert fsck and all(item["success"] for item in fsck), fsck
