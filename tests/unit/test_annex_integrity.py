@@ -444,3 +444,21 @@ def test_links_of_a_finish_killed_before_the_logs_are_recorded_by_the_slow_path(
     assert set(names) <= set(git(top, "ls-files").split())
     fsck = _fsck(top)
     assert fsck and all(item["success"] for item in fsck), fsck
+
+
+def test_a_reused_job_id_leaves_the_earlier_jobs_env_json_intact(tmp_path: Path) -> None:
+    """Logs outside the dataset put env.json in the job's pwd: the second job with the same id
+    replaces the committed link, it does not write into the first job's object."""
+    top = _dataset(tmp_path / "ds")
+    (top / "out").mkdir()
+    (top / "out" / "first.dat").write_text("first\n")
+    assert [r["status"] for r in _finish(top, ["out"]) if r["action"] == "finish"] == ["ok"]
+    first = (top / "slurm-job-42.env.json").resolve()
+    content = first.read_bytes()
+    (top / "out2").mkdir()
+    (top / "out2" / "second.dat").write_text("second\n")
+    assert [r["status"] for r in _finish(top, ["out2"]) if r["action"] == "finish"] == ["ok"]
+    assert first.read_bytes() == content
+    assert (top / "slurm-job-42.env.json").resolve() != first
+    fsck = _fsck(top, "--all")
+    assert fsck and all(item["success"] for item in fsck), fsck
