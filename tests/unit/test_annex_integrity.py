@@ -462,3 +462,39 @@ def test_a_reused_job_id_leaves_the_earlier_jobs_env_json_intact(tmp_path: Path)
     assert (top / "slurm-job-42.env.json").resolve() != first
     fsck = _fsck(top, "--all")
     assert fsck and all(item["success"] for item in fsck), fsck
+
+
+def test_a_file_that_changed_while_annexed_is_left_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changed after its key was computed: it goes to git annex add, writable, one link."""
+    top = _dataset(tmp_path / "ds")
+    (top / "grows.dat").write_text("still being written\n")
+    monkeypatch.setattr(annexing, "_same_file", lambda *_args: False)
+    assert annex_new_files(str(top), ["grows.dat"]).rest == ["grows.dat"]
+    info = os.stat(top / "grows.dat")
+    assert (info.st_nlink, info.st_mode & 0o777) == (1, 0o644)
+
+
+def test_a_hard_link_left_by_a_kill_is_annexed_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed between linking the content into the annex and swapping in the symlink."""
+    top = _dataset(tmp_path / "ds")
+    (top / "out").mkdir()
+    (top / "out" / "result.dat").write_text("result\n")
+
+    def killed(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(annexing, "_replace_by_link", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _finish(top, ["out"])
+    monkeypatch.undo()
+    assert os.stat(top / "out" / "result.dat").st_nlink == 2
+    results = _finish(top, ["out"])
+    assert [r["status"] for r in results if r["action"] == "finish"] == ["ok"]
+    assert (top / "out" / "result.dat").is_symlink()
+    assert git(top, "status", "--porcelain") == ""
+    fsck = _fsck(top)
+    assert fsck and all(item["success"] for item in fsck), fsck
