@@ -28,11 +28,17 @@ from datalad_slurm.slurm.backend import Backend
 from datalad_slurm.slurm.events import JobKey, match_events, resolve
 from datalad_slurm.slurm.select import choose_backend
 from datalad_slurm.slurm.state import JobStatus, Verdict
-from datalad_slurm.spool import Event, Rejected, SpoolError, UserSpool
+from datalad_slurm.spool import (
+    STALE_INFLIGHT_SECONDS,
+    Event,
+    Rejected,
+    SpoolError,
+    UserSpool,
+)
 
 ACTION = "finish"
 #: a reservation still 'submitting' after this long was interrupted
-STALE_SUBMISSION_SECONDS = 600.0
+STALE_SUBMISSION_SECONDS = STALE_INFLIGHT_SECONDS
 #: events nobody claimed are removed after this long (other datasets had their chance)
 STALE_EVENT_SECONDS = 30 * 24 * 3600.0
 
@@ -188,6 +194,7 @@ def _drain(
     if view.problem:
         yield _result(dataset_path, "impossible", view.problem)
     yield from _reject(dataset_path, view)
+    _clean_inflight(view.spool)
     backend = backend or choose_backend()
     submitted = [j for j in jobs if j.job_id is not None]
     resolution = job_statuses(submitted, view.events, backend)
@@ -235,23 +242,58 @@ def _to_be_committed(status: JobStatus, request: FinishRequest) -> bool:
 def _commit(
     ds: Any, registry: Registry, to_commit: Sequence[tuple[Job, JobStatus]], message: str | None
 ) -> Iterator[dict[str, Any]]:
-    """All completed jobs at once; trouble the committer did not foresee leaves them open."""
+    """All completed jobs at once; trouble the committer did not foresee leaves them open.
+
+    A job is its id *and* its cluster: the committer's results name the id
+    only, so jobs that share an id (two clusters) go to it in separate batches.
+    """
+    for batch in _batches_of_distinct_ids(to_commit):
+        yield from _commit_batch(ds, registry, batch, message)
+
+
+def _batches_of_distinct_ids(
+    to_commit: Sequence[tuple[Job, JobStatus]],
+) -> list[list[tuple[Job, JobStatus]]]:
+    """The jobs in as few batches as possible, no job id twice in one (almost always one)."""
+    batches: list[list[tuple[Job, JobStatus]]] = []
+    for job, status in to_commit:
+        for batch in batches:
+            if all(other.job_id != job.job_id for other, _ in batch):
+                batch.append((job, status))
+                break
+        else:
+            batches.append([(job, status)])
+    return batches
+
+
+def _commit_batch(
+    ds: Any, registry: Registry, batch: Sequence[tuple[Job, JobStatus]], message: str | None
+) -> Iterator[dict[str, Any]]:
+    by_id = {job.job_id: job for job, _ in batch}
     reported: set[int] = set()
     try:
-        for result in commit_jobs(ds, registry, to_commit, message):
-            if result.get("action") == ACTION and result.get("slurm_job_id") is not None:
-                reported.add(result["slurm_job_id"])
+        for result in commit_jobs(ds, registry, batch, message):
+            job = by_id.get(result.get("slurm_job_id")) if result.get("action") == ACTION else None
+            if job is not None:
+                reported.add(job.id)
+                result.setdefault("cluster", job.cluster)
             yield result
     except Exception as exc:
-        left = [job for job, _ in to_commit if job.job_id not in reported]
+        left = [job for job, _ in batch if job.id not in reported]
         registry.reopen_many(left)
         for job in left:
             yield _result(
                 str(ds.path),
                 "error",
-                f"job {job.job_id} could not be committed: {exc}; it stays open",
+                f"job {_job_name(job)} could not be committed: {exc}; it stays open",
                 slurm_job_id=job.job_id,
+                cluster=job.cluster,
             )
+
+
+def _job_name(job: Job) -> str:
+    """The job id, with its cluster where known (ids are per cluster)."""
+    return f"{job.job_id} (cluster {job.cluster})" if job.cluster else str(job.job_id)
 
 
 def _reject(dataset_path: str, view: SpoolView) -> Iterator[dict[str, Any]]:
@@ -276,6 +318,17 @@ def _consume(spool: UserSpool | None, job: Job, events: Sequence[Event]) -> None
         spool.unregister(job.cluster, job.job_id)
     except (OSError, SpoolError):
         pass  # _tidy removes them on a later run
+
+
+def _clean_inflight(spool: UserSpool | None) -> None:
+    """A ``schedule`` killed between sbatch and registration left its in-flight marker, which
+    makes the hook report every job of the user; its row stays 'submitting' (reported below)."""
+    if spool is None:
+        return
+    try:
+        spool.clean_inflight(STALE_SUBMISSION_SECONDS)
+    except (OSError, SpoolError):
+        pass
 
 
 def _tidy(spool: UserSpool | None, registry: Registry, unmatched: Sequence[Event]) -> None:

@@ -162,6 +162,8 @@ class Submitter:
         if self._registry is None:
             self._registry = open_registry(self.dataset_path)
             self._spool = _user_spool(self.ds)
+            # markers of schedules killed between sbatch and registration (see finishing)
+            _spool_call(self._spool, "clean_inflight")
             self._dsid = self.ds.id
             self._head = self.ds.repo.get_hexsha()
             self._cluster = cluster_name()

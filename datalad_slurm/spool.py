@@ -38,6 +38,9 @@ EVENT_SUFFIX = ".event"
 MAX_EVENT_BYTES = 65536
 DEFAULT_CONFIG = "/etc/datalad-slurm.conf"
 DEFAULT_SPOOL = "/var/spool/datalad-slurm"
+#: an in-flight marker this old was left by a ``schedule`` that died between sbatch and
+#: registration (one sbatch call takes seconds); ``schedule`` and ``finish`` remove it
+STALE_INFLIGHT_SECONDS = 600.0
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: for walking through directories we may not list (the spool is mode 1733)
@@ -227,7 +230,7 @@ class UserSpool:
                 if not name.endswith(EVENT_SUFFIX):
                     continue
                 try:
-                    events.append(_read_event(events_fd, name, trusted_uids))
+                    events.append(_read_event(events_fd, name, trusted_uids, self.uid))
                 except EventError as exc:
                     rejected.append(Rejected(name, str(exc)))
         return events, rejected
@@ -245,7 +248,9 @@ class UserSpool:
             except FileNotFoundError:
                 pass
 
-    def clean_inflight(self, older_than: float) -> None:
+    def clean_inflight(self, older_than: float = STALE_INFLIGHT_SECONDS) -> None:
+        """Remove in-flight markers of submissions that died: while one is there, the hook
+        reports every job of this user."""
         with self._dirs() as dirs:
             now = time.time()
             for name in os.listdir(dirs.inflight):
@@ -384,7 +389,8 @@ class Event:
         )
 
 
-def _read_event(dir_fd: int, name: str, trusted_uids: set[int]) -> Event:
+def _read_event(dir_fd: int, name: str, trusted_uids: set[int], uid: int) -> Event:
+    """The event in ``name``, if the hook wrote it, and for a job of ``uid`` (the folder's)."""
     try:
         fd = os.open(
             name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd
@@ -412,6 +418,10 @@ def _read_event(dir_fd: int, name: str, trusted_uids: set[int]) -> Event:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EventError(f"is not valid JSON: {exc}") from exc
     event = Event.from_json(data)
+    if event.uid != uid:
+        raise EventError(
+            f"is about a job of uid {event.uid}, not of {uid} whose events folder it is in"
+        )
     event.name = name
     return event
 

@@ -89,9 +89,21 @@ def needs_backend(status: JobStatus) -> bool:
 
 
 def combine(from_events: JobStatus, from_backend: JobStatus | None) -> JobStatus:
-    """Merge a job's event tasks with what the backend said about it."""
+    """Merge a job's event tasks with what the backend said about it.
+
+    Without the backend's word, events settle a plain job, never an array: its
+    tasks cancelled while pending ran no hook, so the events may cover only
+    some of them. Such an array gets one more task, the array as a whole in
+    state ``UNKNOWN``, and is never taken for COMPLETED.
+    """
     if from_backend is None or not from_backend.tasks:
-        return from_events
+        if not any(t.task_id is not None for t in from_events.tasks.values()):
+            return from_events
+        unsettled = JobStatus(from_events.job_id, backend=from_events.backend)
+        unsettled.tasks = dict(from_events.tasks)
+        whole = TaskState(job_id=from_events.job_id, task_id=None, state=JobState.UNKNOWN)
+        unsettled.tasks.setdefault(whole.label, whole)
+        return unsettled
     merged = JobStatus(
         from_events.job_id,
         backend=f"{from_events.backend} + {from_backend.backend}"
@@ -127,4 +139,29 @@ def resolve(
     }
     ask = sorted({key.job_id for key, status in from_events.items() if needs_backend(status)})
     answers = backend.query(ask) if (backend is not None and ask) else {}
-    return {key: combine(from_events[key], answers.get(key.job_id)) for key in keys}
+    return {
+        key: combine(from_events[key], for_cluster(answers.get(key.job_id), key.cluster))
+        if needs_backend(from_events[key])
+        else from_events[key]
+        for key in keys
+    }
+
+
+def for_cluster(answer: JobStatus | None, cluster: str | None) -> JobStatus | None:
+    """The part of a backend's answer about the job on ``cluster``.
+
+    Job ids are per cluster: the same id on another cluster is another job.
+    Tasks that name no cluster are taken as the cluster's (a backend asks one).
+    """
+    if answer is None or cluster is None:
+        return answer
+    tasks = {
+        label: task
+        for label, task in answer.tasks.items()
+        if task.cluster is None or task.cluster == cluster
+    }
+    if len(tasks) == len(answer.tasks):
+        return answer
+    kept = JobStatus(answer.job_id, backend=answer.backend, data_parser=answer.data_parser)
+    kept.tasks = tasks
+    return kept
