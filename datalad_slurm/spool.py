@@ -5,9 +5,14 @@ beside it as ``datalad_slurm_spool.py``) under the system Python.  It owns the
 layout, the versioned event format, the atomic write and the validation.
 
 Layout under the configured spool directory (created by the admin, mode 1733
-or 1777, see docs/admin.md)::
+or 1777, owned by the hook's account or root, see docs/admin.md)::
 
     <spool>/<uid>/              owned by the user, 0755, made by ``schedule``
+    <spool>/<uid>.<32 hex>/     the same, where somebody else made ``<uid>`` first: a random
+                                name nobody else can learn (only the spool's owner, the hook's
+                                account, can list the spool), kept in the user's
+                                ``~/.config/datalad-slurm/spool-folder-*``; the hook lists the
+                                spool to find it and writes only into folders owned by the uid
     <spool>/<uid>/jobs/         registrations: ``<cluster>.<jobid>`` (user writes, hook reads)
     <spool>/<uid>/inflight/     one file per ``schedule`` between sbatch and registration
     <spool>/<uid>/events/       owned by the user, mode 1733: the hook writes
@@ -16,8 +21,9 @@ or 1777, see docs/admin.md)::
 Every path below ``<spool>`` is opened component by component with
 ``O_NOFOLLOW`` relative to its parent's descriptor, so a symlink planted by a
 user is never followed, and nothing is written outside the spool.  ``finish``
-accepts only regular files owned by the hook's account (or root): a user can
-write into their own events folder, but not with the hook's uid.
+accepts only regular files owned by the hook's account (or root) whose ``uid``
+is the folder's user: a user can write into their own events folder, but not
+with the hook's uid.
 """
 
 from __future__ import annotations
@@ -154,6 +160,48 @@ def user_dir_path(spool: str, uid: int) -> str:
     return os.path.join(spool, str(uid))
 
 
+#: a user's folder other than ``<uid>`` is ``<uid>.<this many random bytes in hex>``
+ROUTED_NAME_BYTES = 16
+#: what opening a squatted ``<uid>`` fails with: a symlink, a file, another user's 0700 folder
+_SQUATTED_ERRNOS = (errno.ELOOP, errno.ENOTDIR, errno.EACCES, errno.EPERM)
+
+
+def is_routed_name(name: str, uid: int) -> bool:
+    """Whether ``name`` is a folder ``schedule`` makes when ``<uid>`` is another user's."""
+    prefix, dot, suffix = name.partition(".")
+    return (
+        dot == "."
+        and prefix == str(uid)
+        and len(suffix) == 2 * ROUTED_NAME_BYTES
+        and all(c in "0123456789abcdef" for c in suffix)
+    )
+
+
+def default_memo(spool: str) -> str:
+    """Where a user keeps the name of their folder in ``spool`` if ``<uid>`` was taken."""
+    import hashlib
+
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    digest = hashlib.sha256(spool.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return os.path.join(base, "datalad-slurm", f"spool-folder-{digest}")
+
+
+def _read_memo(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return stream.read(256).strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _write_memo(path: str, name: str) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as stream:
+        stream.write(name + "\n")
+    os.replace(temporary, path)
+
+
 def registration_name(cluster: str | None, job_id: int | str) -> str:
     return f"{cluster or '_'}.{job_id}"
 
@@ -164,13 +212,17 @@ def registration_name(cluster: str | None, job_id: int | str) -> str:
 class UserSpool:
     """The calling user's part of the spool, as ``schedule`` and ``finish`` see it."""
 
-    def __init__(self, spool: str, uid: int | None = None) -> None:
+    def __init__(self, spool: str, uid: int | None = None, memo: str | None = None) -> None:
         self.spool = spool
         self.uid = os.getuid() if uid is None else uid
+        #: where the name of a folder used instead of a squatted ``<uid>`` is kept
+        self.memo = memo or default_memo(spool)
+        #: the folder in use, once opened: ``<uid>``, or ``<uid>.<hex>`` if ``<uid>`` was taken
+        self.folder = str(self.uid)
 
     @property
     def path(self) -> str:
-        return user_dir_path(self.spool, self.uid)
+        return os.path.join(self.spool, self.folder)
 
     def _dirs(self) -> _UserDirs:
         """The user's folders, opened (and created on first use); use in ``with``."""
@@ -182,13 +234,20 @@ class UserSpool:
                 "create it (docs/admin.md)"
             ) from exc
         try:
-            try:
-                user_fd = _ensure_child(spool_fd, str(self.uid), 0o755)
-            except SpoolError as exc:
-                raise SpoolError(
-                    f"{self.path} exists but does not belong to you ({exc}); ask your admin to "
-                    "remove it"
-                ) from exc
+            # once routed around a squatted <uid>, always there: registrations and events stay
+            # together (the hook writes into the folder that holds the job's registration)
+            remembered = self._remembered(spool_fd)
+            if remembered is not None:
+                user_fd = remembered
+            else:
+                try:
+                    user_fd = _ensure_child(spool_fd, str(self.uid), 0o755)
+                    self.folder = str(self.uid)
+                except (SpoolError, OSError) as exc:
+                    if isinstance(exc, OSError) and exc.errno not in _SQUATTED_ERRNOS:
+                        raise
+                    # somebody else made <uid> first: a folder nobody else can know the name of
+                    user_fd = self._routed_around(spool_fd)
         finally:
             os.close(spool_fd)
         try:
@@ -199,6 +258,48 @@ class UserSpool:
             os.close(user_fd)
             raise
         return _UserDirs(user_fd, jobs, inflight, events)
+
+    def _remembered(self, spool_fd: int) -> int | None:
+        """The ``<uid>.<hex>`` folder named in :attr:`memo`, if there is one of this user's."""
+        remembered = _read_memo(self.memo)
+        if remembered is None or not is_routed_name(remembered, self.uid):
+            return None
+        try:
+            fd = _ensure_child(spool_fd, remembered, 0o755)
+        except (SpoolError, OSError):
+            return None
+        self.folder = remembered
+        return fd
+
+    def _routed_around(self, spool_fd: int) -> int:
+        """Make ``<uid>.<32 random hex digits>`` and remember its name in :attr:`memo`.
+
+        Nobody else can list the spool (mode 1733), so nobody else can learn
+        the name and make it first; the hook finds it by listing the spool as
+        its owner (docs/admin.md, "The spool and its security").
+        """
+        import secrets
+
+        for _ in range(8):
+            name = f"{self.uid}.{secrets.token_hex(ROUTED_NAME_BYTES)}"
+            try:
+                os.mkdir(name, 0o755, dir_fd=spool_fd)
+            except FileExistsError:
+                continue
+            fd = _open_child(spool_fd, name, owner=self.uid)
+            os.fchmod(fd, 0o755)
+            try:
+                _write_memo(self.memo, name)
+            except OSError as exc:
+                os.close(fd)
+                raise SpoolError(
+                    f"{self.path} belongs to another user, and the name of the folder used "
+                    f"instead cannot be kept in {self.memo} ({exc.strerror}); ask your admin "
+                    f"to remove {self.path}"
+                ) from exc
+            self.folder = name
+            return fd
+        raise SpoolError(f"no folder of your own could be made in the spool {self.spool}")
 
     def begin_submission(self, token: str) -> None:
         """Mark a submission in flight: the hook reports this user's jobs meanwhile."""
@@ -433,20 +534,113 @@ def is_registered(spool: str, uid: int, cluster: str | None, job_id: int | str) 
     """Whether the hook should report this job: a stat or two, no more.
 
     True for a registered job, and for any job of a user with a submission in
-    flight (a job may end before its registration is written).
+    flight (a job may end before its registration is written).  The user's
+    folder is ``<uid>``, or, where somebody else took that name,
+    ``<uid>.<hex>`` (found by listing the spool, which the hook's account owns).
     """
-    base = os.path.join(spool, str(uid))
-    for name in (registration_name(cluster, job_id), registration_name(None, job_id)):
+    folders = [str(uid), *routed_folders(spool, uid)]
+    names = (registration_name(cluster, job_id), registration_name(None, job_id))
+    for folder in folders:
+        base = os.path.join(spool, folder)
+        for name in names:
+            try:
+                os.lstat(os.path.join(base, "jobs", name))
+                return True
+            except OSError:
+                continue
+    for folder in folders:
         try:
-            os.lstat(os.path.join(base, "jobs", name))
-            return True
-        except FileNotFoundError:
-            continue
+            with os.scandir(os.path.join(spool, folder, "inflight")) as entries:
+                if any(True for _ in entries):
+                    return True
         except OSError:
-            return False
+            continue
+    return False
+
+
+def routed_folders(spool: str, uid: int) -> list[str]:
+    """The user's ``<uid>.<hex>`` folders (none unless ``<uid>`` is another user's)."""
     try:
-        with os.scandir(os.path.join(base, "inflight")) as entries:
-            return any(True for _ in entries)
+        names = os.listdir(spool)
+    except OSError:
+        return []  # a spool the hook cannot list (an older install's): <uid> only
+    return sorted(name for name in names if is_routed_name(name, uid))
+
+
+def _open_user_dir(spool_fd: int, uid: int, event: Event) -> int:
+    """The user's folder that holds the job's registration (see :func:`is_registered`).
+
+    ``<uid>`` if it is the user's and holds the registration (or a submission
+    in flight); else the ``<uid>.<hex>`` folder of the user's that does; else
+    ``<uid>`` if it is the user's, else any ``<uid>.<hex>`` folder of theirs.
+    """
+    wanted = (
+        registration_name(event.cluster, event.owner_job_id),
+        registration_name(None, event.owner_job_id),
+    )
+    home: int | None = None
+    first: Exception | None = None
+    try:
+        home = _open_child(spool_fd, str(uid), owner=uid, listable=False)
+    except (SpoolError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in (*_SQUATTED_ERRNOS, errno.ENOENT):
+            raise
+        first = exc
+    if home is not None and _holds_job(home, wanted):
+        return home
+    others = _routed_dirs(spool_fd, uid)
+    chosen = next((fd for fd in others if _holds_job(fd, wanted)), None)
+    if chosen is None:
+        chosen = home if home is not None else (others[0] if others else None)
+    for fd in [home, *others]:
+        if fd is not None and fd != chosen:
+            os.close(fd)
+    if chosen is None:
+        assert first is not None
+        raise first
+    return chosen
+
+
+def _routed_dirs(spool_fd: int, uid: int) -> list[int]:
+    """The user's ``<uid>.<hex>`` folders, opened; none if the spool cannot be listed."""
+    try:
+        list_fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=spool_fd)
+    except OSError:
+        return []
+    try:
+        names = sorted(name for name in os.listdir(list_fd) if is_routed_name(name, uid))
+    finally:
+        os.close(list_fd)
+    opened = []
+    for name in names:
+        try:
+            opened.append(_open_child(spool_fd, name, owner=uid, listable=False))
+        except (SpoolError, OSError):
+            continue
+    return opened
+
+
+def _holds_job(user_fd: int, wanted: tuple[str, ...]) -> bool:
+    return _holds(user_fd, "jobs", wanted) or _holds(user_fd, "inflight", None)
+
+
+def _holds(user_fd: int, folder: str, names: tuple[str, ...] | None) -> bool:
+    """Whether the user's ``folder`` has one of ``names`` (None: anything)."""
+    try:
+        fd = os.open(folder, _DIR_FLAGS, dir_fd=user_fd)
+    except OSError:
+        return False
+    try:
+        present = os.listdir(fd) if names is None else [n for n in names if _exists(fd, n)]
+        return bool(present)
+    finally:
+        os.close(fd)
+
+
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return True
     except OSError:
         return False
 
@@ -460,7 +654,7 @@ def write_event(spool: str, uid: int, event: Event, spool_owners: set[int] | Non
     spool_fd = _open_spool_root(spool, spool_owners)
     fds = [spool_fd]
     try:
-        user_fd = _open_child(spool_fd, str(uid), owner=uid, listable=False)
+        user_fd = _open_user_dir(spool_fd, uid, event)
         fds.append(user_fd)
         events_fd = _open_child(user_fd, "events", owner=uid, listable=False)
         fds.append(events_fd)

@@ -45,13 +45,27 @@ case $uid in ''|*[!0-9]*) exit 0 ;; esac
 case $job in ''|*[!0-9]*) exit 0 ;; esac
 case $SLURM_JOB_ID in ''|*[!0-9]*) exit 0 ;; esac
 dir=$spool/$uid
-[ -d "$dir" ] || exit 0
 if [ -e "$dir/jobs/${SLURM_CLUSTER_NAME:-_}.$job" ] || [ -e "$dir/jobs/_.$job" ]; then
     :
 else
-    # a submission in flight: the job may end before it is registered
+    # A submission in flight (the job may end before it is registered), or the user's folder
+    # is <uid>.<32 hex digits> because somebody else made <uid> first: only the spool's owner
+    # (the hook's account) can list the spool to find it; where it cannot, the patterns stay
+    # as they are and match nothing. A squatted <uid> may hold anything: the worker checks
+    # every folder's owner before it writes.
     set -- "$dir"/inflight/*
-    [ -e "$1" ] || exit 0
+    found=$1
+    if ! [ -e "$found" ]; then
+        for routed in "$spool/$uid".*; do
+            [ -e "$routed" ] || break  # none: the pattern itself
+            set -- "$routed"/inflight/*
+            found=$1
+            [ -e "$routed/jobs/${SLURM_CLUSTER_NAME:-_}.$job" ] && found=$routed
+            [ -e "$routed/jobs/_.$job" ] && found=$routed
+            [ -e "$found" ] && break
+        done
+    fi
+    [ -e "$found" ] || exit 0
 fi
 
 # The queue of this cluster. Usable only if .hook is a real directory of this account: users
