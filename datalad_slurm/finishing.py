@@ -136,6 +136,7 @@ def list_open_jobs(
             "ok",
             f"{job.job_id}: {state}",
             slurm_job_id=job.job_id,
+            cluster=job.cluster,
             slurm_job_status=state,
             tasks={label: t.state.value for label, t in status.tasks.items()},
             task_counts=dict(status.task_counts()),
@@ -217,8 +218,9 @@ def _drain(
                 _result(
                     dataset_path,
                     "error",
-                    f"job {job.job_id} could not be finished: {exc}; it stays open",
+                    f"job {_job_name(job)} could not be finished: {exc}; it stays open",
                     slurm_job_id=job.job_id,
+                    cluster=job.cluster,
                 )
             )
         if job.state == "closed":
@@ -366,6 +368,7 @@ def _handle_job(
             "notneeded",
             f"Slurm job {job.job_id} is still active. Statuses: {status.statuses()}",
             slurm_job_id=job.job_id,
+            cluster=job.cluster,
             state=status.summary_state,
         )
         return
@@ -376,6 +379,7 @@ def _handle_job(
             "ok",
             f"Closing failed / cancelled jobs. Statuses: {status.statuses()}",
             slurm_job_id=job.job_id,
+            cluster=job.cluster,
             state=status.summary_state,
         )
         return
@@ -396,6 +400,7 @@ def _handle_job(
         "impossible",
         message,
         slurm_job_id=job.job_id,
+        cluster=job.cluster,
         state=status.summary_state,
     )
 

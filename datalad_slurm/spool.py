@@ -538,24 +538,29 @@ def is_registered(spool: str, uid: int, cluster: str | None, job_id: int | str) 
     folder is ``<uid>``, or, where somebody else took that name,
     ``<uid>.<hex>`` (found by listing the spool, which the hook's account owns).
     """
-    folders = [str(uid), *routed_folders(spool, uid)]
     names = (registration_name(cluster, job_id), registration_name(None, job_id))
-    for folder in folders:
-        base = os.path.join(spool, folder)
-        for name in names:
-            try:
-                os.lstat(os.path.join(base, "jobs", name))
-                return True
-            except OSError:
-                continue
-    for folder in folders:
+    if _registered_in(os.path.join(spool, str(uid)), names):
+        return True
+    # listed only now: the spool may hold a folder for every user
+    return any(
+        _registered_in(os.path.join(spool, folder), names) for folder in routed_folders(spool, uid)
+    )
+
+
+def _registered_in(base: str, names: tuple[str, ...]) -> bool:
+    """Whether the user folder ``base`` registers one of ``names`` or has a submission in
+    flight."""
+    for name in names:
         try:
-            with os.scandir(os.path.join(spool, folder, "inflight")) as entries:
-                if any(True for _ in entries):
-                    return True
+            os.lstat(os.path.join(base, "jobs", name))
+            return True
         except OSError:
             continue
-    return False
+    try:
+        with os.scandir(os.path.join(base, "inflight")) as entries:
+            return any(True for _ in entries)
+    except OSError:
+        return False
 
 
 def routed_folders(spool: str, uid: int) -> list[str]:

@@ -226,3 +226,32 @@ def test_events_nobody_claims_are_tidied_after_30_days(repo: Path, configured: P
     assert list(finish(FakeDataset(repo), FinishRequest(), RecordingBackend({}))) == []
     assert [e.name for e in spool.read_events({UID})[0]] == [young]
     git(repo, "status")
+
+
+def test_schedule_s_cleaning_leaves_a_running_schedule_s_marker(spool: Path) -> None:
+    """``schedule`` calls ``clean_inflight()`` with its default age: only dead markers go."""
+    user = UserSpool(str(spool))
+    user.begin_submission("running")
+    user.begin_submission("killed")
+    killed = spool / str(UID) / "inflight" / "killed"
+    old = time.time() - finishing.STALE_SUBMISSION_SECONDS - 60
+    os.utime(killed, (old, old))
+    user.clean_inflight()
+    assert sorted(os.listdir(spool / str(UID) / "inflight")) == ["running"]
+
+
+def test_open_jobs_of_two_clusters_are_listed_apart(repo: Path, configured: Path) -> None:
+    from datalad_slurm.finishing import list_open_jobs
+
+    with _registry(repo) as registry:
+        _open_job(registry, 7, "a", "out-a")
+        _open_job(registry, 7, "b", "out-b")
+    UserSpool(str(configured)).register("a", 7)
+    write_event(
+        str(configured), UID, Event(job_id=7, state="COMPLETED", cluster="a", uid=UID), {UID}
+    )
+    results = list(list_open_jobs(FakeDataset(repo), backend=RecordingBackend({})))
+    assert [(r["cluster"], r["slurm_job_status"]) for r in results] == [
+        ("a", "COMPLETED"),
+        ("b", "UNKNOWN"),
+    ]
