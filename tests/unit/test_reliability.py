@@ -255,3 +255,36 @@ def test_open_jobs_of_two_clusters_are_listed_apart(repo: Path, configured: Path
         ("a", "COMPLETED"),
         ("b", "UNKNOWN"),
     ]
+
+
+def test_a_requeue_seen_by_the_hook_ends_with_the_newest_event() -> None:
+    """The hook writes REQUEUED at the requeue and COMPLETED at the end: the newest settles."""
+    keys = [JobKey(11, "c")]
+    requeued = Event(job_id=11, state="REQUEUED", cluster="c", written_at=100.0)
+    completed = Event(job_id=11, state="COMPLETED", cluster="c", written_at=200.0)
+    backend = RecordingBackend({})
+    matched, _ = match_events(keys, [completed, requeued])
+    assert resolve(keys, matched, backend)[keys[0]].verdict is Verdict.COMPLETED
+    assert backend.calls == []
+    # only the requeue so far: Slurm is asked, and the job is not taken for failed
+    matched, _ = match_events(keys, [requeued])
+    pending = JobStatus(11, backend="recording")
+    pending.tasks["11"] = TaskState(11, None, JobState.PENDING)
+    status = resolve(keys, matched, RecordingBackend({11: pending}))[keys[0]]
+    assert status.verdict is Verdict.ACTIVE
+
+
+def test_events_of_a_job_finished_by_a_killed_drain_are_removed_later(
+    repo: Path, configured: Path
+) -> None:
+    """finish was killed after the commit, before it removed the job's events: the next finish
+    removes them and commits nothing again."""
+    spool = UserSpool(str(configured))
+    spool.register("c", 12)
+    event = Event(job_id=12, state="COMPLETED", cluster="c", uid=UID)
+    write_event(str(configured), UID, event, {UID})
+    with _registry(repo) as registry:
+        job = _open_job(registry, 12, "c", "out")
+        registry.mark_finished(job, "0" * 40)
+    assert list(finish(FakeDataset(repo), FinishRequest(), RecordingBackend({}))) == []
+    assert spool.read_events({UID}) == ([], [])
