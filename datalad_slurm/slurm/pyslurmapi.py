@@ -253,29 +253,37 @@ class PyslurmBackend:
         return statuses
 
     def _restore_exit_codes(self, api: PyslurmApi, statuses: dict[int, JobStatus]) -> None:
-        """Put back the 128 pyslurm took off exit codes, from accounting's raw statuses.
+        """Put back the 128 pyslurm took off exit codes of tasks :func:`short_by_128`.
 
-        Only where a task failed without a signal (:func:`short_by_128`) and
-        slurmdbd answered pyslurm in this query (asked once more, through the
-        object API, when slurmctld alone answered): the old ``slurmdb_jobs``
-        does not check its connection.  Without accounting, slurmctld's JSON
-        (one ``squeue --json``) has the whole codes of the jobs it still holds.
+        Accounting's raw wait statuses come first, where slurmdbd answers pyslurm
+        (asked once more, through the object API, when slurmctld alone answered
+        the query: the old ``slurmdb_jobs`` does not check its connection).
+        Jobs that accounting does not give, because there is none, it did not
+        answer or it lags, take the whole codes from slurmctld's JSON (one
+        ``squeue --json``), which has them for the jobs slurmctld still holds.
         """
         suspects = [t for s in statuses.values() for t in s.tasks.values() if short_by_128(t)]
         if not suspects:
             return
         job_ids = sorted({t.job_id for t in suspects})
-        if self.accounting is False:
-            restore_exit_codes(statuses, _slurmctld_statuses(job_ids))
-            return
+        raw: dict[TaskKey, RawStatus] = {}
+        if self._accounting_answers(api, job_ids):
+            clusters = sorted({t.cluster for t in suspects if t.cluster})
+            raw = api.raw_exit_statuses(job_ids, clusters)
+        unanswered = sorted({t.job_id for t in suspects if (t.job_id, t.task_id) not in raw})
+        if unanswered:
+            raw = {**_slurmctld_statuses(unanswered), **raw}
+        restore_exit_codes(statuses, raw)
+
+    def _accounting_answers(self, api: PyslurmApi, job_ids: list[int]) -> bool:
+        """Whether slurmdbd answers pyslurm: known from this query, else asked for these jobs."""
         if self.accounting is None:
             try:
                 api.load_db_jobs(api.job_filter(ids=job_ids))
             except Exception:
-                return
+                return False
             self.accounting = True
-        clusters = sorted({t.cluster for t in suspects if t.cluster})
-        restore_exit_codes(statuses, api.raw_exit_statuses(job_ids, clusters))
+        return self.accounting
 
     def _accounting(self, api: PyslurmApi, job_ids: list[int]) -> list[dict[str, Any]]:
         try:

@@ -528,12 +528,48 @@ def test_slurmdbd_is_asked_through_the_object_api_before_the_raw_lookup(
     # db.Jobs.load (which does) must answer before it is used
     cluster = Cluster(live=[_record("failed_exit3", exit_code=2)], raw=[_raw(3, 130 << 8)])
     use_standin(monkeypatch, version, cluster)
+    asked = _squeue_says(monkeypatch, exit_code=130)
     assert PyslurmBackend().query([3])[3].tasks["3"].exit_code == 130
     assert cluster.calls == ["Jobs.load", "db.Jobs.load [3]", "slurmdb_jobs [3] ['local7917']"]
+    assert asked == []  # accounting had it
     cluster.calls.clear()
-    cluster.db = None  # slurmdbd down: the code stays as read, no error (slurmctld answered)
-    assert PyslurmBackend().query([3])[3].tasks["3"].exit_code == 2
-    assert cluster.calls == ["Jobs.load", "db.Jobs.load [3]"]
+    # slurmdbd down: no error (slurmctld answered), and slurmctld's JSON has the whole code
+    cluster.db = None
+    assert PyslurmBackend().query([3])[3].tasks["3"].exit_code == 130
+    assert cluster.calls == ["Jobs.load", "db.Jobs.load [3]"] and asked == [[3]]
+    cluster.calls.clear()
+    # accounting answers but lags behind (no raw status for job 3 yet): slurmctld's JSON again
+    cluster.db, cluster.raw = [], []
+    assert PyslurmBackend().query([3])[3].tasks["3"].exit_code == 130
+    assert asked == [[3], [3]]
+
+
+@pytest.mark.parametrize("version", ["22.5.2", "23.11.0", "25.11.2"])
+def test_without_accounting_and_every_job_in_slurmctld_its_json_makes_codes_whole(
+    version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # slurmctld alone answered the query, so whether accounting is kept was never learnt:
+    # the failed accounting lookup must still lead to squeue --json (seen on 26.05, pyslurm)
+    cluster = Cluster(
+        live=[_record("failed_exit3", exit_code=2)], db=None, storage="accounting_storage/none"
+    )
+    use_standin(monkeypatch, version, cluster)
+    asked = _squeue_says(monkeypatch, exit_code=130)
+    assert PyslurmBackend().query([3])[3].tasks["3"].exit_code == 130
+    assert asked == [[3]]
+
+
+def _squeue_says(monkeypatch: pytest.MonkeyPatch, exit_code: int) -> list[list[int]]:
+    """Stand in for ``squeue --json`` saying job 3 failed with ``exit_code``; returns the
+    job ids it was asked for, one list per call."""
+    asked: list[list[int]] = []
+
+    def squeue_json(job_ids: list[int]) -> list[TaskState]:
+        asked.append(list(job_ids))
+        return [TaskState(3, None, JobState.FAILED, exit_code=exit_code, signal=0)]
+
+    monkeypatch.setattr(pyslurmapi, "slurmctld_tasks", squeue_json)
+    return asked
 
 
 @pytest.mark.parametrize("version", ["22.5.2", "25.11.2"])
