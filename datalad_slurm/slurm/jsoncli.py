@@ -291,19 +291,20 @@ def _job_state_tasks(
     plain: set[int] = set()
     unsettled: set[int] = set()
     foreign_task = False
+    #: a state as Slurm wrote it -> JobState (10,000 pending jobs share one)
+    parsed: dict[tuple[str, ...] | str, JobState] = {}
     for record in answer.get("jobs") or []:
         name = str(record.get("job_id") if isinstance(record, Mapping) else "")
         if _PLAIN_JOB_ID.match(name):
             job_id = int(name)
             if job_id in wanted:
                 plain.add(job_id)
+                written = record.get("state")
+                key = tuple(map(str, written)) if isinstance(written, list) else str(written)
+                if key not in parsed:
+                    parsed[key] = JobState.parse(written)
                 tasks.append(
-                    TaskState(
-                        job_id=job_id,
-                        task_id=None,
-                        state=JobState.parse(record.get("state")),
-                        cluster=cluster,
-                    )
+                    TaskState(job_id=job_id, task_id=None, state=parsed[key], cluster=cluster)
                 )
             continue
         leading = _LEADING_JOB_ID.match(name)
