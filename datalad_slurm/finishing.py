@@ -117,7 +117,7 @@ def list_open_jobs(
 ) -> Iterator[dict[str, Any]]:
     """One result per open job with its state; no git lock, nothing written."""
     dataset_path = str(ds.path)
-    backend = backend or choose_backend()
+    backend = backend or choose_backend(states_only=True)
     with open_registry(dataset_path) as registry:
         if registry.has_jobs(job_id=job_id):
             backend.prefetch()  # Slurm answers while the registry and the spool are read

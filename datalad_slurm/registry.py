@@ -122,10 +122,10 @@ class Job:
             state=row["state"],
             cmd=row["cmd"],
             pwd=row["pwd"],
-            inputs=json.loads(row["inputs"]),
-            extra_inputs=json.loads(row["extra_inputs"]),
-            outputs=json.loads(row["outputs"]),
-            chain=json.loads(row["chain"]),
+            inputs=_json_list(row["inputs"]),
+            extra_inputs=_json_list(row["extra_inputs"]),
+            outputs=_json_list(row["outputs"]),
+            chain=_json_list(row["chain"]),
             message=row["message"],
             dsid=row["dsid"],
             submitted_from=row["submitted_from"],
@@ -133,8 +133,17 @@ class Job:
             finished_at=row["finished_at"],
             commit_sha=row["commit_sha"],
             note=row["note"],
-            submission_facts=json.loads(row["submission_facts"] or "{}"),
+            submission_facts=json.loads(row["submission_facts"]) if row["submission_facts"] else {},
         )
+
+
+def _json_list(text: str) -> list[str]:
+    """A list column; most are empty, and ``json.loads`` costs ~3 us even for ``[]`` (a listing of
+    10,000 jobs reads 40,000 of them)."""
+    if text == "[]":
+        return []
+    loaded: list[str] = json.loads(text)
+    return loaded
 
 
 class Registry:

@@ -99,7 +99,10 @@ class Finish(Interface):
             yield _error(ds.path, "--close-failed-jobs and --commit-failed-jobs exclude each other")
             return
         try:
-            backend = choose_backend(ds.config.get("datalad.slurm.backend"))
+            # the listing shows states only, which the JSON CLI asks cheaply
+            backend = choose_backend(
+                ds.config.get("datalad.slurm.backend"), states_only=list_open_jobs
+            )
             if list_open_jobs:
                 yield from _list(ds, job_id, backend)
                 return

@@ -25,9 +25,11 @@ BACKENDS = ("auto", "pyslurm", "jsoncli")
 class AutoBackend:
     """pyslurm when it works here, else the JSON CLI; decided at the first query."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, states_only: bool = False) -> None:
         #: "auto" until the first query; then the name of the backend that answers
         self.name = "auto"
+        #: passed on to the JSON CLI (see :class:`JsonCliBackend`)
+        self.states_only = states_only
         self.chosen: Backend | None = None
         #: why pyslurm was not used (for diagnostics), if it was not
         self.pyslurm_problem: str | None = None
@@ -61,19 +63,21 @@ class AutoBackend:
 
     def _fall_back(self, problem: str) -> Backend:
         self.pyslurm_problem = problem
-        fallback = JsonCliBackend()
+        fallback = JsonCliBackend(states_only=self.states_only)
         self.chosen, self.name = fallback, fallback.name
         return fallback
 
 
-def choose_backend(setting: str | None = None) -> Backend:
+def choose_backend(setting: str | None = None, *, states_only: bool = False) -> Backend:
+    """The backend named by ``setting`` or the environment.  ``states_only``: the caller needs
+    only the state of each task (``finish --list-open-jobs``), which the JSON CLI asks cheaply."""
     name = (setting or os.environ.get("DATALAD_SLURM_BACKEND") or "auto").strip().lower()
     if name == "pyslurm":
         return PyslurmBackend()
     if name == "jsoncli":
-        return JsonCliBackend()
+        return JsonCliBackend(states_only=states_only)
     if name == "auto":
-        return AutoBackend()
+        return AutoBackend(states_only=states_only)
     raise BackendError(
         f"unknown Slurm backend {name!r} (datalad.slurm.backend or DATALAD_SLURM_BACKEND); "
         "choose one of " + ", ".join(BACKENDS)
