@@ -1,7 +1,7 @@
 """Datasets on a git-annex adjusted branch: one commit per job, where ``datalad save`` puts it.
 
 ``datalad save`` commits on the adjusted branch, then ``git annex sync`` moves the commit to
-the corresponding branch (``master``) and rebuilds the adjusted branch on top of it: the job's
+the corresponding branch (``master``/``main``) and rebuilds the adjusted branch on top of it: the job's
 commit is not HEAD afterwards. finish must find it there, close the job, and never commit it
 twice (issue 16, defect 4). The full comparison with ``datalad save`` is in
 test_differential_save.py.
@@ -23,7 +23,13 @@ from datalad_slurm.records import registration_token
 from datalad_slurm.registry import Job
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 from tests.unit.conftest import git
-from tests.unit.test_differential_save import JOB_ID, finish_with, no_spool, register_job
+from tests.unit.test_differential_save import (
+    JOB_ID,
+    corresponding_branch,
+    finish_with,
+    no_spool,
+    register_job,
+)
 
 # no shared config: finish asks the (recording) backend alone
 pytestmark = pytest.mark.usefixtures(no_spool.__name__)
@@ -31,13 +37,15 @@ pytestmark = pytest.mark.usefixtures(no_spool.__name__)
 
 @pytest.fixture
 def adjusted(tmp_path: Path) -> Path:
-    """A dataset with one annexed file, on ``adjusted/master(unlocked)``."""
+    """A dataset with one annexed file, on ``adjusted/<its branch>(unlocked)``."""
     top = tmp_path / "ds"
     create(str(top), result_renderer="disabled")
     (top / "before.dat").write_text("before the job\n")
     Dataset(str(top)).save(message="before", result_renderer="disabled")
+    branch = git(top, "symbolic-ref", "--short", "HEAD").strip()
     git(top, "annex", "adjust", "--unlock")
-    assert git(top, "symbolic-ref", "--short", "HEAD").strip() == "adjusted/master(unlocked)"
+    assert git(top, "symbolic-ref", "--short", "HEAD").strip() == f"adjusted/{branch}(unlocked)"
+    assert corresponding_branch(top) == branch
     return top
 
 
@@ -48,6 +56,13 @@ def _register(top: Path) -> Job:
 def _finish(top: Path) -> list[dict[str, Any]]:
     task = TaskState(JOB_ID, None, JobState.COMPLETED, exit_code=0, work_dir=str(top))
     return finish_with(top, JobStatus(JOB_ID, {task.label: task}, backend="test"))
+
+
+def _main(top: Path) -> str:
+    """The corresponding branch (``master`` or ``main``), where save's commits go."""
+    branch = corresponding_branch(top)
+    assert branch is not None
+    return branch
 
 
 def _records(top: Path, ref: str) -> list[tuple[str, str | None]]:
@@ -70,7 +85,7 @@ def _state(top: Path, job: Job) -> tuple[str, str | None]:
 def _assert_committed_once(top: Path, job: Job) -> None:
     """One commit records the job, on master, below the adjusted branch's own commit; the job
     is closed with that commit; git-annex finds nothing wrong."""
-    records = _records(top, "master")
+    records = _records(top, _main(top))
     assert [token for _, token in records] == [job.token]
     assert _records(top, "HEAD") == records
     assert git(top, "rev-parse", "HEAD^").strip() == records[0][0]
@@ -88,8 +103,8 @@ def test_a_job_on_an_adjusted_branch_is_committed_once_and_closed(adjusted: Path
     results = [r for r in _finish(adjusted) if r.get("action") == "finish"]
     assert [r["status"] for r in results] == ["ok"], results
     _assert_committed_once(adjusted, job)
-    assert results[0]["commit"] == _records(adjusted, "master")[0][0]
-    assert git(adjusted, "ls-tree", "master", "out/result.dat").startswith("120000")
+    assert results[0]["commit"] == _records(adjusted, _main(adjusted))[0][0]
+    assert git(adjusted, "ls-tree", _main(adjusted), "out/result.dat").startswith("120000")
     head = git(adjusted, "rev-parse", "HEAD").strip()
     assert _finish(adjusted) == []
     assert git(adjusted, "rev-parse", "HEAD").strip() == head
@@ -113,7 +128,7 @@ def test_a_finish_killed_before_the_adjusted_branch_was_synced_is_recovered(
     monkeypatch.undo()
     assert _state(adjusted, job)[0] == "committing"
     assert [token for _, token in _records(adjusted, "HEAD")] == [job.token]
-    assert _records(adjusted, "master") == []
+    assert _records(adjusted, _main(adjusted)) == []
 
     assert _finish(adjusted) == []
     _assert_committed_once(adjusted, job)
@@ -134,5 +149,5 @@ def test_a_job_that_changed_nothing_is_recorded_on_master(
     monkeypatch.undo()
     assert [r["status"] for r in results] == ["ok"], results
     _assert_committed_once(adjusted, job)
-    sha = _records(adjusted, "master")[0][0]
+    sha = _records(adjusted, _main(adjusted))[0][0]
     assert git(adjusted, "diff", "--name-only", f"{sha}^", sha) == ""

@@ -316,7 +316,7 @@ def _whereis(top: Path) -> list[dict[str, Any]]:
     return sorted((json.loads(line) for line in out.splitlines()), key=lambda r: r["file"])
 
 
-def _corresponding_branch(top: Path) -> str | None:
+def corresponding_branch(top: Path) -> str | None:
     branch = git(top, "symbolic-ref", "--short", "HEAD").strip()
     if branch.startswith("adjusted/"):
         return branch[len("adjusted/") :].split("(", 1)[0]
@@ -335,7 +335,7 @@ def test_finish_commits_what_datalad_save_commits(setup: Setup, tmp_path: Path) 
     fin, saved = tmp_path / "finished", tmp_path / "saved"
     _base(setup, fin)
     shutil.copytree(fin, saved, symlinks=True)
-    branch = _corresponding_branch(fin)
+    branch = corresponding_branch(fin)
     assert (branch is not None) == (setup.name == "adjusted-unlocked")
     before = {top: git(top, "rev-parse", branch or "HEAD").strip() for top in (fin, saved)}
     for top in (fin, saved):
