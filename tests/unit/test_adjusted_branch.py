@@ -1,9 +1,9 @@
 """Datasets on a git-annex adjusted branch: one commit per job, where ``datalad save`` puts it.
 
 ``datalad save`` commits on the adjusted branch, then ``git annex sync`` moves the commit to
-the corresponding branch (``master``/``main``) and rebuilds the adjusted branch on top of it: the job's
-commit is not HEAD afterwards. finish must find it there, close the job, and never commit it
-twice (issue 16, defect 4). The full comparison with ``datalad save`` is in
+the corresponding branch (``master``/``main``) and rebuilds the adjusted branch on top of it:
+the job's commit is not HEAD afterwards. finish must find it there, close the job, and never
+commit it twice (issue 16, defect 4). The full comparison with ``datalad save`` is in
 test_differential_save.py.
 """
 
