@@ -5,7 +5,9 @@ their files are staged at once (fast annexing, one ``git annex add`` /
 ``git add``), then one pack of ours holds one commit per job with its
 ``[DATALAD SLURM RUN]`` record, and HEAD moves once.  Jobs whose paths lie in a subdataset, and
 datasets on a git-annex adjusted branch, take the slower path of one
-``datalad save`` per job, which knows how to record subdataset states.
+``datalad save`` per job, which knows how to record subdataset states, and on an adjusted
+branch moves each commit to the corresponding branch (``git annex sync``): the job's commit is
+then found below HEAD, not at it.
 
 Registry rows go to ``committing`` before anything is staged and to
 ``finished`` after HEAD moved; a crash in between is repaired by
@@ -334,16 +336,31 @@ def _commit_with_save(
     after = ds.repo.get_hexsha()
     if after == before:
         # nothing changed on disk that git sees: still record the run
-        after = write_commits(dataset_path, before, [(prepared.message, [])])[0]
-        advance_head(dataset_path, before, after, "datalad-slurm: finish")
-    if after == before or job.token not in run_git(dataset_path, "log", "-1", "--format=%B", after):
+        empty = write_commits(dataset_path, before, [(prepared.message, [])])[0]
+        advance_head(dataset_path, before, empty, "datalad-slurm: finish")
+        # on an adjusted branch, as save does: the commit goes to the corresponding branch
+        sync_adjusted_branch(ds.repo)
+    # on an adjusted branch the commit is not HEAD: save's sync moved it to the corresponding
+    # branch (``main``) and rebuilt the adjusted branch on top of it
+    sha = find_commits_with_tokens(dataset_path, {job.token}, {before}).get(job.token)
+    if sha is None:
         registry.reopen_many([job])
         yield _not_committed(
             dataset_path, job, "; ".join(failures) or "datalad save made no commit"
         )
         return
-    registry.mark_finished_many([(job, after)])
-    yield _committed(dataset_path, prepared, after)
+    registry.mark_finished_many([(job, sha)])
+    yield _committed(dataset_path, prepared, sha)
+
+
+def sync_adjusted_branch(repo: Any) -> None:
+    """On a git-annex adjusted branch, move its new commits to the corresponding branch and
+    rebuild the adjusted branch on top (``git annex sync``, local only), as ``datalad save``
+    does after each commit; elsewhere nothing."""
+    from datalad.support.annexrepo import AnnexRepo
+
+    if isinstance(repo, AnnexRepo):
+        repo.localsync(managed_only=True)
 
 
 def recover(dataset_path: str, registry: Registry) -> list[Job]:
@@ -351,6 +368,12 @@ def recover(dataset_path: str, registry: Registry) -> list[Job]:
     interrupted = registry.jobs(states=("committing",))
     if not interrupted:
         return []
+    # a finish killed between save's commit on an adjusted branch and its sync left the commit
+    # on the adjusted branch alone: the sync moves it where save would have
+    if _on_adjusted_branch(dataset_path):
+        from datalad.support.annexrepo import AnnexRepo
+
+        sync_adjusted_branch(AnnexRepo(dataset_path, create=False))
     found = find_commits_with_tokens(
         dataset_path,
         {job.token for job in interrupted},
@@ -361,6 +384,16 @@ def recover(dataset_path: str, registry: Registry) -> list[Job]:
     )
     registry.reopen_many([job for job in interrupted if job.token not in found])
     return interrupted
+
+
+def _on_adjusted_branch(dataset_path: str) -> bool:
+    """Is HEAD a git-annex adjusted branch (``adjusted/<branch>(<adjustment>)``, with the
+    ``refs/basis/`` ref git-annex keeps for it)?"""
+    branch = run_git(dataset_path, "symbolic-ref", "-q", "HEAD", check=False).strip()
+    if not branch.startswith("refs/heads/adjusted/"):
+        return False
+    basis = "refs/basis/" + branch[len("refs/heads/") :]
+    return bool(run_git(dataset_path, "rev-parse", "--verify", "-q", basis, check=False).strip())
 
 
 def find_commits_with_tokens(
