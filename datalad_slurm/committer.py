@@ -20,13 +20,14 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from datalad.log import log_progress
 
 from datalad_slurm.commitwriter import (
     Change,
+    StagingProblem,
     WorktreeChanges,
     advance_head,
     covering_paths,
@@ -38,7 +39,7 @@ from datalad_slurm.commitwriter import (
     worktree_changes,
     write_commits,
 )
-from datalad_slurm.git import GitError, run_git
+from datalad_slurm.git import GitError, is_utf8, run_git, shown
 from datalad_slurm.gitlock import git_writes
 from datalad_slurm.jobrecord import PreparedCommit, prepare_commit, status_word
 from datalad_slurm.records import REGISTRATION_KEY, registration_token
@@ -136,7 +137,11 @@ def commit_jobs(
     with git_writes(dataset_path):
         if batch:
             assert head is not None
-            yield from _commit_batch(dataset_path, registry, batch, head, annex)
+            # jobs that made a git repository go through datalad save, which registers it as
+            # a subdataset
+            later: list[PreparedCommit] = []
+            yield from _commit_batch(dataset_path, registry, batch, head, annex, later)
+            one_by_one = [*one_by_one, *later]
             # inside git_writes: if finish is killed meanwhile, the next run removes the
             # objects/maintenance.lock it leaves (a gc that detached is not in our process
             # group and ends on its own); datalad save's commits ran it for the others
@@ -236,46 +241,129 @@ class _Progress:
             self._log("Committed %d Slurm jobs", self.jobs)
 
 
+#: why a job whose changes include a name that is not UTF-8 is not committed
+NOT_UTF8 = (
+    "its name is not valid UTF-8, which datalad save cannot commit either (it reports 'File "
+    "unknown to git'); rename it"
+)
+
+
+def _unfit(
+    dataset_path: str, owners: _Owners, found: WorktreeChanges
+) -> tuple[dict[int, str], set[int]]:
+    """Jobs that the batch must leave out: those with a name that is not UTF-8 (and why), and
+    those that made a git repository (for ``datalad save``, which registers it)."""
+    refused: dict[int, str] = {}
+    nested: set[int] = set()
+    untracked = set(found.untracked)
+    for path in [*found.to_add, *found.deleted]:
+        owner = owners.of(path)
+        if owner is None or owner.job.id in refused:
+            continue
+        if not is_utf8(path):
+            refused[owner.job.id] = f"{shown(path)}: {NOT_UTF8}"
+        elif path.endswith("/") and path in untracked:
+            # git lists a repository inside the worktree as a folder: "path/"
+            if _has_commit(os.path.join(dataset_path, path)):
+                nested.add(owner.job.id)
+            else:
+                refused[owner.job.id] = (
+                    f"{shown(path)} is a git repository without a commit, which datalad save "
+                    "cannot register as a subdataset either; commit in it, or remove it"
+                )
+    nested -= set(refused)
+    return refused, nested
+
+
+def _has_commit(repository: str) -> bool:
+    return bool(run_git(repository, "rev-parse", "--verify", "-q", "HEAD", check=False).strip())
+
+
+def _stage_apart(
+    dataset_path: str,
+    pending: WorktreeChanges,
+    owners: _Owners,
+    group: Sequence[PreparedCommit],
+    annex: bool,
+    on_file: Callable[[], None],
+) -> tuple[list[StagingProblem], dict[int, str]]:
+    """Stage the changes of a group of jobs; if git fails, halve the group until the job(s)
+    it fails for are found: one job's failure is that job's (a job's id, why), the others
+    are staged all the same."""
+    ids = {item.job.id for item in group}
+
+    def mine(paths: Sequence[str]) -> list[str]:
+        return [path for path in paths if (owner := owners.of(path)) and owner.job.id in ids]
+
+    changes = WorktreeChanges(mine(pending.to_add), mine(pending.deleted), mine(pending.untracked))
+    try:
+        return stage(dataset_path, changes, annex, on_file), {}
+    except (GitError, OSError) as exc:
+        if len(group) == 1:
+            return [], {group[0].job.id: f"its files could not be staged ({exc})"}
+        lgr.debug("staging %d jobs at once failed, staging them apart: %s", len(group), exc)
+    half = len(group) // 2
+    problems, failed = _stage_apart(dataset_path, pending, owners, group[:half], annex, on_file)
+    more, failed_too = _stage_apart(dataset_path, pending, owners, group[half:], annex, on_file)
+    return problems + more, {**failed, **failed_too}
+
+
 def _commit_batch(
     dataset_path: str,
     registry: Registry,
     prepared: list[PreparedCommit],
     head: str,
     annex: bool,
+    later: list[PreparedCommit],
 ) -> Iterator[dict[str, Any]]:
-    jobs = [item.job for item in prepared]
-    registry.mark_committing_many(jobs)
+    """Commit the jobs in one go; jobs that made a git repository are put in ``later``."""
     owners = _Owners(prepared)
     paths = sorted({path for item in prepared for path in item.paths})
-    failed: dict[int, str] = {}
-    progress = _Progress(f"datalad-slurm-finish-{id(prepared)}", len(prepared))
     # git is asked about a few folders that cover every job's paths; what it finds there that
     # is no job's stays as it is
     pathspecs = covering_paths(paths)
     try:
         found = worktree_changes(dataset_path, pathspecs)
-        pending = WorktreeChanges(
-            [path for path in found.to_add if owners.of(path) is not None],
-            [path for path in found.deleted if owners.of(path) is not None],
-            [path for path in found.untracked if owners.of(path) is not None],
-        )
+    except (GitError, OSError) as exc:
+        for item in prepared:
+            yield _not_committed(dataset_path, item.job, str(exc))
+        return
+    refused, nested = _unfit(dataset_path, owners, found)
+    later.extend(item for item in prepared if item.job.id in nested)
+    for item in prepared:
+        if item.job.id in refused:
+            yield _not_committed(dataset_path, item.job, refused[item.job.id])
+    prepared = [item for item in prepared if item.job.id not in refused.keys() | nested]
+    if not prepared:
+        return
+    jobs = [item.job for item in prepared]
+    registry.mark_committing_many(jobs)
+    failed: dict[int, str] = {}
+    progress = _Progress(f"datalad-slurm-finish-{id(prepared)}", len(prepared))
+    kept = {item.job.id for item in prepared}
+
+    def ours(paths: Sequence[str]) -> list[str]:
+        return [path for path in paths if (owner := owners.of(path)) and owner.job.id in kept]
+
+    try:
+        pending = WorktreeChanges(ours(found.to_add), ours(found.deleted), ours(found.untracked))
         progress.start(len(pending.to_add))
-        problems = stage(dataset_path, pending, annex, progress.file_done)
+        problems, failed = _stage_apart(
+            dataset_path, pending, owners, prepared, annex, progress.file_done
+        )
         staged = staged_changes_from(dataset_path, head, pathspecs)
-        unlocked = [
-            path for path in unlocked_since(staged, pending.to_add) if owners.of(path) is not None
-        ]
+        unlocked = ours(unlocked_since(staged, pending.to_add))
         if annex and unlocked:
             problems += relock(dataset_path, unlocked)
             staged = staged_changes_from(dataset_path, head, pathspecs)
         for problem in problems:
             owner = owners.of(problem.path)
             if owner is not None:
-                failed.setdefault(owner.job.id, f"{problem.path}: {problem.message}")
+                failed.setdefault(owner.job.id, f"{shown(problem.path)}: {problem.message}")
         by_job: dict[int, list[Change]] = {item.job.id: [] for item in prepared}
         for _old_mode, change in staged:
             owner = owners.of(change.path)
-            if owner is not None:
+            if owner is not None and owner.job.id in by_job:
                 by_job[owner.job.id].append(change)
         to_commit = [item for item in prepared if item.job.id not in failed]
         shas = write_commits(
@@ -309,6 +397,15 @@ def _commit_with_save(
     """One job through ``datalad save`` (subdatasets, adjusted branches); yields save's results."""
     dataset_path = str(ds.path)
     job = prepared.job
+    try:
+        found = worktree_changes(dataset_path, prepared.paths)
+    except GitError as exc:
+        yield _not_committed(dataset_path, job, str(exc))
+        return
+    undecodable = [path for path in [*found.to_add, *found.deleted] if not is_utf8(path)]
+    if undecodable:
+        yield _not_committed(dataset_path, job, f"{shown(undecodable[0])}: {NOT_UTF8}")
+        return
     tracked = set(
         run_git(dataset_path, "--literal-pathspecs", "ls-files", "-z", "--", *prepared.paths).split(
             "\0"

@@ -126,10 +126,23 @@ def worktree_changes(repo: str, paths: Sequence[str]) -> WorktreeChanges:
         if not entry:
             continue
         tag, path = entry[0], entry[2:]
-        (deleted if tag == "R" else changed).add(path)
+        if tag == "R" or (tag == "C" and _became_folder(repo, path)):
+            deleted.add(path)  # a tracked file that is a folder now: its files are "others"
+        else:
+            changed.add(path)
         if tag == "?":
             untracked.add(path)
     return WorktreeChanges(sorted(changed - deleted), sorted(deleted), sorted(untracked))
+
+
+def _became_folder(repo: str, path: str) -> bool:
+    """A modified tracked file that is a folder now (not a subdataset's, which has a .git)."""
+    folder = os.path.join(os.fsencode(repo), os.fsencode(path))
+    return (
+        os.path.isdir(folder)
+        and not os.path.islink(folder)
+        and not os.path.lexists(os.path.join(folder, b".git"))
+    )
 
 
 @dataclass
@@ -146,6 +159,10 @@ def stage(
     ``on_file`` is called as git-annex reports each file, for a progress bar.
     """
     problems: list[StagingProblem] = []
+    # deletions first: a tracked file that became a folder (or the reverse) is gone from the
+    # index before what replaced it comes in, or git refuses the new entries
+    if changes.deleted:
+        _git_over_paths(repo, ["rm", "--cached", "--quiet", "--ignore-unmatch"], changes.deleted)
     if changes.to_add and annex:
         fast = annex_new_files(repo, changes.untracked, on_file)
         problems.extend(StagingProblem(path, why) for path, why in fast.failed.items())
@@ -154,8 +171,6 @@ def stage(
             problems.extend(_annex_add(repo, chunk, on_file or (lambda: None)))
     elif changes.to_add:
         _git_over_paths(repo, ["add"], changes.to_add)
-    if changes.deleted:
-        _git_over_paths(repo, ["rm", "--cached", "--quiet", "--ignore-unmatch"], changes.deleted)
     return problems
 
 
@@ -180,7 +195,12 @@ def _annex_add(
     with (
         tempfile.TemporaryFile() as errors,
         subprocess.Popen(
-            command, cwd=repo, stdout=subprocess.PIPE, stderr=errors, text=True
+            command,
+            cwd=repo,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            encoding="utf-8",
+            errors="surrogateescape",
         ) as proc,
     ):
         assert proc.stdout is not None
@@ -271,7 +291,8 @@ def fast_import_stream(parent: str, commits: CommitChain, author: bytes, committ
         ]
         if number == 1:
             parts.append(b"from %s\n" % parent.encode())
-        for change in changes:
+        # removals first, as in write_pack: a file replaced by a folder, or the reverse
+        for change in sorted(changes, key=lambda c: not c.deleted):
             if change.deleted:
                 parts.append(b"D %s\n" % _quote(change.path))
             else:

@@ -10,12 +10,42 @@ class GitError(RuntimeError):
 
 
 def run_git(cwd: str, *args: str, stdin: str | None = None, check: bool = True) -> str:
+    """Git's output; read as bytes, so that any file name comes through.
+
+    Names are bytes to git: one that is not UTF-8 (``b"caf\\xe9"``) arrives as the string
+    ``os.fsdecode`` makes of it (undecodable bytes as surrogates), which ``os.fsencode`` and
+    :func:`encode` turn back into the same bytes; ``stdin`` is encoded the same way.
+    """
     proc = subprocess.run(
-        ["git", *args], cwd=cwd, input=stdin, capture_output=True, text=True, check=False
+        ["git", *args],
+        cwd=cwd,
+        input=None if stdin is None else encode(stdin),
+        capture_output=True,
+        check=False,
     )
     if check and proc.returncode != 0:
-        raise GitError(f"git {' '.join(args[:2])} failed in {cwd}: {proc.stderr.strip()}")
-    return proc.stdout
+        why = proc.stderr.decode("utf-8", "replace").strip()
+        raise GitError(f"git {' '.join(args[:2])} failed in {cwd}: {why}")
+    return proc.stdout.decode("utf-8", "surrogateescape")
+
+
+def encode(text: str) -> bytes:
+    """A name (or git's output) as the bytes git uses: undecodable bytes restored."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def is_utf8(name: str) -> bool:
+    """Whether a name read from git was valid UTF-8 (DataLad cannot handle it otherwise)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(name: str) -> str:
+    """A name fit for a message: bytes that are not UTF-8 written as ``\\xe9``."""
+    return encode(name).decode("utf-8", "backslashreplace")
 
 
 def git_ident(cwd: str, which: str) -> bytes:

@@ -6,6 +6,7 @@ unprivileged user (root ignores modes), through ``runuser``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -162,18 +163,25 @@ def _python_for(user: pwd.struct_passwd | None) -> list[str]:
     return ["runuser", "-u", user.pw_name, "--", "env", f"HOME={user.pw_dir}", *env, python]
 
 
-@pytest.fixture
-def user_folder() -> Iterator[tuple[pwd.struct_passwd | None, Path]]:
-    """A folder the unprivileged user owns (pytest's tmp_path is root's own)."""
-    user = _unprivileged()
+@contextlib.contextmanager
+def owned_folder(user: pwd.struct_passwd | None) -> Iterator[Path]:
+    """A folder the user owns (pytest's tmp_path is root's own); None: the test's user."""
     folder = Path(tempfile.mkdtemp(prefix="datalad-slurm-test-"))
     if user is not None:
         os.chown(folder, user.pw_uid, user.pw_gid)
     try:
-        yield user, folder
+        yield folder
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(folder)], check=False)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def user_folder() -> Iterator[tuple[pwd.struct_passwd | None, Path]]:
+    """A folder the unprivileged user owns."""
+    user = _unprivileged()
+    with owned_folder(user) as folder:
+        yield user, folder
 
 
 #: one job, committed by commit_jobs as finish does; its outputs' folder is read-only at first
