@@ -391,6 +391,9 @@ def test_hook_as_slurmd_epilog_never_drains_the_node(
     with spare_cluster("--extra-conf", str(extra)) as cluster:
         monkeypatch.setenv("SLURM_CONF", cluster.conf)  # schedule submits there
         events = spooled.events_dir()
+        if not events.exists():  # the first job of ours this spool sees
+            events.mkdir(parents=True)
+            events.chmod(0o1733)
         mode = events.stat().st_mode
         events.chmod(0o700)
         try:
