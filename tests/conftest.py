@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import re
+import shutil
 import subprocess
+import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -21,6 +26,8 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+#: the unprivileged account that tests needing file modes (root ignores them) run as
+USER = "dlstest"
 
 CLUSTER_ENV = {
     "acct": "DATALAD_SLURM_TEST_ACCT_CONF",
@@ -153,6 +160,42 @@ class Cluster:
     def scancel(self, *job_ids: int | str) -> None:
         self.run("scancel", *[str(j) for j in job_ids])
 
+    def wait_accounted(self, job_ids: Sequence[int], timeout: float = 120) -> None:
+        """Wait until slurmdbd holds a final state for every one of these jobs."""
+        deadline = time.monotonic() + timeout
+        ids = ",".join(str(j) for j in job_ids)
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            out = self.run("sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ids).stdout
+            states = dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
+            if all(states.get(str(j)) == "COMPLETED" for j in job_ids):
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"accounting lacks {sorted(set(map(str, job_ids)) - set(states))}")
+
+    def forget_finished(self, job_ids: Sequence[int], timeout: float = 120) -> None:
+        """Make slurmctld drop these finished jobs now, as MinJobAge does in time: a
+        reconfigure with MinJobAge=2 purges them, then its old value is restored.
+
+        Only for a cluster of the test's own (spare_cluster): it edits the slurm.conf.
+        """
+        conf = Path(self.conf)
+        text = conf.read_text()
+        assert "\nMinJobAge=" in text, f"{conf} names no MinJobAge"
+        conf.write_text(re.sub(r"(?m)^MinJobAge=.*$", "MinJobAge=2", text))
+        try:
+            self.run("scontrol", "reconfigure")
+            deadline = time.monotonic() + timeout
+            held = set(job_ids)
+            while held and time.monotonic() < deadline:
+                time.sleep(0.5)
+                out = self.run("squeue", "-h", "-t", "all", "-o", "%A").stdout.split()
+                held = set(job_ids) & {int(j) for j in out}
+            assert not held, f"slurmctld still holds {sorted(held)} after {timeout} s"
+        finally:
+            conf.write_text(text)
+            self.run("scontrol", "reconfigure")
+
 
 @contextlib.contextmanager
 def spare_cluster(*options: str) -> Iterator[Cluster]:
@@ -178,6 +221,79 @@ def spare_cluster(*options: str) -> Iterator[Cluster]:
             capture_output=True,
             timeout=120,
         )
+
+
+def unprivileged_user() -> pwd.struct_passwd | None:
+    """The account to run as: None when we are not root (then we are unprivileged already)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(["useradd", "-m", USER], check=True)
+        return pwd.getpwnam(USER)
+
+
+def run_as(user: pwd.struct_passwd | None) -> list[str]:
+    """A command line prefix that runs a command as ``user`` (None: as we are), with this
+    checkout and its packages on the path and a git identity.
+
+    ``setpriv`` execs in place: the process started is the command itself, so a signal to its
+    process group reaches everything it started.
+    """
+    paths = [str(REPO), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    env = [
+        f"PYTHONPATH={os.pathsep.join(paths)}",
+        f"PATH={os.path.dirname(sys.executable)}:/usr/bin:/bin",
+        "GIT_AUTHOR_NAME=T",
+        "GIT_AUTHOR_EMAIL=t@example.org",
+        "GIT_COMMITTER_NAME=T",
+        "GIT_COMMITTER_EMAIL=t@example.org",
+    ]
+    if user is None:
+        return ["env", *env]
+    return [
+        "setpriv",
+        f"--reuid={user.pw_uid}",
+        f"--regid={user.pw_gid}",
+        "--init-groups",
+        "env",
+        f"HOME={user.pw_dir}",
+        f"USER={user.pw_name}",
+        f"LOGNAME={user.pw_name}",
+        *env,
+    ]
+
+
+def python_as(user: pwd.struct_passwd | None) -> list[str]:
+    """:func:`run_as` for an interpreter that ``user`` may run."""
+    python = sys.executable
+    if user is not None:
+        # the venv's interpreter may live in root's home; Debian's is the same version
+        system = shutil.which("python3", path="/usr/bin:/bin")
+        if system:
+            version = subprocess.run(
+                [system, "-c", "import sys; print(sys.version_info[:2])"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            if version == str(sys.version_info[:2]):
+                python = system
+    return [*run_as(user), python]
+
+
+@contextlib.contextmanager
+def owned_folder(user: pwd.struct_passwd | None) -> Iterator[Path]:
+    """A folder under /tmp that ``user`` owns (pytest's tmp_path is root's own, mode 0700)."""
+    folder = Path(tempfile.mkdtemp(prefix="datalad-slurm-test-"))
+    if user is not None:
+        os.chown(folder, user.pw_uid, user.pw_gid)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(folder)], check=False)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _cluster(name: str) -> Cluster:

@@ -1,7 +1,9 @@
 """finish killed (SIGKILL, its whole process group) at random moments, then run again
 (DESIGN.md invariant 4, issue 5): every job committed exactly once, none lost, the registry
 consistent, no stray lock.  Slow by design: 50 trials on 200 completed jobs (10 in each
-chroot tier)."""
+chroot tier).  And the same while Slurm's answer changes between the killed run and the next
+(issue 16): slurmctld forgets the jobs and accounting answers; as root and as an unprivileged
+user, 25 trials each (5 each in a chroot tier), annex fsck and git fsck clean after each."""
 
 from __future__ import annotations
 
@@ -20,7 +22,18 @@ import pytest
 from filelock import FileLock
 
 from datalad_slurm.gitlock import git_dir, open_registry
-from tests.conftest import Cluster, call, only, write_script
+from tests.conftest import (
+    USER,
+    Cluster,
+    call,
+    only,
+    owned_folder,
+    python_as,
+    run_as,
+    spare_cluster,
+    unprivileged_user,
+    write_script,
+)
 
 JOBS = 200
 #: the crash safety under test is git's and the committer's, the same whichever backend asks Slurm:
@@ -68,7 +81,7 @@ def _check(path: Path, jobs: dict[int, str], trial: str) -> None:
         assert all(registry.reservations(r) == [] for r in rows), trial
     status = _git(path, "status", "--porcelain")
     assert status.strip() == "", f"{trial}: left behind: {status[:500]}"
-    _check_annex(path, trial)
+    _check_annex(path, jobs, trial)
     gitdir = Path(git_dir(str(path)))
     # git's lock files; our own lock file stays by design, and is checked to be free below
     ours = gitdir / "datalad-slurm" / "git.lock"
@@ -78,7 +91,7 @@ def _check(path: Path, jobs: dict[int, str], trial: str) -> None:
     FileLock(str(gitdir / "datalad-slurm" / "git.lock"), timeout=0).acquire()
 
 
-def _check_annex(path: Path, trial: str) -> None:
+def _check_annex(path: Path, jobs: dict[int, str], trial: str) -> None:
     """Every annexed output has its content here, and git-annex's location log says so."""
     uuid = _git(path, "config", "annex.uuid").strip()
     whereis = [
@@ -86,10 +99,31 @@ def _check_annex(path: Path, trial: str) -> None:
         for line in _git(path, "annex", "whereis", "--json", "o").splitlines()
         if line.strip()
     ]
-    assert len(whereis) >= JOBS, f"{trial}: only {len(whereis)} annexed files"
+    assert len(whereis) >= len(jobs), f"{trial}: only {len(whereis)} annexed files"
     for item in whereis:
         assert uuid in [w["uuid"] for w in item["whereis"]], f"{trial}: {item['file']} not here"
         assert (path / item["file"]).resolve().is_file(), f"{trial}: {item['file']} no content"
+
+
+def _killed_after(
+    command: list[str], path: Path, delay: float, env: dict[str, str] | None = None
+) -> bool:
+    """Start ``command`` in ``path`` and SIGKILL its whole process group after ``delay``
+    seconds; whether it was still running then."""
+    proc = subprocess.Popen(
+        command,
+        cwd=path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(delay)
+    running = proc.poll() is None
+    if running:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return running
 
 
 def test_finish_killed_at_random_moments(
@@ -134,21 +168,219 @@ def test_finish_killed_at_random_moments(
         shutil.copytree(pristine, path, symlinks=True)
         delay = rng.uniform(0.0, duration)
         label = f"trial {trial} (seed {seed}, kill after {delay:.2f} s of {duration:.2f} s)"
-        proc = subprocess.Popen(
-            ["datalad", "finish"],
-            cwd=path,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(delay)
-        if proc.poll() is None:
-            killed_inside += 1
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        killed_inside += _killed_after(["datalad", "finish"], path, delay)
         again = _finish(path)
         assert again.returncode == 0, f"{label}: {again.stdout[-1500:]} {again.stderr[-1500:]}"
         assert "Traceback" not in again.stderr, label
         _check(path, jobs, label)
     # the trials must really have interrupted finish, not watched it end
     assert killed_inside >= TRIALS * 0.8, f"only {killed_inside} of {TRIALS} kills hit a run"
+
+
+# --- the answer changes between the killed finish and the next (issue 16) -------------------
+
+#: jobs of each account's dataset; each account runs half the trials (50 in all on the host)
+CHANGED_JOBS = 30
+CHANGED_TRIALS = 5 if os.environ.get("DATALAD_SLURM_TEST_CHROOT") == "1" else 25
+#: ``datalad`` for an interpreter that has no entry-point script of its own (the user's)
+_CLI = "import sys; from datalad.cli.main import main; sys.exit(main(['datalad', *sys.argv[1:]]))"
+
+_SETUP = """
+import json, sys
+from pathlib import Path
+from datalad.api import create
+
+top, specs, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ds = create(top, result_renderer="disabled")
+script = Path(top, "code", "job.sh")
+script.parent.mkdir()
+script.write_text('#!/bin/bash\\necho "job $SLURM_JOB_ID"\\necho "$1" > "$1/r"\\n')
+script.chmod(0o755)
+ds.save(path=str(script), to_git=True, message="add job.sh", result_renderer="disabled")
+with open(specs, "w") as stream:
+    for n in range(count):
+        Path(top, "o", str(n)).mkdir(parents=True)
+        cmd = f"sbatch -o o/{n}/slurm-%j.out code/job.sh o/{n}"
+        stream.write(json.dumps({"cmd": cmd, "outputs": [f"o/{n}"]}) + "\\n")
+results = ds.schedule(
+    jobs_from=specs, return_type="list", result_renderer="disabled", on_failure="ignore"
+)
+print(json.dumps([[r["status"], r.get("slurm_job_id"), r.get("outputs")] for r in results
+                  if r.get("action") == "schedule"]))
+"""
+
+_SETTLED = """
+import json, sys
+from pathlib import Path
+from tests.cluster.test_crash import check_settled
+
+facts = json.loads(Path(sys.argv[1]).read_text())
+check_settled(Path(facts["path"]), facts["jobs"], facts["answers"], facts["before"], facts["trial"])
+"""
+
+
+def _env_jsons(path: Path, jobs: dict[int, str]) -> dict[int, str]:
+    """Each job's env.json as finish wrote it (through its annex link)."""
+    return {
+        job: (path / folder / f"slurm-job-{job}.env.json").read_text()
+        for job, folder in jobs.items()
+    }
+
+
+def _committed_jobs(path: Path, rev: str = "HEAD") -> set[int]:
+    subjects = _git(path, "log", "--format=%s", rev).splitlines()
+    return {int(m.group(1)) for m in map(SUBJECT.match, subjects) if m}
+
+
+def check_settled(
+    path: Path,
+    jobs: dict[Any, str],
+    answers: dict[str, dict[Any, str]],
+    before: str,
+    trial: str,
+) -> None:
+    """After the run that followed a killed one: every job once (:func:`_check`), its
+    outputs and log right; env.json says what Slurm answered when the job was committed,
+    slurmctld before ``before`` (HEAD after the killed run), accounting after; no object
+    written twice (annex fsck), git's objects sound, nothing left in the worktree.
+
+    Runs as the dataset's owner (root ignores modes; the user must not need them)."""
+    jobs = {int(job): folder for job, folder in jobs.items()}
+    answers = {when: {str(j): text for j, text in said.items()} for when, said in answers.items()}
+    _check(path, jobs, trial)
+    for job, folder in jobs.items():
+        assert (path / folder / "r").read_text() == f"{folder}\n", f"{trial}: job {job} r"
+        log = (path / folder / f"slurm-{job}.out").read_text()
+        assert log == f"job {job}\n", f"{trial}: job {job} log {log!r}"
+    early = _committed_jobs(path, before)
+    for job, text in _env_jsons(path, jobs).items():
+        when = "slurmctld" if job in early else "accounting"
+        assert text == answers[when][str(job)], f"{trial}: job {job} env.json is not {when}'s"
+        old = _git(path, "ls-tree", before, "--", f"{jobs[job]}/slurm-job-{job}.env.json")
+        if job in early:  # committed before the answer changed: the same key, the same object
+            new = _git(path, "ls-tree", "HEAD", "--", f"{jobs[job]}/slurm-job-{job}.env.json")
+            assert old == new, f"{trial}: job {job} env.json committed again"
+    fsck = subprocess.run(
+        ["git", "annex", "fsck", "--json"], cwd=path, capture_output=True, text=True
+    )
+    checked = [json.loads(line) for line in fsck.stdout.splitlines() if line.strip()]
+    bad = [c["file"] for c in checked if not c["success"]]
+    assert fsck.returncode == 0 and not bad, f"{trial}: annex fsck: {bad} {fsck.stderr[-800:]}"
+    assert len(checked) >= 3 * len(jobs), f"{trial}: annex fsck checked only {len(checked)}"
+    sound = subprocess.run(
+        ["git", "fsck", "--strict", "--no-dangling", "--no-progress"],
+        cwd=path,
+        capture_output=True,
+        text=True,
+    )
+    assert sound.returncode == 0 and not sound.stdout.strip(), (
+        f"{trial}: git fsck: " + (sound.stdout + sound.stderr)[-1500:]
+    )
+
+
+@pytest.mark.parametrize("account", ["root", USER])
+def test_finish_killed_while_slurm_forgets_the_jobs(account: str) -> None:
+    """finish killed at random moments while slurmctld holds the jobs (squeue answers); then
+    slurmctld forgets them (MinJobAge), and the next finish hears accounting (sacct) instead:
+    other facts for the jobs the killed run had written but not committed (issue 16, defect
+    1). As root and as an unprivileged user.
+
+    The trials' datasets wait beside each other for the change; each goes back to the one
+    path Slurm knows the jobs' logs under for each of its runs."""
+    user = None if account == "root" else unprivileged_user()
+    with spare_cluster("--accounting") as cluster, owned_folder(user) as folder:
+        env = {**os.environ, "SLURM_CONF": cluster.conf}
+        env.pop("DATALAD_SLURM_CONFIG", None)  # no spool: Slurm alone answers
+        python = python_as(user)
+
+        def datalad(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*python, "-c", _CLI, *args], cwd=path, env=env, capture_output=True, text=True
+            )
+
+        def settled(path: Path, facts: dict[str, Any]) -> None:
+            if user is None:
+                check_settled(path, **facts)
+                return
+            facts_file = folder / "facts.json"
+            facts_file.write_text(json.dumps({"path": str(path), **facts}))
+            proc = subprocess.run(
+                [*python, "-c", _SETTLED, str(facts_file)], env=env, capture_output=True, text=True
+            )
+            assert proc.returncode == 0, proc.stderr[-3000:]
+
+        path = folder / "ds"
+        setup = subprocess.run(
+            [*python, "-c", _SETUP, str(path), str(folder / "jobs.jsonl"), str(CHANGED_JOBS)],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert setup.returncode == 0, setup.stderr[-3000:]
+        scheduled = json.loads(setup.stdout.splitlines()[-1])
+        assert [s[0] for s in scheduled] == ["ok"] * CHANGED_JOBS, scheduled
+        jobs: dict[int, str] = {job: outputs[0] for _, job, outputs in scheduled}
+        cluster.wait_done(list(jobs), timeout=600)
+        cluster.wait_accounted(list(jobs))
+
+        # what finish writes while slurmctld answers, and how long it takes (the shorter of
+        # two runs: the first also warms the caches)
+        pristine = folder / "pristine"
+        subprocess.run(["cp", "-a", str(path), str(pristine)], check=True)
+        durations = []
+        for _ in range(2):
+            started = time.monotonic()
+            first = datalad(path, "finish")
+            durations.append(time.monotonic() - started)
+            assert first.returncode == 0, first.stderr[-2000:]
+            answers = {"slurmctld": _env_jsons(path, jobs)}
+            shutil.rmtree(path)
+            subprocess.run(["cp", "-a", str(pristine), str(path)], check=True)
+        shutil.rmtree(path)
+        duration = min(durations)
+
+        seed = int(os.environ.get("DATALAD_SLURM_TEST_SEED", "20261206"))
+        rng = random.Random(f"{seed} {account}")
+        killed_inside = 0
+        left: list[tuple[Path, str, str]] = []  # each trial's dataset, its HEAD, its label
+        for trial in range(CHANGED_TRIALS):
+            subprocess.run(["cp", "-a", str(pristine), str(path)], check=True)
+            # the runs vary: the last fifth of the measured time would often see the run end
+            delay = rng.uniform(0.0, 0.8 * duration)
+            label = (
+                f"{account} trial {trial} (seed {seed}, kill at {delay:.2f} s of {duration:.2f})"
+            )
+            killed_inside += _killed_after([*python, "-c", _CLI, "finish"], path, delay, env)
+            head = subprocess.run(
+                [*run_as(user), "git", "rev-parse", "HEAD"],
+                cwd=path,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            kept = folder / f"trial-{trial}"
+            path.rename(kept)
+            left.append((kept, head, label))
+        # the trials must really have interrupted finish, not watched it end
+        assert killed_inside >= CHANGED_TRIALS * 0.8, (
+            f"only {killed_inside} of {CHANGED_TRIALS} kills hit a run"
+        )
+
+        # the world changes: the jobs leave slurmctld; only accounting knows them now
+        cluster.forget_finished(list(jobs))
+        subprocess.run(["cp", "-a", str(pristine), str(path)], check=True)
+        after = datalad(path, "finish")
+        assert after.returncode == 0, after.stderr[-2000:]
+        answers["accounting"] = _env_jsons(path, jobs)
+        same = [job for job in jobs if answers["accounting"][job] == answers["slurmctld"][job]]
+        assert not same, f"accounting told the same as slurmctld for jobs {same}"
+        shutil.rmtree(path)
+
+        for kept, head, label in left:
+            kept.rename(path)
+            again = datalad(path, "finish")
+            assert again.returncode == 0, f"{label}: {again.stdout[-1500:]} {again.stderr[-1500:]}"
+            assert "Traceback" not in again.stderr, label
+            settled(path, {"jobs": jobs, "answers": answers, "before": head, "trial": label})
+            shutil.rmtree(path)

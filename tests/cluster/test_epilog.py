@@ -24,6 +24,7 @@ from tests.conftest import (
     hook_asks_through,
     only,
     schedule_ok,
+    spare_cluster,
     subjects,
     write_script,
 )
@@ -376,65 +377,39 @@ def test_event_the_hook_could_not_resolve_is_settled_by_finish(
 
 
 def test_hook_as_slurmd_epilog_never_drains_the_node(
-    spooled_acct: Cluster, in_dataset: Any, tmp_path: Path
+    spooled_acct: Cluster, in_dataset: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The same hook as a slurmd Epilog, with an unwritable spool: the node stays up."""
+    """The same hook as a slurmd Epilog, with an unwritable spool: the node stays up.
+
+    The job runs on a cluster of its own whose slurmd has the hook as its Epilog (issue 16:
+    it used to go to the accounting cluster, whose slurmd does not run the hook)."""
     spooled = spooled_acct
     ds = in_dataset
     extra = tmp_path / "epilog.conf"
     hook = Path(spooled.hook, "libexec", "datalad-slurm-epilog")
     extra.write_text(f"Epilog={hook}\n")
-    # munged wants a socket path everybody may traverse: not under pytest's 0700 tmp_path
-    state = Path(tempfile.mkdtemp(prefix="dls-epilog-node-", dir="/tmp"))
-    state.chmod(0o755)
-    start = subprocess.run(
-        [
-            str(REPO / "contrib/slurm-local/start"),
-            "--state-dir",
-            str(state),
-            "--port-base",
-            os.environ.get("DATALAD_SLURM_TEST_SPARE_PORT", "6897"),
-            "--extra-conf",
-            str(extra),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert start.returncode == 0, start.stderr[-3000:]
-    conf = str(state / "etc" / "slurm.conf")
-    env = {**os.environ, "SLURM_CONF": conf}
-    try:
+    with spare_cluster("--extra-conf", str(extra)) as cluster:
+        monkeypatch.setenv("SLURM_CONF", cluster.conf)  # schedule submits there
         events = spooled.events_dir()
+        if not events.exists():  # the first job of ours this spool sees
+            events.mkdir(parents=True)
+            events.chmod(0o1733)
         mode = events.stat().st_mode
         events.chmod(0o700)
         try:
             Path(ds.path, "out").mkdir()
             results = call(ds, "schedule", "sbatch --wrap 'echo hi > out/a'", outputs=["out"])
+            assert [r["status"] for r in results] == ["ok"], results
             job = results[0]["slurm_job_id"]
-            for _ in range(100):
-                out = subprocess.run(
-                    ["squeue", "-h", "-j", str(job), "-t", "all", "-o", "%T"],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                ).stdout.strip()
-                if out in ("COMPLETED", ""):
-                    break
-                time.sleep(0.2)
-            time.sleep(1)
-            node = subprocess.run(
-                ["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True
-            ).stdout.strip()
-            assert node == "idle", node
+            # the job leaves COMPLETING only once slurmd's Epilog has ended and slurmctld has
+            # heard its exit status (a failed Epilog drains the node in the same step)
+            cluster.wait_done([job])
+            assert cluster.state(job) == "COMPLETED", "the job did not run on the spare cluster"
+            assert Path(ds.path, "out", "a").read_text() == "hi\n"
+            node = cluster.run("sinfo", "-h", "-o", "%T %E").stdout.strip()
+            assert node == "idle none", node
         finally:
             events.chmod(mode)
-    finally:
-        subprocess.run(
-            [str(REPO / "contrib/slurm-local/stop"), "--state-dir", str(state), "--purge"],
-            capture_output=True,
-            timeout=120,
-        )
 
 
 def test_cron_finish_beside_a_manual_one(spooled_acct: Cluster, in_dataset: Any) -> None:

@@ -6,15 +6,11 @@ unprivileged user (root ignores modes), through ``runuser``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pwd
-import shutil
 import subprocess
 import sys
-import sysconfig
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,11 +33,10 @@ from datalad_slurm.jobrecord import prepare_commit
 from datalad_slurm.packwriter import TMP_PACK_PREFIX
 from datalad_slurm.registry import Job
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
+from tests.conftest import owned_folder, python_as, unprivileged_user
 from tests.unit.conftest import git
 
 REPO = Path(__file__).resolve().parents[2]
-#: the unprivileged account the mode-dependent scenarios run as (made if missing)
-USER = "dlstest"
 
 
 def _job(pwd_: str = ".", outputs: tuple[str, ...] = ("out",)) -> Job:
@@ -123,63 +118,10 @@ def test_a_retried_finish_replaces_the_env_json_link_and_never_writes_its_object
     assert not [name for name in os.listdir(top) if name.endswith("datalad-slurm-tmp")]
 
 
-def _unprivileged() -> pwd.struct_passwd | None:
-    """The account to run as: None when we are not root (then we are unprivileged already)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        return pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(["useradd", "-m", USER], check=True)
-        return pwd.getpwnam(USER)
-
-
-def _python_for(user: pwd.struct_passwd | None) -> list[str]:
-    """An interpreter the user may run, with this checkout and its packages on the path."""
-    python = sys.executable
-    if user is not None:
-        # the venv's interpreter may live in root's home; Debian's is the same version
-        system = shutil.which("python3", path="/usr/bin:/bin")
-        if system:
-            version = subprocess.run(
-                [system, "-c", "import sys; print(sys.version_info[:2])"],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-            if version == str(sys.version_info[:2]):
-                python = system
-    paths = [str(REPO), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
-    env = [
-        f"PYTHONPATH={os.pathsep.join(paths)}",
-        f"PATH={os.path.dirname(sys.executable)}:/usr/bin:/bin",
-        "GIT_AUTHOR_NAME=T",
-        "GIT_AUTHOR_EMAIL=t@example.org",
-        "GIT_COMMITTER_NAME=T",
-        "GIT_COMMITTER_EMAIL=t@example.org",
-    ]
-    if user is None:
-        return ["env", *env, python]
-    return ["runuser", "-u", user.pw_name, "--", "env", f"HOME={user.pw_dir}", *env, python]
-
-
-@contextlib.contextmanager
-def owned_folder(user: pwd.struct_passwd | None) -> Iterator[Path]:
-    """A folder the user owns (pytest's tmp_path is root's own); None: the test's user."""
-    folder = Path(tempfile.mkdtemp(prefix="datalad-slurm-test-"))
-    if user is not None:
-        os.chown(folder, user.pw_uid, user.pw_gid)
-    try:
-        yield folder
-    finally:
-        subprocess.run(["chmod", "-R", "u+w", str(folder)], check=False)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 @pytest.fixture
 def user_folder() -> Iterator[tuple[pwd.struct_passwd | None, Path]]:
-    """A folder the unprivileged user owns."""
-    user = _unprivileged()
+    """A folder the unprivileged user owns (pytest's tmp_path is root's own)."""
+    user = unprivileged_user()
     with owned_folder(user) as folder:
         yield user, folder
 
@@ -241,7 +183,7 @@ def test_a_job_in_a_read_only_folder_commits_once_the_folder_is_fixed(
     writable the next finish commits it, env.json and all."""
     user, folder = user_folder
     proc = subprocess.run(
-        [*_python_for(user), "-c", _READ_ONLY_SCENARIO, str(folder / "ds")],
+        [*python_as(user), "-c", _READ_ONLY_SCENARIO, str(folder / "ds")],
         capture_output=True,
         text=True,
         check=False,

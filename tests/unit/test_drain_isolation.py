@@ -24,8 +24,10 @@ from datalad_slurm.committer import commit_jobs
 from datalad_slurm.git import GitError
 from datalad_slurm.gitlock import open_registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
+from tests.conftest import owned_folder
+from tests.conftest import python_as as _python_for
+from tests.conftest import unprivileged_user as _unprivileged
 from tests.unit.conftest import git
-from tests.unit.test_annex_integrity import _python_for, _unprivileged, owned_folder
 
 #: what the scenarios share: datasets, jobs committed by commit_jobs as finish does, twins
 #: committed by datalad save, and the facts the tests compare
