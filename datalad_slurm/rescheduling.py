@@ -76,8 +76,12 @@ def find_records(dataset_path: str, revision: str, since: str | None) -> list[Re
             return [RecordedJob(tip, parse_message(message))]
         except RecordError as exc:
             raise RescheduleError(f"commit {tip[:8]}: {exc}") from exc
-    base = _resolve(dataset_path, since)
-    shas = run_git(dataset_path, "rev-list", "--reverse", f"{base}..{tip}").split()
+    if since == "":
+        # as 'datalad rerun --since=': every commit from the root
+        shas = run_git(dataset_path, "rev-list", "--reverse", tip).split()
+    else:
+        base = _resolve(dataset_path, since)
+        shas = run_git(dataset_path, "rev-list", "--reverse", f"{base}..{tip}").split()
     found = []
     for sha in shas:
         message = _message(dataset_path, sha)
@@ -100,7 +104,11 @@ def reschedule(
             "status": "notneeded",
             "path": dataset_path,
             "type": "dataset",
-            "message": f"no [DATALAD SLURM RUN] records between {since} and {revision}",
+            "message": (
+                f"no [DATALAD SLURM RUN] records from the root up to {revision}"
+                if since == ""
+                else f"no [DATALAD SLURM RUN] records between {since} and {revision}"
+            ),
         }
         return
     for recorded in records:
