@@ -11,6 +11,7 @@ from typing import Any
 from datalad_slurm.git import GitError, run_git
 from datalad_slurm.records import RecordError, RunRecord, is_record_message, parse_message
 from datalad_slurm.scheduling import ScheduleError, ScheduleRequest, schedule
+from datalad_slurm.slurm.jobid import JobIdError, parse_job_id
 
 
 class RescheduleError(RuntimeError):
@@ -55,7 +56,35 @@ def _resolve(dataset_path: str, revision: str) -> str:
     except GitError as exc:
         raise RescheduleError(
             f"{revision!r} is not a commit of the dataset at {dataset_path}"
+            + _job_id_hint(dataset_path, revision)
         ) from exc
+
+
+def _job_id_hint(dataset_path: str, revision: str) -> str:
+    """A revision that reads as a Slurm job id (``4``, ``4_9``): name the job's record commit."""
+    try:
+        job: int | None = parse_job_id(revision, "datalad reschedule")
+    except JobIdError as exc:
+        job = exc.whole_job
+    if job is None:
+        return ""
+    found = run_git(
+        dataset_path,
+        "log",
+        "--format=%h",
+        "--fixed-strings",
+        f"--grep=[DATALAD SLURM RUN] Slurm job {job}:",
+        check=False,
+    ).split()
+    where = (
+        f"job {job}'s record is commit {found[0]}: datalad reschedule {found[0]}"
+        if found
+        else f"no record of job {job} is in the history of HEAD"
+    )
+    return (
+        "; reschedule takes the commit of a job's [DATALAD SLURM RUN] record, not a job id: "
+        + where
+    )
 
 
 def _message(dataset_path: str, sha: str) -> str:

@@ -178,6 +178,12 @@ def test_reschedule_since_empty_takes_every_record_from_the_root(actor: Actor) -
     second = actor.schedule(ds, "b", "sbatch", "-o", "b/%j.log", "code/job.sh")
     actor.cluster.wait_done([first, second])
     actor.ok("finish", cwd=ds)
+    # a job id where the record's commit belongs: the answer names the commit
+    record = _git(ds, "log", "--format=%h", "--fixed-strings", f"--grep=Slurm job {first}:")
+    for given in (str(first), f"{first}_0"):
+        by_id = actor.datalad("reschedule", given, cwd=ds)
+        assert by_id.returncode != 0 and "Traceback" not in by_id.stderr
+        assert f"job {first}'s record is commit {record.strip()}" in by_id.stdout, by_id.stdout
     report = _json(actor.ok("-f", "json", "reschedule", "--since=", "--report", cwd=ds))
     assert [r["outputs"] for r in report] == [["a"], ["b"]], report
     assert all(r["status"] == "ok" for r in report)
