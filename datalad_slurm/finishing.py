@@ -55,6 +55,8 @@ class FinishRequest:
     message: str | None = None
     #: seconds to wait for another finish's lock; None: wait as long as it takes
     lock_timeout: float | None = None
+    #: run by cron: a job's trouble is reported once, and again only when it changes
+    cron: bool = False
 
 
 @dataclass
@@ -187,10 +189,7 @@ def _drain(
     recover(dataset_path, registry)
     jobs = registry.jobs(states=("submitting", "open"), job_id=request.job_id)
     if request.job_id is not None and not jobs:
-        raise FinishError(
-            f"job {request.job_id} is not an open job of the dataset at {dataset_path}; "
-            "'datalad finish --list-open-jobs' shows the open ones"
-        )
+        raise FinishError(_not_open(dataset_path, registry, request.job_id))
     view = read_spool(ds)
     if view.problem:
         yield _result(dataset_path, "impossible", view.problem)
@@ -204,14 +203,26 @@ def _drain(
     reports: list[dict[str, Any]] = []
     for job in jobs:
         if job.job_id is None:
-            reports += _handle_interrupted_submission(dataset_path, registry, job, request)
+            reports += _news_only(
+                registry,
+                job,
+                "interrupted submission",
+                list(_handle_interrupted_submission(dataset_path, registry, job, request)),
+                request,
+            )
             continue
         status = resolution.statuses.get(job.id, JobStatus(job.job_id, backend=backend.name))
         if _to_be_committed(status, request):
             to_commit.append((job, status))
             continue
         try:
-            reports += _handle_job(ds, registry, job, status, request)
+            reports += _news_only(
+                registry,
+                job,
+                _trouble(status),
+                list(_handle_job(ds, registry, job, status, request)),
+                request,
+            )
         except Exception as exc:  # one job's trouble must not stop the others
             registry.reopen(job)
             reports.append(
@@ -232,6 +243,69 @@ def _drain(
             _consume(view.spool, job, resolution.events.get(job.id, []))
     if request.job_id is None:
         _tidy(view.spool, registry, resolution.unmatched)
+
+
+def _news_only(
+    registry: Registry,
+    job: Job,
+    trouble: str | None,
+    results: list[dict[str, Any]],
+    request: FinishRequest,
+) -> list[dict[str, Any]]:
+    """With ``--cron``: a job's trouble is reported when first seen, and again only when it
+    changed (other task states, or the job was active again in between); cron would mail the
+    same failure every run otherwise.  ``trouble`` says what the job's state is (None: active).
+    What was reported is kept in the job's registry row."""
+    if not request.cron or job.state not in ("open", "submitting"):
+        return results
+    if not any(r.get("status") == "impossible" for r in results):
+        if trouble is None and job.cron_reported is not None:
+            registry.note_cron_reported(job, None)  # active again: its next end is news
+        return results
+    if job.cron_reported != trouble:
+        registry.note_cron_reported(job, trouble)
+        return results
+    return [
+        {
+            **r,
+            "status": "notneeded",
+            "message": f"{r.get('message')} (reported before by 'datalad finish --cron'; "
+            "unchanged since)",
+            "already_reported": True,
+        }
+        if r.get("status") == "impossible"
+        else r
+        for r in results
+    ]
+
+
+def _trouble(status: JobStatus) -> str | None:
+    """What cron remembers of a job that ended without success: its tasks' states and when the
+    last one ended (a requeued job that fails again ends anew); None for an active job."""
+    if status.verdict is Verdict.ACTIVE:
+        return None
+    ends = [t.end_time for t in status.tasks.values() if t.end_time is not None]
+    return f"{status.statuses()}; ended {max(ends) if ends else '?'}"
+
+
+def _not_open(dataset_path: str, registry: Registry, job_id: int) -> str:
+    """Why ``finish JOBID`` has nothing to do: never registered, or finished or closed."""
+    earlier = registry.jobs(states=("finished", "closed"), job_id=job_id)
+    if earlier:
+        last = earlier[-1]
+        how = (
+            f"was committed as {last.commit_sha[:8]}"
+            if last.state == "finished" and last.commit_sha
+            else f"is {last.state}"
+        )
+        return (
+            f"job {job_id} {how}: it is not an open job of the dataset at {dataset_path} any "
+            "more; 'datalad finish --list-open-jobs' shows the open ones"
+        )
+    return (
+        f"job {job_id} is not an open job of the dataset at {dataset_path}; "
+        "'datalad finish --list-open-jobs' shows the open ones"
+    )
 
 
 def _to_be_committed(status: JobStatus, request: FinishRequest) -> bool:
@@ -363,13 +437,23 @@ def _handle_job(
     dataset_path = str(ds.path)
     verdict = status.verdict
     if verdict is Verdict.ACTIVE:
+        if request.job_id is None:
+            message = f"Slurm job {job.job_id} is still active. Statuses: {status.statuses()}"
+        else:  # asked for by name: say so where a drain of all jobs stays quiet
+            message = (
+                f"Slurm job {job.job_id} is {status.summary_state} "
+                f"(statuses: {status.statuses()}); it stays open: run "
+                f"'datalad finish {job.job_id}' again once it has ended"
+            )
         yield _result(
             dataset_path,
             "notneeded",
-            f"Slurm job {job.job_id} is still active. Statuses: {status.statuses()}",
+            message,
             slurm_job_id=job.job_id,
             cluster=job.cluster,
             state=status.summary_state,
+            stays_open=True,
+            asked_for=request.job_id is not None,
         )
         return
     if request.close_failed_jobs:

@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -63,6 +64,10 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN submission_facts TEXT;
     """,
+    # 3: the trouble 'finish --cron' last reported for the job (so that cron reports news only)
+    """
+    ALTER TABLE jobs ADD COLUMN cron_reported TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -111,9 +116,13 @@ class Job:
     note: str | None = None
     #: ``stdout``/``stderr`` patterns, ``name``, ``user`` as slurmctld had them at submission
     submission_facts: dict[str, str] = field(default_factory=dict)
+    #: what ``finish --cron`` last reported about the job (None: nothing, or it was active since)
+    cron_reported: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
+        # a read-only look (schedule --dry-run) may meet a registry of an older schema
+        columns = set(row.keys())
         return cls(
             id=row["id"],
             token=row["token"],
@@ -133,7 +142,10 @@ class Job:
             finished_at=row["finished_at"],
             commit_sha=row["commit_sha"],
             note=row["note"],
-            submission_facts=json.loads(row["submission_facts"]) if row["submission_facts"] else {},
+            submission_facts=json.loads(
+                (row["submission_facts"] if "submission_facts" in columns else None) or "{}"
+            ),
+            cron_reported=row["cron_reported"] if "cron_reported" in columns else None,
         )
 
 
@@ -149,8 +161,16 @@ def _json_list(text: str) -> list[str]:
 class Registry:
     """Access to one dataset's job registry."""
 
-    def __init__(self, path: str, timeout: float = 120.0) -> None:
+    def __init__(self, path: str, timeout: float = 120.0, read_only: bool = False) -> None:
         self.path = path
+        if read_only:
+            # nothing created, nothing migrated: for looks that must change nothing
+            uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+            self._conn = sqlite3.connect(uri, timeout=timeout, isolation_level=None, uri=True)
+            self._conn.row_factory = sqlite3.Row
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            self._refuse_newer(version)
+            return
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self._conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
@@ -184,18 +204,26 @@ class Registry:
     def _migrate(self) -> None:
         with self.transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RegistryError(
-                    f"the registry {self.path} has schema version {version}, newer than this "
-                    f"datalad-slurm understands ({SCHEMA_VERSION}); upgrade datalad-slurm"
-                )
+            self._refuse_newer(version)
             for number in range(version, SCHEMA_VERSION):
                 for statement in _split_sql(_MIGRATIONS[number]):
                     conn.execute(statement)
             if version != SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise RegistryError(
+                f"the registry {self.path} has schema version {version}, newer than this "
+                f"datalad-slurm understands ({SCHEMA_VERSION}); upgrade datalad-slurm"
+            )
+
     # -- schedule -------------------------------------------------------------
+
+    def conflicts(self, outputs: Sequence[str]) -> list[tuple[str, str, Job]]:
+        """What :meth:`reserve` would refuse these outputs for, without reserving anything."""
+        with self.transaction(immediate=False) as conn:
+            return self._conflicts(conn, collapse(outputs))
 
     def reserve(
         self,
@@ -367,6 +395,12 @@ class Registry:
             )
         for job in jobs:
             job.state = "open"
+
+    def note_cron_reported(self, job: Job, report: str | None) -> None:
+        """Remember what ``finish --cron`` reported about the job (None: forget it)."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE jobs SET cron_reported = ? WHERE id = ?", (report, job.id))
+        job.cron_reported = report
 
     def reservations(self, job: Job) -> list[str]:
         return [

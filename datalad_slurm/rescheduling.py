@@ -11,6 +11,7 @@ from typing import Any
 from datalad_slurm.git import GitError, run_git
 from datalad_slurm.records import RecordError, RunRecord, is_record_message, parse_message
 from datalad_slurm.scheduling import ScheduleError, ScheduleRequest, schedule
+from datalad_slurm.slurm.jobid import JobIdError, parse_job_id
 
 
 class RescheduleError(RuntimeError):
@@ -55,7 +56,35 @@ def _resolve(dataset_path: str, revision: str) -> str:
     except GitError as exc:
         raise RescheduleError(
             f"{revision!r} is not a commit of the dataset at {dataset_path}"
+            + _job_id_hint(dataset_path, revision)
         ) from exc
+
+
+def _job_id_hint(dataset_path: str, revision: str) -> str:
+    """A revision that reads as a Slurm job id (``4``, ``4_9``): name the job's record commit."""
+    try:
+        job: int | None = parse_job_id(revision, "datalad reschedule")
+    except JobIdError as exc:
+        job = exc.whole_job
+    if job is None:
+        return ""
+    found = run_git(
+        dataset_path,
+        "log",
+        "--format=%h",
+        "--fixed-strings",
+        f"--grep=[DATALAD SLURM RUN] Slurm job {job}:",
+        check=False,
+    ).split()
+    where = (
+        f"job {job}'s record is commit {found[0]}: datalad reschedule {found[0]}"
+        if found
+        else f"no record of job {job} is in the history of HEAD"
+    )
+    return (
+        "; reschedule takes the commit of a job's [DATALAD SLURM RUN] record, not a job id: "
+        + where
+    )
 
 
 def _message(dataset_path: str, sha: str) -> str:
@@ -76,8 +105,12 @@ def find_records(dataset_path: str, revision: str, since: str | None) -> list[Re
             return [RecordedJob(tip, parse_message(message))]
         except RecordError as exc:
             raise RescheduleError(f"commit {tip[:8]}: {exc}") from exc
-    base = _resolve(dataset_path, since)
-    shas = run_git(dataset_path, "rev-list", "--reverse", f"{base}..{tip}").split()
+    if since == "":
+        # as 'datalad rerun --since=': every commit from the root
+        shas = run_git(dataset_path, "rev-list", "--reverse", tip).split()
+    else:
+        base = _resolve(dataset_path, since)
+        shas = run_git(dataset_path, "rev-list", "--reverse", f"{base}..{tip}").split()
     found = []
     for sha in shas:
         message = _message(dataset_path, sha)
@@ -100,7 +133,11 @@ def reschedule(
             "status": "notneeded",
             "path": dataset_path,
             "type": "dataset",
-            "message": f"no [DATALAD SLURM RUN] records between {since} and {revision}",
+            "message": (
+                f"no [DATALAD SLURM RUN] records from the root up to {revision}"
+                if since == ""
+                else f"no [DATALAD SLURM RUN] records between {since} and {revision}"
+            ),
         }
         return
     for recorded in records:

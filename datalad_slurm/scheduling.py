@@ -8,8 +8,10 @@ reservation and registers nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import sqlite3
 import string
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -17,9 +19,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datalad_slurm.git import run_git
-from datalad_slurm.gitlock import clear_interrupted_writes, git_lock, git_writes, open_registry
-from datalad_slurm.paths import PathOutsideDatasetError, normalise, relative_to_pwd
-from datalad_slurm.registry import Job, OutputConflictError, Registry
+from datalad_slurm.gitlock import (
+    clear_interrupted_writes,
+    git_dir,
+    git_lock,
+    git_writes,
+    open_registry,
+)
+from datalad_slurm.paths import PathOutsideDatasetError, normalise, overlaps, relative_to_pwd
+from datalad_slurm.registry import (
+    REGISTRY_DIRNAME,
+    REGISTRY_FILENAME,
+    Job,
+    OutputConflictError,
+    Registry,
+    RegistryError,
+)
 from datalad_slurm.settings import spool_config
 from datalad_slurm.slurm.conf import cluster_name
 from datalad_slurm.slurm.jobid import NoJobIdError, parse_submission
@@ -139,6 +154,8 @@ class Submitter:
         self._cluster: str | None = None
         #: submitted jobs whose facts (log patterns...) are still to be asked for
         self.without_facts: list[Job] = []
+        #: the outputs of earlier dry runs of this process, by their number
+        self._dry_reserved: list[tuple[int, list[str]]] = []
 
     def __enter__(self) -> Submitter:
         return self
@@ -197,18 +214,7 @@ class Submitter:
             dspath=dataset_path,
         )
         if request.dry_run:
-            return {
-                "action": ACTION,
-                "status": "ok",
-                "path": dataset_path,
-                "type": "dataset",
-                "message": f"would submit {command!r} from {pwd} with outputs {outputs}",
-                "cmd": command,
-                "outputs": outputs,
-                "inputs": inputs,
-                "pwd": pwd,
-                "dry_run": True,
-            }
+            return self._dry_run(command, pwd, inputs, outputs)
         registry = self._shared()
         spool = self._spool
         try:
@@ -276,6 +282,121 @@ class Submitter:
             "pwd": pwd,
         }
 
+    def _dry_run(
+        self, command: str, pwd: str, inputs: list[str], outputs: list[str]
+    ) -> dict[str, Any]:
+        """Every check a submission runs, with nothing reserved, obtained, unlocked or run."""
+        problems = self._dry_conflicts(outputs)
+        missing, to_get, unknown = _inputs_to_get(self.ds, inputs)
+        if missing:
+            problems.append(
+                "input(s) " + ", ".join(repr(p) for p in missing) + " do not exist in the "
+                "dataset at " + self.dataset_path + "; check the path (relative to the "
+                "directory you submit from) or save the file first"
+            )
+        if unknown:
+            problems.append(
+                "no copy of the content of input(s) "
+                + ", ".join(repr(p) for p in unknown)
+                + " is known ('git annex whereis' lists none): nothing can get it"
+            )
+        base = {
+            "action": ACTION,
+            "path": self.dataset_path,
+            "type": "dataset",
+            "cmd": command,
+            "outputs": outputs,
+            "inputs": inputs,
+            "pwd": pwd,
+            "dry_run": True,
+        }
+        if problems:
+            return {
+                **base,
+                "status": "error",
+                "message": f"dry run: {command!r} would be refused: " + "; ".join(problems),
+            }
+        self._dry_reserved.append((len(self._dry_reserved) + 1, outputs))
+        to_unlock = _outputs_to_unlock(self.ds, outputs)
+        notes = [f"would submit {command!r} from {pwd} with outputs {outputs}"]
+        if to_get:
+            notes.append(f"get the content of {', '.join(to_get)}")
+        if to_unlock:
+            notes.append(f"unlock {', '.join(to_unlock)}")
+        return {
+            **base,
+            "status": "ok",
+            "message": "; ".join(notes) + " (dry run: nothing was done)",
+            "would_get": to_get,
+            "would_unlock": to_unlock,
+        }
+
+    def _dry_conflicts(self, outputs: list[str]) -> list[str]:
+        """The conflicts :meth:`Registry.reserve` would find, and those with earlier dry runs
+        of this process (a ``--jobs-from`` file), as one message each."""
+        problems: list[str] = []
+        path = os.path.join(git_dir(self.dataset_path), REGISTRY_DIRNAME, REGISTRY_FILENAME)
+        if os.path.exists(path):
+            try:
+                with Registry(path, read_only=True) as registry:
+                    conflicts = registry.conflicts(outputs)
+            except (RegistryError, sqlite3.Error) as exc:
+                raise ScheduleError(f"the job registry {path} cannot be read: {exc}") from exc
+            if conflicts:
+                problems.append(str(OutputConflictError(conflicts)))
+        for number, earlier in self._dry_reserved:
+            clashes = [(o, e) for o in outputs for e in earlier if overlaps(o, e)]
+            if clashes:
+                problems.append(
+                    "output conflict with dry-run job "
+                    f"{number} before it: " + "; ".join(f"{o!r} overlaps {e!r}" for o, e in clashes)
+                )
+        return problems
+
+
+def _inputs_to_get(ds: Any, inputs: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """Inputs as ``datalad get`` would meet them: (missing, content to get, content nowhere).
+
+    An input inside a subdataset that is not installed counts as there (get installs it).
+    """
+    if not inputs:
+        return [], [], []
+    root = str(ds.path)
+    absent = [
+        os.path.relpath(r["path"], root)
+        for r in ds.subdatasets(
+            state="absent", on_failure="ignore", return_type="list", result_renderer="disabled"
+        )
+        if r.get("path")
+    ]
+    missing: list[str] = []
+    present: list[str] = []
+    for path in inputs:
+        if any(path == a or path.startswith(a + "/") for a in absent):
+            continue
+        (present if os.path.lexists(os.path.join(root, path)) else missing).append(path)
+    if not present or not os.path.exists(os.path.join(git_dir(root), "annex")):
+        return missing, [], []
+    absent_content = _annex_json(root, "find", ["--not", "--in=here"], present)
+    whereis = _annex_json(root, "whereis", [], absent_content) if absent_content else {}
+    nowhere = [f for f in absent_content if not whereis.get(f)]
+    return missing, [f for f in absent_content if f not in nowhere], nowhere
+
+
+def _annex_json(root: str, command: str, options: Sequence[str], paths: Sequence[str]) -> Any:
+    """``git annex find`` (the files) or ``whereis`` (file -> its copies) as JSON."""
+    proc = subprocess.run(
+        ["git", "annex", command, *options, "--json", "--", *paths],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    if command == "find":
+        return [r["file"] for r in records if "file" in r]
+    return {r["file"]: r.get("whereis") or [] for r in records if "file" in r}
+
 
 def _user_spool(ds: Any) -> UserSpool | None:
     config = spool_config(ds)
@@ -307,10 +428,7 @@ def _prepare_worktree(ds: Any, inputs: Sequence[str], outputs: Sequence[str]) ->
         if failed:
             details = "; ".join(f"{r.get('path')}: {r.get('message')}" for r in failed)
             raise ScheduleError(f"could not obtain input(s): {details}")
-    existing = [os.path.join(root, p) for p in outputs if _may_hold_files(os.path.join(root, p))]
-    # only what git tracks can be (and needs to be) unlocked
-    tracked = run_git(root, "ls-files", "-z", "--", *existing).split("\0") if existing else []
-    existing = [path for path in existing if _holds_tracked(root, path, tracked)]
+    existing = [os.path.join(root, p) for p in _outputs_to_unlock(ds, outputs)]
     if existing:
         with git_lock(root):
             clear_interrupted_writes(root)
@@ -325,6 +443,15 @@ def _prepare_worktree(ds: Any, inputs: Sequence[str], outputs: Sequence[str]) ->
         if failed:
             details = "; ".join(f"{r.get('path')}: {r.get('message')}" for r in failed)
             raise ScheduleError(f"could not unlock output(s): {details}")
+
+
+def _outputs_to_unlock(ds: Any, outputs: Sequence[str]) -> list[str]:
+    """The outputs that exist and hold what git tracks: those schedule unlocks."""
+    root = str(ds.path)
+    existing = [os.path.join(root, p) for p in outputs if _may_hold_files(os.path.join(root, p))]
+    # only what git tracks can be (and needs to be) unlocked
+    tracked = run_git(root, "ls-files", "-z", "--", *existing).split("\0") if existing else []
+    return [os.path.relpath(path, root) for path in existing if _holds_tracked(root, path, tracked)]
 
 
 def _may_hold_files(path: str) -> bool:

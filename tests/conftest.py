@@ -19,7 +19,7 @@ import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -420,3 +420,110 @@ def schedule_ok(ds: Any, cmd: str | list[str], output: str = "out") -> int:
 def finish_by_job(ds: Any, **kwargs: Any) -> dict[Any, dict[str, Any]]:
     """finish's own results, by Slurm job id."""
     return {r.get("slurm_job_id"): r for r in only(call(ds, "finish", **kwargs), "finish")}
+
+
+#: the unprivileged account that cluster tests run the CLI as too (root ignores file modes)
+UNPRIVILEGED = "dlstest"
+
+_CLI = "import sys; from datalad.cli.main import main; sys.argv[0] = 'datalad'; main()"
+
+
+@dataclass
+class Actor:
+    """Who runs the ``datalad`` command line in a test: root, or an unprivileged account."""
+
+    name: str
+    user: pwd.struct_passwd | None
+    cluster: Cluster
+
+    #: the folders made for this account (removed after the test)
+    made: list[Path] = field(default_factory=list)
+
+    def folder(self) -> Path:
+        """A folder in /tmp this account owns (pytest's tmp_path is root's, under 0700)."""
+        folder = Path(tempfile.mkdtemp(prefix="dls-actor-", dir="/tmp"))
+        self.made.append(folder)
+        if self.user is not None:
+            os.chown(folder, self.user.pw_uid, self.user.pw_gid)
+        return folder
+
+    def datalad(self, *args: str, cwd: str | Path) -> subprocess.CompletedProcess[str]:
+        """``datalad ARGS`` as this account, with the cluster and its hook's spool."""
+        env = {
+            "PATH": f"{os.path.dirname(sys.executable)}:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": self.user.pw_dir if self.user else os.environ.get("HOME", "/root"),
+            "SLURM_CONF": self.cluster.conf,
+            "DATALAD_SLURM_CONFIG": self.cluster.hook_config,
+            "GIT_AUTHOR_NAME": "T",
+            "GIT_AUTHOR_EMAIL": "t@example.org",
+            "GIT_COMMITTER_NAME": "T",
+            "GIT_COMMITTER_EMAIL": "t@example.org",
+        }
+        python = sys.executable
+        if self.user is not None:
+            # the venv's interpreter may live in root's home; Debian's is the same version
+            python = "/usr/bin/python3"
+            paths = [str(REPO), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+            env["PYTHONPATH"] = os.pathsep.join(paths)
+        command = ["env", "-i", *[f"{k}={v}" for k, v in env.items()], python, "-c", _CLI, *args]
+        if self.user is not None:
+            command = ["runuser", "-u", self.user.pw_name, "--", *command]
+        return subprocess.run(
+            command, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
+        )
+
+    def ok(self, *args: str, cwd: str | Path) -> str:
+        """``datalad ARGS`` that must succeed without a traceback; its standard output."""
+        proc = self.datalad(*args, cwd=cwd)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (proc.stdout, proc.stderr)
+        return proc.stdout
+
+    def dataset(self) -> Path:
+        """A new dataset this account owns, with a committed ``code/job.sh`` (``exit $1``)."""
+        path = self.folder() / "ds"
+        self.ok("create", str(path), cwd=path.parent)
+        self.write(path / "code" / "job.sh", "#!/bin/bash\nexit ${1:-0}\n")
+        self.ok("save", "-m", "job script", "--to-git", "code", cwd=path)
+        return path
+
+    def write(self, path: Path, text: str) -> None:
+        """Write a file (and its missing folders) as this account's own."""
+        missing = [p for p in reversed(path.parents) if not p.exists()]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if self.user is not None:
+            for item in [*missing, path]:
+                os.chown(item, self.user.pw_uid, self.user.pw_gid)
+
+    def schedule(self, ds: Path, output: str, *cmd: str) -> int:
+        """Schedule ``cmd`` with one output folder (made first); returns the job id."""
+        import json
+
+        (ds / output).mkdir(parents=True, exist_ok=True)
+        if self.user is not None:
+            os.chown(ds / output, self.user.pw_uid, self.user.pw_gid)
+        out = self.ok("-f", "json", "schedule", "-o", output, *cmd, cwd=ds)
+        return int(json.loads(out.splitlines()[-1])["slurm_job_id"])
+
+
+def _actor(name: str, cluster: Cluster) -> Actor:
+    if name == "root" or os.geteuid() != 0:
+        return Actor("root" if os.geteuid() == 0 else "self", None, cluster)
+    try:
+        user = pwd.getpwnam(UNPRIVILEGED)
+    except KeyError:
+        subprocess.run(["useradd", "-m", UNPRIVILEGED], check=True)
+        user = pwd.getpwnam(UNPRIVILEGED)
+    return Actor(name, user, cluster)
+
+
+@pytest.fixture(params=["root", UNPRIVILEGED])
+def actor(request: pytest.FixtureRequest, spooled_acct: Cluster) -> Iterator[Actor]:
+    """The CLI as root and as the unprivileged account, on the accounting cluster with its hook."""
+    import shutil
+
+    actor = _actor(request.param, spooled_acct)
+    yield actor
+    for folder in actor.made:
+        subprocess.run(["chmod", "-R", "u+w", str(folder)], check=False)
+        shutil.rmtree(folder, ignore_errors=True)

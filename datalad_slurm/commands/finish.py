@@ -12,6 +12,7 @@ from datalad.support.param import Parameter
 
 from datalad_slurm.finishing import FinishError, FinishRequest, finish, list_open_jobs
 from datalad_slurm.slurm.backend import BackendError
+from datalad_slurm.slurm.jobid import JobIdError, parse_job_id
 from datalad_slurm.slurm.select import choose_backend
 
 
@@ -32,8 +33,10 @@ class Finish(Interface):
             args=("job_id",),
             nargs="?",
             metavar="JOBID",
-            doc="""finish only this Slurm job""",
-            constraints=EnsureInt() | EnsureNone(),
+            doc="""finish only this Slurm job: the number sbatch printed. Whole
+            jobs only: for an array job give its id, not a task's (4, not
+            4_9)""",
+            constraints=EnsureStr() | EnsureInt() | EnsureNone(),
         ),
         dataset=Parameter(
             args=("-d", "--dataset"),
@@ -76,7 +79,9 @@ class Finish(Interface):
             action="store_true",
             doc="""behave as a cron job: print nothing when there is nothing to
             do (jobs still running, another finish at work), print problems on
-            stderr, and exit non-zero only for them""",
+            stderr, and exit non-zero only for them. A failed job is reported
+            once, and again only when its state changes; a finish without
+            --cron, and --list-open-jobs, still show every job""",
         ),
     )
 
@@ -84,7 +89,7 @@ class Finish(Interface):
     @datasetmethod(name="finish")
     @eval_results
     def __call__(
-        job_id: int | None = None,
+        job_id: int | str | None = None,
         *,
         dataset: Any = None,
         list_open_jobs: bool = False,
@@ -99,19 +104,28 @@ class Finish(Interface):
             yield _error(ds.path, "--close-failed-jobs and --commit-failed-jobs exclude each other")
             return
         try:
+            wanted = None if job_id is None else parse_job_id(job_id)
+        except JobIdError as exc:
+            yield {
+                **_error(ds.path, str(exc)),
+                **({"whole_job_id": exc.whole_job} if exc.whole_job is not None else {}),
+            }
+            return
+        try:
             # the listing shows states only, which the JSON CLI asks cheaply
             backend = choose_backend(
                 ds.config.get("datalad.slurm.backend"), states_only=list_open_jobs
             )
             if list_open_jobs:
-                yield from _list(ds, job_id, backend)
+                yield from _list(ds, wanted, backend)
                 return
             request = FinishRequest(
-                job_id=job_id,
+                job_id=wanted,
                 close_failed_jobs=close_failed_jobs,
                 commit_failed_jobs=commit_failed_jobs,
                 message=message,
                 lock_timeout=0.0 if cron and lock_timeout is None else lock_timeout,
+                cron=cron,
             )
             for result in finish(ds, request, backend):
                 if cron:
@@ -126,6 +140,10 @@ class Finish(Interface):
             return  # the table comes in the summary
         from datalad.interface.utils import generic_result_renderer
 
+        if res.get("status") == "notneeded" and res.get("asked_for") and not kwargs.get("cron"):
+            # a job asked for by id that stays open: DataLad's renderer hides 'notneeded'
+            _render_shown(res)
+            return
         if kwargs.get("cron"):
             if res.get("status") == "notneeded":
                 return
@@ -160,6 +178,22 @@ class Finish(Interface):
             from datalad.interface.utils import render_action_summary
 
             render_action_summary(action_summary)
+
+
+def _render_shown(res: dict[str, Any]) -> None:
+    """One result as DataLad's generic renderer writes it, also where it would hide it."""
+    from datalad.support import ansi_colors as ac
+    from datalad.ui import ui
+
+    ui.message(
+        "{action}({status}): {path} ({type}) [{message}]".format(
+            action=ac.color_word(res.get("action", ""), ac.BOLD),
+            status=ac.color_status(res.get("status", "")),
+            path=res.get("path", ""),
+            type=ac.color_word(res.get("type", ""), ac.MAGENTA),
+            message=res.get("message", ""),
+        )
+    )
 
 
 def _list(ds: Any, job_id: int | None, backend: Any) -> Iterator[dict[str, Any]]:

@@ -41,7 +41,8 @@ class Reschedule(Interface):
             args=("--since",),
             metavar="REV",
             doc="""submit every record after REV up to REVISION again, oldest
-            first""",
+            first. An empty REV (--since=) means every record from the root,
+            as in 'datalad rerun --since='""",
             constraints=EnsureStr() | EnsureNone(),
         ),
         report=Parameter(

@@ -131,24 +131,59 @@ def test_concurrent_reservations_exactly_one_wins(registry: Registry) -> None:
     assert len(registry.jobs()) == 1
 
 
-def test_a_version_1_registry_is_migrated_with_its_jobs(tmp_path: Path) -> None:
+def _old_registry(path: Path, version: int) -> None:
+    """A registry as a datalad-slurm of schema ``version`` left it: one open job holding 'o'."""
     from datalad_slurm.registry import _MIGRATIONS, _split_sql
 
-    path = tmp_path / "old.sqlite"
     conn = sqlite3.connect(path)
-    for statement in _split_sql(_MIGRATIONS[0]):
-        conn.execute(statement)
+    for script in _MIGRATIONS[:version]:
+        for statement in _split_sql(script):
+            conn.execute(statement)
     conn.execute(
         "INSERT INTO jobs (token, job_id, state, cmd, pwd, inputs, extra_inputs, outputs, chain,"
         " submitted_at) VALUES ('t', 5, 'open', 'sbatch x', '.', '[]', '[]', '[\"o\"]', '[]', 1)"
     )
     conn.execute("INSERT INTO reservations (path, job) VALUES ('o', 1)")
-    conn.execute("PRAGMA user_version = 1")
+    conn.execute(f"PRAGMA user_version = {version}")
     conn.commit()
     conn.close()
+
+
+@pytest.mark.parametrize("version", range(1, SCHEMA_VERSION))
+def test_an_older_registry_is_migrated_with_its_jobs(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "old.sqlite"
+    _old_registry(path, version)
     registry = Registry(str(path))
     [job] = registry.jobs()
     assert (job.job_id, job.outputs, job.submission_facts) == (5, ["o"], {})
+    assert job.cron_reported is None
     with pytest.raises(OutputConflictError):
         _reserve(registry, "o")
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    # what cron reported is kept (schema 3)
+    registry.note_cron_reported(job, "5: FAILED; ended 7")
+    registry.close()
+    assert Registry(str(path)).jobs()[0].cron_reported == "5: FAILED; ended 7"
+
+
+@pytest.mark.parametrize("version", range(1, SCHEMA_VERSION + 1))
+def test_a_read_only_look_finds_conflicts_and_changes_nothing(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "old.sqlite"
+    _old_registry(path, version)
+    before = path.read_bytes()
+    with Registry(str(path), read_only=True) as registry:
+        [(wanted, held, job)] = registry.conflicts(["o/deeper", "free"])
+        assert (wanted, held, job.job_id) == ("o/deeper", "o", 5)
+        assert registry.conflicts(["free"]) == []
+    assert path.read_bytes() == before  # not migrated
+
+
+def test_a_read_only_look_refuses_a_newer_registry(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite"
+    _old_registry(path, SCHEMA_VERSION)
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(RegistryError, match="newer than this datalad-slurm"):
+        Registry(str(path), read_only=True)
