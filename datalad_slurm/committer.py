@@ -77,6 +77,25 @@ def _committed(dataset_path: str, prepared: PreparedCommit, sha: str) -> dict[st
     )
 
 
+def _missing(dataset_path: str, prepared: PreparedCommit) -> Iterator[dict[str, Any]]:
+    """One warning per declared output the job did not leave: what existed was committed."""
+    job = prepared.job
+    for output in prepared.missing_outputs:
+        yield {
+            "action": ACTION,
+            "status": "impossible",
+            "path": os.path.join(dataset_path, output),
+            "type": "file",
+            "refds": dataset_path,
+            "slurm_job_id": job.job_id,
+            "missing_output": output,
+            "message": (
+                f"warning: Slurm job {job.job_id} declared the output {output!r}, which does "
+                "not exist; the job was committed without it (as 'datalad run' does)"
+            ),
+        }
+
+
 def _saved(dataset_path: str, changes: Sequence[Change]) -> Iterator[dict[str, Any]]:
     """What ``datalad save`` would have reported for one job's commit: its files, then itself."""
     for change in changes:
@@ -386,6 +405,7 @@ def _commit_batch(
     for item, sha in zip(to_commit, shas, strict=True):
         yield from _saved(dataset_path, by_job[item.job.id])
         yield _committed(dataset_path, item, sha)
+        yield from _missing(dataset_path, item)
     for item in prepared:
         if item.job.id in failed:
             yield _not_committed(dataset_path, item.job, failed[item.job.id])
@@ -448,6 +468,7 @@ def _commit_with_save(
         return
     registry.mark_finished_many([(job, sha)])
     yield _committed(dataset_path, prepared, sha)
+    yield from _missing(dataset_path, prepared)
 
 
 def sync_adjusted_branch(repo: Any) -> None:

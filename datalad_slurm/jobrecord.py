@@ -9,7 +9,7 @@ import contextlib
 import json
 import os
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from datalad_slurm.paths import PathOutsideDatasetError, normalise
@@ -163,6 +163,8 @@ class PreparedCommit:
     status: JobStatus
     files: JobFiles
     message: str
+    #: declared outputs that were not there at finish (the commit holds what exists)
+    missing_outputs: list[str] = field(default_factory=list)
 
     @property
     def paths(self) -> list[str]:
@@ -206,4 +208,11 @@ def prepare_commit(
     replace_file(env_path, text.encode("utf-8"))
     record = build_record(job, status, files)
     text = format_message(record, status_word(status), message or job.message)
-    return PreparedCommit(job, status, files, text)
+    return PreparedCommit(job, status, files, text, missing_outputs(dataset_path, job))
+
+
+def missing_outputs(dataset_path: str, job: Job) -> list[str]:
+    """The job's declared outputs that do not exist: one lstat each, no git."""
+    return [
+        output for output in job.outputs if not os.path.lexists(os.path.join(dataset_path, output))
+    ]

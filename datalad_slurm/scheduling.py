@@ -12,7 +12,6 @@ import json
 import os
 import shlex
 import sqlite3
-import string
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,8 @@ from datalad_slurm.gitlock import (
     git_writes,
     open_registry,
 )
-from datalad_slurm.paths import PathOutsideDatasetError, normalise, overlaps, relative_to_pwd
+from datalad_slurm.paths import PathOutsideDatasetError, normalise, overlaps
+from datalad_slurm.placeholders import PlaceholderError, format_command, substitutions
 from datalad_slurm.registry import (
     REGISTRY_DIRNAME,
     REGISTRY_FILENAME,
@@ -71,31 +71,6 @@ def join_command(cmd: str | Sequence[str]) -> str:
     if len(cmd) == 1:
         return cmd[0]
     return shlex.join(cmd)
-
-
-def expand_placeholders(
-    cmd: str, *, inputs: Sequence[str], outputs: Sequence[str], pwd: str, dspath: str
-) -> str:
-    """Fill ``{inputs}``, ``{outputs}``, ``{pwd}``, ``{dspath}`` as ``datalad run`` does."""
-    values = {
-        "inputs": " ".join(shlex.quote(p) for p in inputs),
-        "outputs": " ".join(shlex.quote(p) for p in outputs),
-        "pwd": pwd,
-        "dspath": dspath,
-    }
-    try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(cmd) if name is not None}
-    except ValueError as exc:
-        raise ScheduleError(
-            f"cannot expand placeholders in {cmd!r}: {exc}; write literal braces as {{{{ and }}}}"
-        ) from exc
-    unknown = sorted(f for f in fields if f.split(".")[0].split("[")[0] not in values)
-    if unknown:
-        raise ScheduleError(
-            f"unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)} in {cmd!r}; "
-            "known are {inputs}, {outputs}, {pwd}, {dspath}; write literal braces as {{ and }}"
-        )
-    return cmd.format(**values)
 
 
 def normalise_all(paths: Sequence[str], dataset_path: str, cwd: str, kind: str) -> list[str]:
@@ -152,6 +127,7 @@ class Submitter:
         self._dsid: str | None = None
         self._head: str | None = None
         self._cluster: str | None = None
+        self._substitutions: dict[str, str] | None = None
         #: submitted jobs whose facts (log patterns...) are still to be asked for
         self.without_facts: list[Job] = []
         #: the outputs of earlier dry runs of this process, by their number
@@ -173,6 +149,12 @@ class Submitter:
         self._registry.note_submission_facts_many(
             [(job, facts[job.job_id]) for job in jobs if job.job_id in facts]
         )
+
+    def substitutions(self) -> dict[str, str]:
+        """The dataset's ``datalad.run.substitutions.*``, read once."""
+        if self._substitutions is None:
+            self._substitutions = substitutions(self.ds.config)
+        return self._substitutions
 
     def _shared(self) -> Registry:
         """Open the registry and read the dataset's facts, on the first real submission."""
@@ -206,13 +188,18 @@ class Submitter:
         outputs = normalise_all(request.outputs, dataset_path, cwd, "output")
         inputs = normalise_all(request.inputs, dataset_path, cwd, "input")
         pwd = normalise(cwd, dataset_path, cwd)
-        command = expand_placeholders(
-            request.cmd,
-            inputs=[relative_to_pwd(p, pwd) for p in inputs],
-            outputs=[relative_to_pwd(p, pwd) for p in outputs],
-            pwd=cwd,
-            dspath=dataset_path,
-        )
+        try:
+            # the paths as given, as datalad run puts them into the command
+            command = format_command(
+                request.cmd,
+                inputs=request.inputs,
+                outputs=request.outputs,
+                pwd=cwd,
+                dspath=dataset_path,
+                configured=self.substitutions(),
+            )
+        except PlaceholderError as exc:
+            raise ScheduleError(str(exc)) from exc
         if request.dry_run:
             return self._dry_run(command, pwd, inputs, outputs)
         registry = self._shared()

@@ -36,8 +36,10 @@ class Schedule(Interface):
     command runs, as with ``datalad run``.  Nothing is committed now;
     ``datalad finish`` commits each completed job with its run record.
 
-    Placeholders ``{inputs}``, ``{outputs}``, ``{pwd}`` and ``{dspath}`` in the
-    command are expanded as in ``datalad run``.
+    Placeholders ``{inputs}``, ``{outputs}``, ``{inputs[N]}``, ``{outputs[N]}``,
+    ``{pwd}``, ``{dspath}``, ``{tmpdir}`` and ``datalad.run.substitutions`` in the
+    command are filled exactly as ``datalad run`` fills them (each path one
+    shell-quoted argument); the record keeps the command as written.
     """
 
     _params_ = dict(

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from datalad_slurm.scheduling import ScheduleError, expand_placeholders, join_command
+from datalad_slurm.placeholders import PlaceholderError, format_command
+from datalad_slurm.scheduling import join_command
 from datalad_slurm.slurm.backend import expand_array_spec, expand_filename_pattern
 from datalad_slurm.slurm.jsonlayout import ExitStatus
 
@@ -60,18 +63,23 @@ def test_a_wait_status_splits_into_exit_code_and_signal(
     assert ExitStatus.from_wait_status(raw) == ExitStatus(*expected)
 
 
-def test_join_command_and_placeholders() -> None:
+def test_join_command_and_placeholders(tmp_path: Path) -> None:
     assert join_command(["sbatch job.sh"]) == "sbatch job.sh"
     assert join_command(["sbatch", "--wrap", "echo a b"]) == "sbatch --wrap 'echo a b'"
-    assert (
-        expand_placeholders(
-            "sbatch --export=O={outputs} job.sh {inputs} {{x}}",
-            inputs=["in put"],
-            outputs=["o1", "o2"],
-            pwd="/p",
-            dspath="/d",
-        )
-        == "sbatch --export=O=o1 o2 job.sh 'in put' {x}"
+    (tmp_path / "in put").write_text("x")
+    (tmp_path / "d1").mkdir()
+    (tmp_path / "d2").mkdir()
+    filled = format_command(
+        "sbatch --export=O={outputs} job.sh {inputs} {{x}} {inputs[1]} {outputs[0]} {pwd} {dspath}",
+        inputs=["in put", "d*/"],
+        outputs=["o1", "o 2", "."],
+        pwd=str(tmp_path),
+        dspath="/d",
     )
-    with pytest.raises(ScheduleError, match=r"unknown placeholder\(s\) \{nope\}"):
-        expand_placeholders("sbatch {nope}", inputs=[], outputs=[], pwd="", dspath="")
+    assert filled == (
+        f"sbatch --export=O=o1 'o 2' job.sh 'in put' d1/ d2/ {{x}} d1/ o1 {tmp_path} /d"
+    )
+    with pytest.raises(PlaceholderError, match=r"unknown placeholder \{nope\}"):
+        format_command("sbatch {nope}", inputs=[], outputs=[], pwd="/", dspath="/")
+    with pytest.raises(PlaceholderError, match="past the end"):
+        format_command("sbatch {inputs[2]}", inputs=["a"], outputs=[], pwd="/", dspath="/")
