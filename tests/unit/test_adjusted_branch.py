@@ -147,7 +147,9 @@ def test_a_job_that_changed_nothing_is_recorded_on_master(
     monkeypatch.setattr(Dataset, "save", nothing_to_save)
     results = [r for r in _finish(adjusted) if r.get("action") == "finish"]
     monkeypatch.undo()
-    assert [r["status"] for r in results] == ["ok"], results
+    # the job wrote nothing: its record is committed, and its declared output is reported missing
+    assert [r["status"] for r in results] == ["ok", "impossible"], results
+    assert results[1]["path"] == str(adjusted / "out") and "does not exist" in results[1]["message"]
     _assert_committed_once(adjusted, job)
     sha = _records(adjusted, _main(adjusted))[0][0]
     assert git(adjusted, "diff", "--name-only", f"{sha}^", sha) == ""
