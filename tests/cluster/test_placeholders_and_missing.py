@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cluster
-from tests.unit.test_annex_integrity import _python_for, _unprivileged
+from tests.conftest import python_as as _python_for
+from tests.conftest import unprivileged_user as _unprivileged
 
 #: datalad's command line, started by the interpreter _python_for picks
 DATALAD = "import sys; from datalad.cli.main import main; sys.argv[0] = 'datalad'; main()"
