@@ -174,17 +174,19 @@ class Cluster:
         raise AssertionError(f"accounting lacks {sorted(set(map(str, job_ids)) - set(states))}")
 
     def forget_finished(self, job_ids: Sequence[int], timeout: float = 120) -> None:
-        """Make slurmctld drop these finished jobs now, as MinJobAge does in time: a
-        reconfigure with MinJobAge=2 purges them, then its old value is restored.
+        """Make slurmctld drop these finished jobs now, as MinJobAge does in time: slurmctld is
+        restarted with MinJobAge=2, which purges them, then restarted with its old value.
 
-        Only for a cluster of the test's own (spare_cluster): it edits the slurm.conf.
+        Only for a cluster of the test's own (spare_cluster): it edits the slurm.conf.  A
+        restart, not ``scontrol reconfigure``: from 23.11 a reconfigure makes slurmctld start
+        a new process of itself, which ``contrib/slurm-local/stop`` would not know.
         """
         conf = Path(self.conf)
         text = conf.read_text()
         assert "\nMinJobAge=" in text, f"{conf} names no MinJobAge"
         conf.write_text(re.sub(r"(?m)^MinJobAge=.*$", "MinJobAge=2", text))
         try:
-            self.run("scontrol", "reconfigure")
+            self._restart_slurmctld()
             deadline = time.monotonic() + timeout
             held = set(job_ids)
             while held and time.monotonic() < deadline:
@@ -194,7 +196,47 @@ class Cluster:
             assert not held, f"slurmctld still holds {sorted(held)} after {timeout} s"
         finally:
             conf.write_text(text)
-            self.run("scontrol", "reconfigure")
+            self._restart_slurmctld()
+
+    def _restart_slurmctld(self, timeout: float = 60) -> None:
+        """Stop this cluster's slurmctld (found by its ``-f <slurm.conf>``) and start it again
+        with the same command line and environment; it saves and reloads its jobs."""
+        wanted = self.conf.encode()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                if Path(f"/proc/{entry}/comm").read_text().strip() != "slurmctld":
+                    continue
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[:-1]
+                environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if wanted in argv:
+                pid = int(entry)
+                break
+        else:
+            raise AssertionError(f"no slurmctld runs with {self.conf}")
+        env = dict(item.decode().split("=", 1) for item in environ if b"=" in item)
+        os.kill(pid, 15)
+        deadline = time.monotonic() + timeout
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not os.path.exists(f"/proc/{pid}"), f"slurmctld {pid} ignored SIGTERM"
+        subprocess.run(
+            [a.decode() for a in argv],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=True,
+            timeout=60,
+        )
+        while time.monotonic() < deadline:
+            if "is UP" in self.run("scontrol", "ping", check=False).stdout:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"slurmctld of {self.conf} did not come back")
 
 
 @contextlib.contextmanager
