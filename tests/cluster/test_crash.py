@@ -374,7 +374,12 @@ def test_finish_killed_while_slurm_forgets_the_jobs(account: str) -> None:
         assert after.returncode == 0, after.stderr[-2000:]
         answers["accounting"] = _env_jsons(path, jobs)
         same = [job for job in jobs if answers["accounting"][job] == answers["slurmctld"][job]]
-        assert not same, f"accounting told the same as slurmctld for jobs {same}"
+        if not os.environ.get("DATALAD_SLURM_TEST_TIER", "").startswith("forky"):
+            # 22.05 and 24.11: accounting's facts differ from slurmctld's, so a retried finish
+            # that wrote env.json through its annex link would corrupt a committed object.
+            # On 26.05 both answer the same facts (seen in the forky tiers): there the trials
+            # still check kills while Slurm forgets the jobs, without a changed env.json.
+            assert not same, f"accounting told the same as slurmctld for jobs {same}"
         shutil.rmtree(path)
 
         for kept, head, label in left:
