@@ -24,11 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cluster
-from tests.conftest import python_as as _python_for
-from tests.conftest import unprivileged_user as _unprivileged
+from tests.conftest import Cluster, python_as, unprivileged_user
 
-#: datalad's command line, started by the interpreter _python_for picks
+#: datalad's command line, started by the interpreter python_as picks
 DATALAD = "import sys; from datalad.cli.main import main; sys.argv[0] = 'datalad'; main()"
 
 ARGV_SCRIPT = """#!/bin/sh
@@ -55,8 +53,8 @@ class As:
         self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         extra = [f"{k}={v}" for k, v in {"SLURM_CONF": self.slurm.conf, **(env or {})}.items()]
-        prefix = _python_for(self.user)
-        # _python_for ends with the interpreter: put our variables before it
+        prefix = python_as(self.user)
+        # python_as ends with the interpreter: put our variables before it
         command = [*prefix[:-1], *extra, *args]
         return subprocess.run(
             command, cwd=cwd or self.top, capture_output=True, text=True, check=False
@@ -65,7 +63,7 @@ class As:
     def datalad(
         self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        python = _python_for(self.user)[-1]
+        python = python_as(self.user)[-1]
         return self.run(python, "-c", DATALAD, *args, cwd=cwd, env=env)
 
     def ok(self, *args: str, cwd: Path | None = None) -> str:
@@ -76,7 +74,7 @@ class As:
 
 @pytest.fixture(params=["root", "dlstest"])
 def user_top(request: pytest.FixtureRequest, slurm: Cluster) -> Iterator[As]:
-    user = _unprivileged() if request.param == "dlstest" else None
+    user = unprivileged_user() if request.param == "dlstest" else None
     if request.param == "dlstest" and user is None:
         pytest.fail("the unprivileged scenario needs root (to become dlstest)")
     top = Path(tempfile.mkdtemp(prefix="dls-ph-test-"))

@@ -24,9 +24,7 @@ from datalad_slurm.committer import commit_jobs
 from datalad_slurm.git import GitError
 from datalad_slurm.gitlock import open_registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
-from tests.conftest import owned_folder
-from tests.conftest import python_as as _python_for
-from tests.conftest import unprivileged_user as _unprivileged
+from tests.conftest import owned_folder, python_as, unprivileged_user
 from tests.unit.conftest import git
 
 #: what the scenarios share: datasets, jobs committed by commit_jobs as finish does, twins
@@ -248,7 +246,7 @@ _SCENARIOS = {"swap": _SWAP, "nested": _NESTED, "names": _NAMES, "unreadable": _
 def user_folder(request: pytest.FixtureRequest) -> Iterator[tuple[pwd.struct_passwd | None, Path]]:
     """The test's own user, and an unprivileged one (when the test runs as root), each with
     a folder of their own."""
-    user = _unprivileged() if request.param == "unprivileged" else None
+    user = unprivileged_user() if request.param == "unprivileged" else None
     if request.param == "unprivileged" and user is None and os.geteuid() != 0:
         pytest.skip("the test's user is unprivileged already: the 'self' run covers it")
     with owned_folder(user) as folder:
@@ -261,7 +259,7 @@ def _scenario(
     user, folder = user_folder
     proc = subprocess.run(
         [
-            *_python_for(user),
+            *python_as(user),
             "-c",
             _COMMON + _SCENARIOS[case.split("-")[0]],
             case,
