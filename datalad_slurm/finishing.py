@@ -28,6 +28,7 @@ from datalad_slurm.slurm.backend import Backend
 from datalad_slurm.slurm.events import JobKey, match_events, resolve
 from datalad_slurm.slurm.select import choose_backend
 from datalad_slurm.slurm.state import JobStatus, Verdict
+from datalad_slurm.slurm.usage import Usage
 from datalad_slurm.spool import (
     STALE_INFLIGHT_SECONDS,
     Event,
@@ -198,6 +199,10 @@ def _drain(
     backend = backend or choose_backend()
     submitted = [j for j in jobs if j.job_id is not None]
     resolution = job_statuses(submitted, view.events, backend)
+    # what the steps of the jobs to be committed used: accounting is asked now, read at commit
+    usage = Usage.ask(
+        backend, [s for s in resolution.statuses.values() if _to_be_committed(s, request)]
+    )
     to_commit: list[tuple[Job, JobStatus]] = []
     # the commits' results come first, the other jobs' reports after them (as in 0.2.8)
     reports: list[dict[str, Any]] = []
@@ -236,7 +241,9 @@ def _drain(
             )
         if job.state == "closed":
             _consume(view.spool, job, resolution.events.get(job.id, []))
-    yield from _commit(ds, registry, to_commit, request.message)
+    yield from _commit(
+        ds, registry, [(job, usage.added_to(status)) for job, status in to_commit], request.message
+    )
     yield from reports
     for job, _ in to_commit:
         if job.state == "finished":

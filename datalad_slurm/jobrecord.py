@@ -16,6 +16,7 @@ from datalad_slurm.paths import PathOutsideDatasetError, normalise
 from datalad_slurm.records import REGISTRATION_KEY, RunRecord, format_message
 from datalad_slurm.registry import Job
 from datalad_slurm.slurm.backend import expand_filename_pattern
+from datalad_slurm.slurm.resources import Resources, job_totals
 from datalad_slurm.slurm.state import JobStatus, TaskState, sorted_tasks
 
 RECORD_VERSION = 1
@@ -89,7 +90,7 @@ def _submitted_log_names(job: Job, task: TaskState) -> list[str]:
 
 def job_facts(job: Job, status: JobStatus) -> dict[str, Any]:
     """What env.json holds: everything Slurm told us about the job's end."""
-    tasks = {}
+    tasks: dict[str, dict[str, Any]] = {}
     for label, task in sorted_tasks(status.tasks):
         tasks[label] = {
             "state": task.state.value,
@@ -104,17 +105,48 @@ def job_facts(job: Job, status: JobStatus) -> dict[str, Any]:
             "work_dir": task.work_dir,
             "reason": task.reason,
         }
+        if task.resources is not None and task.resources.figures:
+            tasks[label]["resources"] = task.resources.to_json()
+    totals = job_resources(status)
     return {
         "slurm_job_id": job.job_id,
         "cluster": _cluster(job, status),
         "state": status.summary_state,
         "tasks": tasks,
+        **({"resources": totals.to_json()} if totals is not None and totals.figures else {}),
         "backend": status.backend,
         "data_parser": status.data_parser,
         "cmd": job.cmd,
         "pwd": job.pwd,
         "submitted_at": job.submitted_at,
     }
+
+
+def job_resources(status: JobStatus) -> Resources | None:
+    """What the job's tasks were given and used, added up (:func:`resources.job_totals`)."""
+    return job_totals(task.resources for _, task in sorted_tasks(status.tasks))
+
+
+#: the record's key for each figure of :class:`Resources`
+RESOURCE_KEYS = {
+    "elapsed": "slurm_elapsed",
+    "total_cpu": "slurm_total_cpu",
+    "max_rss": "slurm_max_rss",
+    "req_tres": "slurm_req_tres",
+    "alloc_tres": "slurm_alloc_tres",
+    "nodes": "slurm_nodes",
+    "partition": "slurm_partition",
+    "account": "slurm_account",
+    "qos": "slurm_qos",
+}
+
+
+def resource_keys(status: JobStatus) -> dict[str, Any]:
+    """The record's ``slurm_*`` keys for the figures known of the whole job; none for a
+    figure nobody gave."""
+    totals = job_resources(status)
+    figures = totals.figures if totals is not None else {}
+    return {RESOURCE_KEYS[name]: value for name, value in figures.items()}
 
 
 def _cluster(job: Job, status: JobStatus) -> str | None:
@@ -150,6 +182,7 @@ def build_record(job: Job, status: JobStatus, files: JobFiles) -> RunRecord:
             "slurm_start_time": min(starts) if starts else None,
             "slurm_end_time": max(ends) if ends else None,
             "slurm_submitted_from": job.submitted_from,
+            **resource_keys(status),
             REGISTRATION_KEY: job.token,
         },
     )

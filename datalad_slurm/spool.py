@@ -416,7 +416,25 @@ _INT_FIELDS = (
     "end_time",
     "restarts",
 )
-_STR_FIELDS = ("cluster", "user", "state", "work_dir", "stdout", "stderr", "resolved_by", "reason")
+_STR_FIELDS = (
+    "cluster",
+    "user",
+    "state",
+    "work_dir",
+    "stdout",
+    "stderr",
+    "resolved_by",
+    "reason",
+    # what the job was given, as slurmctld told the hook (optional: events of older hooks
+    # lack them, and older finishes ignore them)
+    "run_time",
+    "req_tres",
+    "alloc_tres",
+    "nodes",
+    "partition",
+    "account",
+    "qos",
+)
 
 
 @dataclass
@@ -441,6 +459,16 @@ class Event:
     stderr: str | None = None
     reason: str | None = None
     resolved_by: str | None = None
+    #: scontrol's ``RunTime`` (``00:01:02``; seconds where pyslurm answered the hook)
+    run_time: str | None = None
+    #: TRES as scontrol writes them (``cpu=2,mem=100M,node=1``): requested and allocated
+    req_tres: str | None = None
+    alloc_tres: str | None = None
+    #: the nodes the job ran on, its partition, account and QOS
+    nodes: str | None = None
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
     written_at: float = 0.0
     #: the file it was read from (not part of the format)
     name: str = ""
@@ -488,6 +516,29 @@ class Event:
         return (
             f"{self.cluster or '_'}.{self.owner_job_id}{task}.{self.job_id}.{unique}{EVENT_SUFFIX}"
         )
+
+
+def tres_text(tres: Any) -> str | None:
+    """Slurm's TRES string (``cpu=2,mem=100M,node=1,gres/gpu=1``) for a TRES value as pyslurm
+    gives it (``Job.allocated_tres``: ``cpu``, ``mem``, ``node`` and a ``gres`` map, each with
+    a ``count``, memory in megabytes); a string stays as it is; None for nothing.
+
+    Shared by the hook's pyslurm answers and the pyslurm backend, so both write what
+    scontrol would.
+    """
+    if tres is None or isinstance(tres, str):
+        return tres or None
+    parts = []
+    for name in ("cpu", "mem", "node"):
+        amount = getattr(getattr(tres, name, None), "count", None)
+        if isinstance(amount, int):
+            parts.append(f"{name}={amount}{'M' if name == 'mem' else ''}")
+    gres = getattr(tres, "gres", None)
+    for key, item in gres.items() if isinstance(gres, dict) else ():
+        amount = getattr(item, "count", None)
+        if isinstance(amount, int):
+            parts.append(f"gres/{getattr(item, 'name', None) or key}={amount}")
+    return ",".join(parts) or None
 
 
 def _read_event(dir_fd: int, name: str, trusted_uids: set[int], uid: int) -> Event:

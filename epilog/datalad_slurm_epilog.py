@@ -405,6 +405,30 @@ def facts_from_slurm(fields: Mapping[str, str], env: Mapping[str, str]) -> dict[
         "work_dir": fields.get("WorkDir") or env.get("SLURM_JOB_WORK_DIR") or None,
         "stdout": fields.get("StdOut") or None,
         "stderr": fields.get("StdErr") or None,
+        **resource_facts(fields),
+    }
+
+
+def resource_facts(fields: Mapping[str, str]) -> dict[str, str | None]:
+    """What the job was given, as scontrol shows it (finish reads the values).
+
+    Slurm 22.05 shows one ``TRES=``: the allocated TRES once the job has
+    nodes, else the requested; later releases ``ReqTRES=`` and ``AllocTRES=``.
+    """
+
+    def value(key: str) -> str | None:
+        found = fields.get(key, "").strip()
+        return None if found in ("", "(null)", "None", "N/A") else found
+
+    ran = value("NodeList") is not None
+    return {
+        "run_time": value("RunTime"),
+        "req_tres": value("ReqTRES") or (None if ran else value("TRES")),
+        "alloc_tres": value("AllocTRES") or (value("TRES") if ran else None),
+        "nodes": value("NodeList"),
+        "partition": value("Partition"),
+        "account": value("Account"),
+        "qos": value("QOS"),
     }
 
 
@@ -703,7 +727,32 @@ def pyslurm_fields(job: Any) -> dict[str, str]:
         "WorkDir": text(job.working_directory),
         "StdOut": text(job.standard_output),
         "StdErr": text(job.standard_error),
+        **pyslurm_resource_fields(job),
     }
+
+
+def pyslurm_resource_fields(job: Any) -> dict[str, str]:
+    """What the job was given, as scontrol would show it; an attribute this pyslurm lacks
+    (or fails to compute) is left out, never a reason to stop asking through pyslurm."""
+    spool = _load_spool()
+    found: dict[str, str] = {}
+    for key, attribute in (
+        ("RunTime", "run_time"),
+        ("NodeList", "allocated_nodes"),
+        ("Partition", "partition"),
+        ("Account", "account"),
+        ("QOS", "qos"),
+        ("ReqTRES", "requested_tres"),
+        ("AllocTRES", "allocated_tres"),
+    ):
+        try:
+            value = getattr(job, attribute, None)
+            value = spool.tres_text(value) if key.endswith("TRES") else value
+        except Exception:
+            continue
+        if value is not None and value != "":
+            found[key] = str(value)
+    return found
 
 
 #: run in a child process before the worker imports pyslurm itself

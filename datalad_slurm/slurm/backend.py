@@ -18,6 +18,17 @@ class BackendError(RuntimeError):
     """Slurm could not be asked (not installed, controller down, ...)."""
 
 
+#: a task as accounting keys it: (array) job id and task id (None for a plain job)
+TaskKey = tuple[int, int | None]
+
+
+class UsageAnswer(Protocol):
+    def result(self) -> dict[TaskKey, TaskState]:
+        """Accounting's tasks (with their figures) of the jobs asked; empty where accounting
+        does not answer.  Never raises: a missing figure must not fail a finish."""
+        ...
+
+
 class Backend(Protocol):
     name: str
 
@@ -27,6 +38,11 @@ class Backend(Protocol):
 
     def prefetch(self) -> None:
         """Start asking Slurm in the background, for a query that is sure to follow soon."""
+        ...
+
+    def usage(self, job_ids: Sequence[int]) -> UsageAnswer:
+        """Start asking accounting what these jobs used (one batched question); the answer
+        is read later, so that the asking overlaps other work."""
         ...
 
 

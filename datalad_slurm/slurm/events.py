@@ -12,9 +12,10 @@ settles nothing; otherwise the hook's resolved state wins.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from datalad_slurm.slurm.backend import Backend
+from datalad_slurm.slurm.resources import Resources, merge, run_time_text, text, tres_from_text
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 from datalad_slurm.spool import Event
 
@@ -41,7 +42,24 @@ def event_task(event: Event) -> TaskState:
         work_dir=event.work_dir,
         cluster=event.cluster,
         reason=event.reason,
+        resources=event_resources(event),
     )
+
+
+def event_resources(event: Event) -> Resources | None:
+    """What the hook learnt of the job's resources from slurmctld (None: nothing, as from a
+    hook older than these fields, or one that got no answer)."""
+    found = Resources(
+        elapsed=run_time_text(event.run_time),
+        req_tres=tres_from_text(event.req_tres),
+        alloc_tres=tres_from_text(event.alloc_tres),
+        nodes=text(event.nodes),
+        partition=text(event.partition),
+        account=text(event.account),
+        qos=text(event.qos),
+        source=f"hook ({event.resolved_by or 'scontrol'})",
+    )
+    return found if found.figures else None
 
 
 def match_events(
@@ -113,9 +131,26 @@ def combine(from_events: JobStatus, from_backend: JobStatus | None) -> JobStatus
     )
     merged.tasks = dict(from_events.tasks)
     for label, task in from_backend.tasks.items():
-        if _backend_wins(merged.tasks.get(label), task):
-            merged.tasks[label] = task
+        from_event = merged.tasks.get(label)
+        if _backend_wins(from_event, task):
+            merged.tasks[label] = _with_resources_of(task, from_event)
+        elif from_event is not None:
+            merged.tasks[label] = _with_resources_of(from_event, task)
     return merged
+
+
+def _with_resources_of(task: TaskState, other: TaskState | None) -> TaskState:
+    """``task`` with the gaps in its figures filled from ``other``'s, if both tell of the
+    same run: both ended, at the same time where both say when."""
+    if (
+        other is None
+        or other.resources is None
+        or not (task.state.is_terminal and other.state.is_terminal)
+    ):
+        return task
+    if task.end_time and other.end_time and task.end_time != other.end_time:
+        return task  # another run of a requeued job
+    return replace(task, resources=merge(task.resources, other.resources))
 
 
 def _backend_wins(from_event: TaskState | None, from_backend: TaskState) -> bool:

@@ -20,6 +20,7 @@ full ``squeue --json --jobs=...`` (which formats only the jobs named from
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import tempfile
@@ -30,6 +31,7 @@ from typing import Any
 
 from datalad_slurm.slurm.backend import (
     BackendError,
+    TaskKey,
     expand_array_spec,
     expand_log_path,
     expand_task_bitmap,
@@ -44,6 +46,7 @@ from datalad_slurm.slurm.jsonlayout import (
     log_name,
     number,
 )
+from datalad_slurm.slurm.resources import Resources, from_sacct, from_squeue
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 
 #: how many ids go into one sacct call (command lines have limits)
@@ -58,7 +61,10 @@ JOB_STATE_SINCE = (23, 11)
 SQUEUE_JOBS_MAX = 5000
 _PLAIN_JOB_ID = re.compile(r"^\d+$")
 _LEADING_JOB_ID = re.compile(r"^(\d+)[_+]")
+lgr = logging.getLogger("datalad.slurm.jsoncli")
 _RELEASE = re.compile(r"(\d+)\.(\d+)")
+#: states whose elapsed time grows: the listing asks for their full records
+_TIMED = (JobState.RUNNING, JobState.SUSPENDED)
 
 
 class JsonCliBackend:
@@ -145,6 +151,11 @@ class JsonCliBackend:
             layouts["sacct"] = data_parser_version(accounted)
             yield from _sacct_tasks(accounted, wanted)
 
+    def usage(self, job_ids: Sequence[int]) -> SacctUsage:
+        """Start ``sacct --json -j`` for these jobs in the background (chunked as the
+        status query): what their steps used is only in accounting."""
+        return SacctUsage(self, job_ids)
+
     def _sacct(self, job_ids: Sequence[int]) -> dict[str, Any] | None:
         command = ["sacct", "--json", "-j", ",".join(str(j) for j in job_ids)]
         try:
@@ -190,6 +201,39 @@ class JsonCliBackend:
                 f"'{' '.join(command[:2])}' reported: {details}; is slurmctld up? Try again later"
             )
         return data
+
+
+class SacctUsage:
+    """``sacct --json -j`` running for a usage question; :meth:`result` reads its answer."""
+
+    def __init__(self, backend: JsonCliBackend, job_ids: Sequence[int]) -> None:
+        self.backend = backend
+        self.wanted = set(job_ids)
+        ids = sorted(self.wanted)
+        self.calls = (
+            []
+            if backend.accounting is False  # sacct said so in this command already
+            else [
+                _Call(["sacct", "--json", "-j", ",".join(map(str, ids[i : i + SACCT_CHUNK]))])
+                for i in range(0, len(ids), SACCT_CHUNK)
+            ]
+        )
+
+    def result(self) -> dict[TaskKey, TaskState]:
+        found: dict[TaskKey, TaskState] = {}
+        for call in self.calls:
+            try:
+                answer = self.backend._collect(call)
+            except BackendError as exc:
+                if "accounting storage is disabled" in str(exc).lower():
+                    self.backend.accounting = False
+                else:
+                    lgr.debug("no usage figures from accounting: %s", exc)
+                continue
+            self.backend.accounting = True
+            for task in _sacct_tasks(answer, self.wanted):
+                found[(task.job_id, task.task_id)] = task
+        return found
 
 
 def slurmctld_tasks(job_ids: Sequence[int], timeout: float = 60.0) -> list[TaskState]:
@@ -284,7 +328,8 @@ def _job_state_tasks(
     id (v0.0.41 and later) or its array job id (v0.0.40), so arrays are never taken from it:
     a wanted job it shows as an array or a component is unsettled, and so is every wanted
     job it does not list when it shows an array task of a job not wanted (its array job may
-    be wanted, the record that names that one gone).
+    be wanted, the record that names that one gone).  Running and suspended jobs are
+    unsettled too: their elapsed time is only in the full record.
     """
     cluster = dig(answer, "meta", "slurm", "cluster") or None
     tasks: list[TaskState] = []
@@ -315,10 +360,32 @@ def _job_state_tasks(
     unsettled -= plain
     if foreign_task:
         unsettled |= wanted - plain
-    return tasks, unsettled
+    # a running job's elapsed time is only in its full record (the listing shows it)
+    running = {t.job_id for t in tasks if t.state in _TIMED}
+    return [t for t in tasks if t.job_id not in running], unsettled | running
+
+
+def _phase(state: JobState) -> str:
+    """How a state counts for a job's run time (:func:`resources.run_time`)."""
+    if state is JobState.PENDING:
+        return "pending"
+    if state is JobState.SUSPENDED:
+        return "suspended"
+    return "running" if state is JobState.RUNNING else "ended"
+
+
+def _squeue_resources(record: Mapping[str, Any], state: JobState, now: float) -> Resources | None:
+    """An ended task's figures; a running one's elapsed time only (for the listing); none
+    for a pending one (10,000 of them cost)."""
+    if state.is_terminal:
+        return from_squeue(record, "ended", now)
+    if state in (JobState.RUNNING, JobState.SUSPENDED):
+        return from_squeue(record, _phase(state), now)
+    return None
 
 
 def _squeue_tasks(answer: Mapping[str, Any], wanted: set[int]) -> Iterator[TaskState]:
+    now = time.time()
     for record in answer.get("jobs") or []:
         job_id = number(record.get("job_id"))
         array_job_id = number(record.get("array_job_id"))
@@ -347,6 +414,7 @@ def _squeue_tasks(answer: Mapping[str, Any], wanted: set[int]) -> Iterator[TaskS
             work_dir=record.get("current_working_directory") or None,
             cluster=record.get("cluster") or None,
             reason=record.get("state_reason") or None,
+            resources=_squeue_resources(record, state, now),
         )
         if pending_tasks:
             # the not-yet-started rest of an array, compressed into one record
@@ -423,6 +491,7 @@ def _sacct_tasks(answer: Mapping[str, Any], wanted: set[int]) -> Iterable[TaskSt
             work_dir=work_dir,
             cluster=record.get("cluster") or None,
             reason=dig(record, "state", "reason") or None,
+            resources=from_sacct(record) if state.is_terminal else None,
         )
         pending = str(dig(record, "array", "task") or "")
         task_id = number(dig(record, "array", "task_id")) if array_job_id else None

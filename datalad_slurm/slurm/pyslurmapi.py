@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import ModuleType
@@ -32,13 +33,16 @@ from typing import Any
 
 from datalad_slurm.slurm.backend import (
     BackendError,
+    TaskKey,
     expand_log_path,
     expand_task_bitmap,
     keep_newest,
     live_then_accounting,
 )
 from datalad_slurm.slurm.jsoncli import slurmctld_tasks
+from datalad_slurm.slurm.resources import Resources, text, tres_from_text
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
+from datalad_slurm.spool import tres_text
 
 #: attributes read from ``pyslurm.Job`` (slurmctld) and ``pyslurm.db.Job`` (accounting)
 RECORD_FIELDS = (
@@ -64,8 +68,26 @@ RECORD_FIELDS = (
     "batch_host",
 )
 
-#: a task's key in accounting's raw statuses: (array) job id and task id
-TaskKey = tuple[int, int | None]
+#: what the job was given and used: read only for jobs that are not pending (10,000 pending jobs
+#: of a listing need none), TRES as Slurm's strings (:func:`spool.tres_text`); ``stats.*``
+#: (accounting: the steps' usage) and ``elapsed_time``/``nodelist`` are ``pyslurm.db.Job``'s,
+#: ``run_time``/``allocated_nodes`` ``pyslurm.Job``'s
+RESOURCE_FIELDS = (
+    "run_time",
+    "elapsed_time",
+    "suspended_time",
+    "allocated_nodes",
+    "nodelist",
+    "partition",
+    "account",
+    "qos",
+    "requested_tres",
+    "allocated_tres",
+    "stats.total_cpu_time",
+    "stats.resident_memory",
+)
+
+lgr = logging.getLogger("datalad.slurm.pyslurmapi")
 #: raw wait statuses of a task: its exit code's and its derived exit code's
 RawStatus = tuple[int | None, int | None]
 
@@ -237,7 +259,7 @@ class PyslurmBackend:
             return {}
         api = PyslurmApi(_Api.get())
         try:
-            live = [plain_record(job) for job in _jobs_of(api.load_jobs())]
+            live = [plain_record(job) for job in _jobs_of(api.load_jobs()) if _owner(job) in wanted]
         except Exception as exc:  # RPCError, or any other error of a mismatched pyslurm
             raise BackendError(
                 f"pyslurm could not load the jobs from slurmctld: {exc}; is slurmctld up? "
@@ -275,6 +297,11 @@ class PyslurmBackend:
             raw = {**_slurmctld_statuses(unanswered), **raw}
         restore_exit_codes(statuses, raw)
 
+    def usage(self, job_ids: Sequence[int]) -> DbUsage:
+        """What these jobs' steps used, from ``pyslurm.db.Jobs.load``: one RPC, made when the
+        answer is read (libslurm holds the interpreter while it waits)."""
+        return DbUsage(self, job_ids)
+
     def _accounting_answers(self, api: PyslurmApi, job_ids: list[int]) -> bool:
         """Whether slurmdbd answers pyslurm: known from this query, else asked for these jobs."""
         if self.accounting is None:
@@ -305,6 +332,37 @@ class PyslurmBackend:
             raise BackendError(f"pyslurm could not read Slurm's accounting: {exc}") from exc
         self.accounting = True
         return [plain_record(job) for job in _jobs_of(jobs)]
+
+
+class DbUsage:
+    """A usage question to accounting through pyslurm, asked when its answer is read."""
+
+    def __init__(self, backend: PyslurmBackend, job_ids: Sequence[int]) -> None:
+        self.backend = backend
+        self.job_ids = sorted(set(job_ids))
+
+    def result(self) -> dict[TaskKey, TaskState]:
+        if self.backend.accounting is False:
+            return {}
+        try:
+            api = PyslurmApi(_Api.get())
+            jobs = api.load_db_jobs(api.job_filter(ids=self.job_ids))
+            records = [plain_record(job) for job in _jobs_of(jobs)]
+        except Exception as exc:  # no accounting, slurmdbd down: the figures stay unknown
+            lgr.debug("no usage figures from accounting: %s", exc)
+            return {}
+        return {
+            (task.job_id, task.task_id): task
+            for task in accounting_tasks(records, set(self.job_ids))
+        }
+
+
+def _owner(job: Any) -> int | None:
+    """The id a job is registered by: its array's for an array task."""
+    try:
+        return _int(getattr(job, "array_id", None)) or _int(getattr(job, "id", None))
+    except Exception:
+        return None
 
 
 def _slurmctld_statuses(job_ids: Sequence[int]) -> dict[TaskKey, RawStatus]:
@@ -412,14 +470,56 @@ def _plain_value(value: Any) -> Any:
 
 
 def plain_record(job: Any) -> dict[str, Any]:
-    """The attributes this backend uses, as JSON-able values (None where pyslurm has none)."""
+    """The attributes this backend uses, as JSON-able values (None where pyslurm has none);
+    the resource fields only for a job that is not pending."""
     record: dict[str, Any] = {}
     for field in RECORD_FIELDS:
         try:
             record[field] = _plain_value(getattr(job, field, None))
         except Exception:  # pyslurm computes some properties and may fail on odd records
             record[field] = None
+    if JobState.parse(record.get("state")) is JobState.PENDING:
+        return record
+    for field in RESOURCE_FIELDS:
+        try:
+            value = _attribute(job, field)
+            record[field] = tres_text(value) if field.endswith("_tres") else _plain_value(value)
+        except Exception:
+            record[field] = None
     return record
+
+
+def record_resources(record: Mapping[str, Any], source: str) -> Resources | None:
+    """A plain record's figures (``source``: ``pyslurm`` or ``pyslurm.db``).
+
+    pyslurm reads accounting's elapsed time 0 as None: for an ended job it is
+    then its end less its start and the time it was suspended.  Usage counts
+    only where the steps' memory was gathered (``jobacct_gather/none`` leaves
+    every figure 0, read as unknown, as from sacct).
+    """
+    if not any(field in record for field in RESOURCE_FIELDS):
+        return None
+    elapsed = _int(record.get("elapsed_time"))
+    if elapsed is None:
+        elapsed = _int(record.get("run_time"))
+    start, end = _int(record.get("start_time")), _int(record.get("end_time"))
+    if elapsed is None and start and end:
+        elapsed = max(end - start - (_int(record.get("suspended_time")) or 0), 0)
+    rss = _int(record.get("stats.resident_memory")) or None
+    cpu = _int(record.get("stats.total_cpu_time"))
+    found = Resources(
+        elapsed=elapsed,
+        total_cpu=float(cpu) if rss and cpu is not None else None,
+        max_rss=rss,
+        req_tres=tres_from_text(record.get("requested_tres")),
+        alloc_tres=tres_from_text(record.get("allocated_tres")),
+        nodes=text(record.get("allocated_nodes")) or text(record.get("nodelist")),
+        partition=text(record.get("partition")),
+        account=text(record.get("account")),
+        qos=text(record.get("qos")),
+        source=source,
+    )
+    return found if found.figures else None
 
 
 def _int(value: Any) -> int | None:
@@ -451,7 +551,11 @@ def _task_ids(record: Mapping[str, Any]) -> tuple[list[int | None], bool]:
 
 
 def _task(
-    record: Mapping[str, Any], job_id: int, task_id: int | None, waiting: bool = False
+    record: Mapping[str, Any],
+    job_id: int,
+    task_id: int | None,
+    waiting: bool = False,
+    source: str = "pyslurm",
 ) -> TaskState:
     state = JobState.parse(record.get("state"))
     terminal = state.is_terminal
@@ -490,6 +594,10 @@ def _task(
         work_dir=work_dir,
         cluster=record.get("cluster") or None,
         reason=_reason(record.get("state_reason")),
+        # a running task's elapsed time is for the listing
+        resources=record_resources(record, source)
+        if terminal or state in (JobState.RUNNING, JobState.SUSPENDED)
+        else None,
     )
 
 
@@ -498,7 +606,7 @@ def _reason(text: Any) -> str | None:
 
 
 def _records_for(
-    records: Iterable[Mapping[str, Any]], wanted: set[int]
+    records: Iterable[Mapping[str, Any]], wanted: set[int], source: str = "pyslurm"
 ) -> Iterator[tuple[int, Iterator[TaskState]]]:
     """Per wanted record: its submit time and its tasks."""
     for record in records:
@@ -510,7 +618,7 @@ def _records_for(
             continue
         task_ids, waiting = _task_ids(record)
         submitted = _int(record.get("submit_time")) or 0
-        yield submitted, (_task(record, job_id, tid, waiting) for tid in task_ids)
+        yield submitted, (_task(record, job_id, tid, waiting, source) for tid in task_ids)
 
 
 def live_tasks(records: Iterable[Mapping[str, Any]], wanted: set[int]) -> Iterator[TaskState]:
@@ -522,5 +630,7 @@ def live_tasks(records: Iterable[Mapping[str, Any]], wanted: set[int]) -> Iterat
 def accounting_tasks(records: Iterable[Mapping[str, Any]], wanted: set[int]) -> list[TaskState]:
     """Tasks of the wanted jobs from accounting (``pyslurm.db.Jobs``), the newest per task."""
     return keep_newest(
-        (submitted, task) for submitted, tasks in _records_for(records, wanted) for task in tasks
+        (submitted, task)
+        for submitted, tasks in _records_for(records, wanted, "pyslurm.db")
+        for task in tasks
     )

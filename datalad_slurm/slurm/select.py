@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from datalad_slurm.slurm.backend import Backend, BackendError
+from datalad_slurm.slurm.backend import Backend, BackendError, UsageAnswer
 from datalad_slurm.slurm.jsoncli import JsonCliBackend
 from datalad_slurm.slurm.pyslurmapi import PyslurmBackend
 from datalad_slurm.slurm.state import JobStatus
@@ -60,6 +60,20 @@ class AutoBackend:
             return self._fall_back(str(exc)).query(job_ids)
         self.chosen, self.name = candidate, candidate.name
         return answer
+
+    def usage(self, job_ids: Sequence[int]) -> UsageAnswer:
+        """Through the backend that answered; without a query yet (events settled every
+        job), through pyslurm where it imports and finds a config, else the JSON CLI."""
+        if self.chosen is None:
+            try:
+                PyslurmBackend.check()
+            except BackendError as exc:
+                self._fall_back(str(exc))
+            else:
+                candidate = PyslurmBackend()
+                self.chosen, self.name = candidate, candidate.name
+        assert self.chosen is not None
+        return self.chosen.usage(job_ids)
 
     def _fall_back(self, problem: str) -> Backend:
         self.pyslurm_problem = problem

@@ -10,6 +10,8 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from datalad_slurm.slurm.resources import Resources
+
 
 class JobState(enum.Enum):
     PENDING = "PENDING"
@@ -167,6 +169,8 @@ class TaskState:
     reason: str | None = None
     #: the highest exit code of the job's steps (where the backend knows it)
     derived_exit_code: int | None = None
+    #: what the task was given and used (elapsed time, TRES, MaxRSS, ...), where known
+    resources: Resources | None = None
 
     @property
     def label(self) -> str:

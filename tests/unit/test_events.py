@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from datalad_slurm.slurm.backend import TaskKey
 from datalad_slurm.slurm.events import JobKey, match_events, needs_backend, resolve
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState, Verdict
 from datalad_slurm.spool import Event
@@ -12,9 +13,16 @@ from datalad_slurm.spool import Event
 class RecordingBackend:
     name = "recording"
 
-    def __init__(self, answers: dict[int, JobStatus]) -> None:
+    def __init__(
+        self,
+        answers: dict[int, JobStatus],
+        accounted: dict[TaskKey, TaskState] | None = None,
+    ) -> None:
         self.answers = answers
+        #: what accounting says of the tasks' usage
+        self.accounted = accounted or {}
         self.calls: list[list[int]] = []
+        self.usage_calls: list[list[int]] = []
 
     def query(self, job_ids: Sequence[int]) -> dict[int, JobStatus]:
         self.calls.append(list(job_ids))
@@ -22,6 +30,18 @@ class RecordingBackend:
 
     def prefetch(self) -> None:
         pass
+
+    def usage(self, job_ids: Sequence[int]) -> RecordedUsage:
+        self.usage_calls.append(list(job_ids))
+        return RecordedUsage({k: t for k, t in self.accounted.items() if k[0] in job_ids})
+
+
+class RecordedUsage:
+    def __init__(self, found: dict[TaskKey, TaskState]) -> None:
+        self.found = found
+
+    def result(self) -> dict[TaskKey, TaskState]:
+        return self.found
 
 
 def _status(job: int, *tasks: tuple[int | None, str]) -> JobStatus:
