@@ -27,7 +27,7 @@ from datalad_slurm.settings import hook_uids, spool_config
 from datalad_slurm.slurm.backend import Backend
 from datalad_slurm.slurm.events import JobKey, match_events, resolve
 from datalad_slurm.slurm.select import choose_backend
-from datalad_slurm.slurm.state import JobStatus, Verdict
+from datalad_slurm.slurm.state import JobState, JobStatus, Verdict
 from datalad_slurm.slurm.usage import Usage
 from datalad_slurm.spool import (
     STALE_INFLIGHT_SECONDS,
@@ -143,11 +143,25 @@ def list_open_jobs(
             slurm_job_status=state,
             tasks={label: t.state.value for label, t in status.tasks.items()},
             task_counts=dict(status.task_counts()),
+            elapsed=running_for(status),
             backend=status.backend or backend.name,
             data_parser=status.data_parser,
             outputs=job.outputs,
             list_open_jobs=True,
         )
+
+
+def running_for(status: JobStatus) -> int | None:
+    """How long the job's longest running task has run, in seconds (None: none runs, or
+    Slurm did not say)."""
+    times = [
+        task.resources.elapsed
+        for task in status.tasks.values()
+        if task.state in (JobState.RUNNING, JobState.SUSPENDED)
+        and task.resources is not None
+        and task.resources.elapsed is not None
+    ]
+    return max(times) if times else None
 
 
 def finish(

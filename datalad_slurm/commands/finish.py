@@ -214,22 +214,47 @@ def _list(ds: Any, job_id: int | None, backend: Any) -> Iterator[dict[str, Any]]
 
 def render_open_jobs(results: list[dict[str, Any]]) -> str:
     """The table of ``--list-open-jobs``, headed as in datalad-slurm 0.2.8."""
-    rows = [("slurm-job-id", "slurm-job-status", "tasks")]
+    rows = [("slurm-job-id", "slurm-job-status", "elapsed", "tasks")]
     for res in results:
         counts = res.get("task_counts") or {}
         tasks = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "-"
         job = res.get("slurm_job_id")
-        rows.append((str(job) if job is not None else "-", res.get("slurm_job_status", ""), tasks))
-    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+        rows.append(
+            (
+                str(job) if job is not None else "-",
+                res.get("slurm_job_status", ""),
+                _duration(res.get("elapsed")),
+                tasks,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [
         "The following jobs are open: ",
         "",
-        *(f"{r[0]:<{widths[0]}}   {r[1]:<{widths[1]}}   {r[2]}".rstrip() for r in rows),
+        *(
+            f"{r[0]:<{widths[0]}}   {r[1]:<{widths[1]}}   {r[2]:>{widths[2]}}   {r[3]}".rstrip()
+            for r in rows
+        ),
         "",
         f"({len(results)} open job{'s' if len(results) != 1 else ''}; "
         f"states from {_source(results[0])})",
     ]
     return "\n".join(lines)
+
+
+def _duration(seconds: Any) -> str:
+    """A running job's elapsed time as squeue's TIME shows it (``5:07``, ``1:02:03``,
+    ``2-01:02:03``); ``-`` for a job that does not run."""
+    if not isinstance(seconds, int):
+        return "-"
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}-{hours:02d}:{minutes:02d}:{secs:02d}"
+    if hours:
+        return f"{hours}:{minutes:02d}:{secs:02d}"
+    return f"{minutes}:{secs:02d}"
 
 
 def _source(result: dict[str, Any]) -> str:

@@ -493,9 +493,10 @@ def record_resources(record: Mapping[str, Any], source: str) -> Resources | None
     """A plain record's figures (``source``: ``pyslurm`` or ``pyslurm.db``).
 
     pyslurm reads accounting's elapsed time 0 as None: for an ended job it is
-    then its end less its start and the time it was suspended.  Usage counts
-    only where the steps' memory was gathered (``jobacct_gather/none`` leaves
-    every figure 0, read as unknown, as from sacct).
+    then its end less its start and the time it was suspended (0 if it never
+    started).  Only ended and running jobs are read.  A usage figure
+    0 is what accounting holds where Slurm gathered nothing: unknown, as from
+    sacct (:func:`resources.from_sacct`).
     """
     if not any(field in record for field in RESOURCE_FIELDS):
         return None
@@ -505,11 +506,13 @@ def record_resources(record: Mapping[str, Any], source: str) -> Resources | None
     start, end = _int(record.get("start_time")), _int(record.get("end_time"))
     if elapsed is None and start and end:
         elapsed = max(end - start - (_int(record.get("suspended_time")) or 0), 0)
+    elif elapsed is None and not start:
+        elapsed = 0  # it never started (cancelled while pending), as sacct says
     rss = _int(record.get("stats.resident_memory")) or None
-    cpu = _int(record.get("stats.total_cpu_time"))
+    cpu = _int(record.get("stats.total_cpu_time")) or None
     found = Resources(
         elapsed=elapsed,
-        total_cpu=float(cpu) if rss and cpu is not None else None,
+        total_cpu=None if cpu is None else float(cpu),
         max_rss=rss,
         req_tres=tres_from_text(record.get("requested_tres")),
         alloc_tres=tres_from_text(record.get("allocated_tres")),

@@ -5,7 +5,7 @@ Three kinds of source, in the order their word counts:
 
 - accounting (``sacct --json``, ``pyslurm.db.Jobs``): every figure, and the only one with the
   CPU time and memory the job's steps used (sacct's TotalCPU and MaxRSS, gathered by Slurm's
-  ``JobAcctGatherType`` plugin; with ``jobacct_gather/none`` they are zero, and read as unknown);
+  ``JobAcctGatherType`` plugin; with ``jobacct_gather/none`` they are zero, read as unknown);
 - slurmctld (``squeue --json``, ``pyslurm.Jobs``): elapsed time, requested and allocated TRES,
   nodes, partition, account, QOS, as long as it holds the job;
 - the hook (``scontrol show job``, or ``pyslurm.Job``, at the job's end): the same.
@@ -29,7 +29,7 @@ _MEM_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024**2, "P": 1024**3}
 _MEM_VALUE = re.compile(r"^(\d+(?:\.\d+)?)([KMGTP]?)$")
 _RUN_TIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$")
 #: what Slurm writes for a string it has no value for
-_NO_STRING = ("", "(null)", "None", "N/A")
+_NO_STRING = ("", "(null)", "None", "N/A", "None assigned")
 #: Slurm's NO_VAL and INFINITE, 64 and 32 bits
 _NOT_SET = (0xFFFFFFFFFFFFFFFE, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFE, 0xFFFFFFFF)
 
@@ -214,26 +214,23 @@ def run_time(
 def from_sacct(record: Mapping[str, Any]) -> Resources:
     """A job's figures from its ``sacct --json`` record (layouts v0.0.38-v0.0.45).
 
-    TotalCPU is ``time.total``; MaxRSS the largest ``mem`` of the steps'
-    ``tres.requested.max``.  When no step says how much memory it used, Slurm
-    gathered no usage (``jobacct_gather/none``, or the job never ran a step):
-    both are unknown then, never a wrong zero.
+    TotalCPU is the sum of the steps' ``time.total`` (as sacct's job line shows
+    it; 22.05 leaves the job's own ``time.total`` at 0), MaxRSS the largest
+    ``mem`` among the steps' ``tres.requested.max``.  Zero is what accounting
+    holds where Slurm gathered nothing (``jobacct_gather/none``; a job shorter
+    than ``JobAcctGatherFrequency`` has no MaxRSS): unknown then, never a wrong 0.
     """
-    time = record.get("time") if isinstance(record.get("time"), Mapping) else {}
-    max_rss = _steps_max_rss(record.get("steps"))
-    total = time.get("total") if isinstance(time, Mapping) else None
-    total_cpu = None
-    if max_rss and isinstance(total, Mapping):
-        seconds, micro = count(total.get("seconds")), count(total.get("microseconds"))
-        if seconds is not None:
-            total_cpu = round(seconds + (micro or 0) / 1e6, 6)
-    tres = record.get("tres") if isinstance(record.get("tres"), Mapping) else {}
+    time = record.get("time") if isinstance(record.get("time"), Mapping) else None
+    tres = record.get("tres") if isinstance(record.get("tres"), Mapping) else None
+    found = record.get("steps")
+    steps: list[Any] = found if isinstance(found, list) else []
     return Resources(
-        elapsed=count(time.get("elapsed")) if isinstance(time, Mapping) else None,
-        total_cpu=total_cpu,
-        max_rss=max_rss or None,
-        req_tres=tres_from_list(tres.get("requested")) if isinstance(tres, Mapping) else None,
-        alloc_tres=tres_from_list(tres.get("allocated")) if isinstance(tres, Mapping) else None,
+        elapsed=count(time.get("elapsed")) if time is not None else None,
+        total_cpu=_total_cpu([s.get("time") for s in steps if isinstance(s, Mapping)])
+        or _total_cpu([time]),
+        max_rss=_steps_max_rss(steps) or None,
+        req_tres=tres_from_list(tres.get("requested")) if tres is not None else None,
+        alloc_tres=tres_from_list(tres.get("allocated")) if tres is not None else None,
         nodes=text(record.get("nodes")),
         partition=text(record.get("partition")),
         account=text(record.get("account")),
@@ -242,10 +239,20 @@ def from_sacct(record: Mapping[str, Any]) -> Resources:
     )
 
 
-def _steps_max_rss(steps: Any) -> int | None:
+def _total_cpu(times: Iterable[Any]) -> float | None:
+    """The sum of ``time.total`` (``{"seconds", "microseconds"}``) over these; None for 0."""
+    total = 0.0
+    for time in times:
+        spent = time.get("total") if isinstance(time, Mapping) else None
+        if isinstance(spent, Mapping):
+            total += (count(spent.get("seconds")) or 0) + (
+                count(spent.get("microseconds")) or 0
+            ) / 1e6
+    return round(total, 6) or None
+
+
+def _steps_max_rss(steps: Iterable[Any]) -> int | None:
     """The largest ``mem`` among the steps' ``tres.requested.max`` (bytes)."""
-    if not isinstance(steps, list):
-        return None
     largest: int | None = None
     for step in steps:
         tres = step.get("tres") if isinstance(step, Mapping) else None

@@ -164,7 +164,7 @@ def test_cli_rendering_matches_the_seed(slurm: Cluster, dataset: Any) -> None:
     assert listing.returncode == 0
     lines = listing.stdout.splitlines()
     assert lines[0].strip() == "The following jobs are open:"
-    assert lines[2].split() == ["slurm-job-id", "slurm-job-status", "tasks"]
+    assert lines[2].split() == ["slurm-job-id", "slurm-job-status", "elapsed", "tasks"]
     assert f"{job}" in lines[3] and "COMPLETED" in lines[3]
     assert f"{bad_job}" in lines[4] and "FAILED" in lines[4]
     as_json = cli("-f", "json", "finish", "--list-open-jobs")

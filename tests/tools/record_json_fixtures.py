@@ -82,7 +82,16 @@ SCRIPTS: dict[str, str] = {
     "completing": "touch MARKER\necho done",
     "pending_held": "echo never runs",
     "pending_running": "sleep 300",
+    # what the job was given and used: 60 MB held while the CPU counts for a few seconds
+    "resources": (
+        "x=$(head -c 60000000 /dev/zero | tr '\\0' a)\n"
+        'i=0; while [ "$i" -lt 1000000 ]; do i=$((i + 1)); done\n'
+        'echo "${#x} bytes, $i rounds"'
+    ),
 }
+
+#: what the resources job asks for (the cluster needs --gpus and --real-memory, see the README)
+RESOURCE_REQUEST = ("-c", "2", "--mem=200M", "--gres=gpu:1")
 
 SCENARIOS = (
     "timeout",
@@ -96,6 +105,7 @@ SCENARIOS = (
     "completing",
     "requeued",
     "pending",
+    "resources",
 )
 
 # Without accounting only finished jobs matter: squeue is then the only JSON that still has them.
@@ -446,6 +456,7 @@ class Recorder:
             "completing": self.completing,
             "requeued": self.requeued,
             "pending": self.pending,
+            "resources": lambda: self.simple("resources", *RESOURCE_REQUEST),
         }
         for name, step in steps.items():
             if name in self.wanted:
