@@ -41,10 +41,11 @@ from datalad_slurm.commitwriter import (
 )
 from datalad_slurm.git import GitError, is_utf8, run_git, shown
 from datalad_slurm.gitlock import git_writes
-from datalad_slurm.jobrecord import PreparedCommit, prepare_commit, status_word
+from datalad_slurm.jobrecord import PreparedCommit, plan_commit, status_word, write_record
 from datalad_slurm.records import REGISTRATION_KEY, registration_token
 from datalad_slurm.registry import Job, Registry
 from datalad_slurm.slurm.state import JobStatus
+from datalad_slurm.slurm.usage import Usage
 
 lgr = logging.getLogger("datalad.slurm.committer")
 
@@ -130,21 +131,30 @@ def commit_jobs(
     registry: Registry,
     finished: Sequence[tuple[Job, JobStatus]],
     message: str | None = None,
+    usage: Usage | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Commit each job with its record; one ``finish`` result per job.
 
     A job that cannot be committed gets an ``error`` result and stays open;
-    the others are committed all the same.
+    the others are committed all the same.  ``usage``: accounting's answer about
+    what the jobs used, asked before; the batch stages the jobs' outputs while it
+    comes, and writes the records (env.json, message) after.
     """
     dataset_path = str(ds.path)
-    prepared: list[PreparedCommit] = []
-    for job, status in finished:
-        try:
-            prepared.append(prepare_commit(dataset_path, job, status, message))
-        except OSError as exc:
-            yield _not_committed(dataset_path, job, f"its env.json could not be written ({exc})")
+    prepared = [plan_commit(dataset_path, job, status) for job, status in finished]
     if not prepared:
         return
+
+    def record(item: PreparedCommit) -> str | None:
+        """Write the job's env.json and message; why that failed, or None."""
+        if usage is not None:
+            item.status = usage.added_to(item.status)
+        try:
+            write_record(dataset_path, item, message)
+        except OSError as exc:
+            return f"its env.json could not be written ({exc})"
+        return None
+
     head = _head(dataset_path)
     annex = _is_annex(ds)
     if head is None or (annex and ds.repo.is_managed_branch()):
@@ -159,13 +169,17 @@ def commit_jobs(
             # jobs that made a git repository go through datalad save, which registers it as
             # a subdataset
             later: list[PreparedCommit] = []
-            yield from _commit_batch(dataset_path, registry, batch, head, annex, later)
+            yield from _commit_batch(dataset_path, registry, batch, head, annex, later, record)
             one_by_one = [*one_by_one, *later]
             # inside git_writes: if finish is killed meanwhile, the next run removes the
             # objects/maintenance.lock it leaves (a gc that detached is not in our process
             # group and ends on its own); datalad save's commits ran it for the others
             run_auto_maintenance(dataset_path)
         for item in one_by_one:
+            why = record(item)
+            if why is not None:
+                yield _not_committed(dataset_path, item.job, why)
+                continue
             yield from _commit_with_save(ds, registry, item)
 
 
@@ -334,9 +348,16 @@ def _commit_batch(
     head: str,
     annex: bool,
     later: list[PreparedCommit],
+    record: Callable[[PreparedCommit], str | None],
 ) -> Iterator[dict[str, Any]]:
-    """Commit the jobs in one go; jobs that made a git repository are put in ``later``."""
+    """Commit the jobs in one go; jobs that made a git repository are put in ``later``.
+
+    The jobs' own files are staged first, then ``record`` writes each job's env.json
+    and message (what accounting says of its usage may arrive meanwhile), which are
+    staged after.
+    """
     owners = _Owners(prepared)
+    records = {item.files.env_json for item in prepared}
     paths = sorted({path for item in prepared for path in item.paths})
     # git is asked about a few folders that cover every job's paths; what it finds there that
     # is no job's stays as it is
@@ -362,16 +383,28 @@ def _commit_batch(
     kept = {item.job.id for item in prepared}
 
     def ours(paths: Sequence[str]) -> list[str]:
-        return [path for path in paths if (owner := owners.of(path)) and owner.job.id in kept]
+        return [
+            path
+            for path in paths
+            if (owner := owners.of(path)) and owner.job.id in kept and path not in records
+        ]
 
     try:
         pending = WorktreeChanges(ours(found.to_add), ours(found.deleted), ours(found.untracked))
-        progress.start(len(pending.to_add))
+        progress.start(len(pending.to_add) + len(prepared))
         problems, failed = _stage_apart(
             dataset_path, pending, owners, prepared, annex, progress.file_done
         )
+        failed.update((item.job.id, why) for item in prepared if (why := record(item)) is not None)
+        written = [item for item in prepared if item.job.id not in failed]
+        envs = _records_found(dataset_path, written)
+        more, failed_too = _stage_apart(
+            dataset_path, envs, owners, written, annex, progress.file_done
+        )
+        problems += more
+        failed.update(failed_too)
         staged = staged_changes_from(dataset_path, head, pathspecs)
-        unlocked = ours(unlocked_since(staged, pending.to_add))
+        unlocked = ours(unlocked_since(staged, [*pending.to_add, *envs.to_add]))
         if annex and unlocked:
             problems += relock(dataset_path, unlocked)
             staged = staged_changes_from(dataset_path, head, pathspecs)
@@ -409,6 +442,18 @@ def _commit_batch(
     for item in prepared:
         if item.job.id in failed:
             yield _not_committed(dataset_path, item.job, failed[item.job.id])
+
+
+def _records_found(dataset_path: str, prepared: Sequence[PreparedCommit]) -> WorktreeChanges:
+    """The jobs' env.json files as git sees them now that they are written (new, or changed
+    where an earlier finish of the same job id left one)."""
+    wanted = {item.files.env_json for item in prepared}
+    if not wanted:
+        return WorktreeChanges([], [])
+    found = worktree_changes(dataset_path, covering_paths(sorted(wanted)))
+    return WorktreeChanges(
+        [p for p in found.to_add if p in wanted], [], [p for p in found.untracked if p in wanted]
+    )
 
 
 def _commit_with_save(

@@ -213,7 +213,8 @@ def _drain(
     backend = backend or choose_backend()
     submitted = [j for j in jobs if j.job_id is not None]
     resolution = job_statuses(submitted, view.events, backend)
-    # what the steps of the jobs to be committed used: accounting is asked now, read at commit
+    # what the steps of the jobs to be committed used: accounting is asked now, and answers
+    # while the committer stages their outputs
     usage = Usage.ask(
         backend, [s for s in resolution.statuses.values() if _to_be_committed(s, request)]
     )
@@ -255,9 +256,7 @@ def _drain(
             )
         if job.state == "closed":
             _consume(view.spool, job, resolution.events.get(job.id, []))
-    yield from _commit(
-        ds, registry, [(job, usage.added_to(status)) for job, status in to_commit], request.message
-    )
+    yield from _commit(ds, registry, to_commit, request.message, usage)
     yield from reports
     for job, _ in to_commit:
         if job.state == "finished":
@@ -337,7 +336,11 @@ def _to_be_committed(status: JobStatus, request: FinishRequest) -> bool:
 
 
 def _commit(
-    ds: Any, registry: Registry, to_commit: Sequence[tuple[Job, JobStatus]], message: str | None
+    ds: Any,
+    registry: Registry,
+    to_commit: Sequence[tuple[Job, JobStatus]],
+    message: str | None,
+    usage: Usage | None = None,
 ) -> Iterator[dict[str, Any]]:
     """All completed jobs at once; trouble the committer did not foresee leaves them open.
 
@@ -345,7 +348,7 @@ def _commit(
     only, so jobs that share an id (two clusters) go to it in separate batches.
     """
     for batch in _batches_of_distinct_ids(to_commit):
-        yield from _commit_batch(ds, registry, batch, message)
+        yield from _commit_batch(ds, registry, batch, message, usage)
 
 
 def _batches_of_distinct_ids(
@@ -364,12 +367,16 @@ def _batches_of_distinct_ids(
 
 
 def _commit_batch(
-    ds: Any, registry: Registry, batch: Sequence[tuple[Job, JobStatus]], message: str | None
+    ds: Any,
+    registry: Registry,
+    batch: Sequence[tuple[Job, JobStatus]],
+    message: str | None,
+    usage: Usage | None,
 ) -> Iterator[dict[str, Any]]:
     by_id = {job.job_id: job for job, _ in batch}
     reported: set[int] = set()
     try:
-        for result in commit_jobs(ds, registry, batch, message):
+        for result in commit_jobs(ds, registry, batch, message, usage):
             job = by_id.get(result.get("slurm_job_id")) if result.get("action") == ACTION else None
             if job is not None:
                 reported.add(job.id)

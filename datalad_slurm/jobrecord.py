@@ -195,6 +195,7 @@ class PreparedCommit:
     job: Job
     status: JobStatus
     files: JobFiles
+    #: the commit message ("" until :func:`write_record` wrote the record)
     message: str
     #: declared outputs that were not there at finish (the commit holds what exists)
     missing_outputs: list[str] = field(default_factory=list)
@@ -230,18 +231,31 @@ def replace_file(path: str, content: bytes) -> None:
         raise
 
 
-def prepare_commit(
-    dataset_path: str, job: Job, status: JobStatus, message: str | None = None
-) -> PreparedCommit:
-    """Write the job's env.json and compose its commit message."""
+def plan_commit(dataset_path: str, job: Job, status: JobStatus) -> PreparedCommit:
+    """The job's commit as far as it is known before its record: its files and paths (no
+    env.json written yet, no message; :func:`write_record` adds them)."""
     files = find_job_files(dataset_path, job, status)
+    return PreparedCommit(job, status, files, "", missing_outputs(dataset_path, job))
+
+
+def write_record(dataset_path: str, prepared: PreparedCommit, message: str | None = None) -> None:
+    """Write the job's env.json and compose its commit message, from ``prepared.status``."""
+    job, status, files = prepared.job, prepared.status, prepared.files
     env_path = os.path.join(dataset_path, files.env_json)
     os.makedirs(os.path.dirname(env_path), exist_ok=True)
     text = json.dumps(job_facts(job, status), indent=1, sort_keys=True) + "\n"
     replace_file(env_path, text.encode("utf-8"))
     record = build_record(job, status, files)
-    text = format_message(record, status_word(status), message or job.message)
-    return PreparedCommit(job, status, files, text, missing_outputs(dataset_path, job))
+    prepared.message = format_message(record, status_word(status), message or job.message)
+
+
+def prepare_commit(
+    dataset_path: str, job: Job, status: JobStatus, message: str | None = None
+) -> PreparedCommit:
+    """Write the job's env.json and compose its commit message."""
+    prepared = plan_commit(dataset_path, job, status)
+    write_record(dataset_path, prepared, message)
+    return prepared
 
 
 def missing_outputs(dataset_path: str, job: Job) -> list[str]:

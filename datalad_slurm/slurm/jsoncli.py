@@ -24,6 +24,7 @@ import logging
 import re
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -204,7 +205,12 @@ class JsonCliBackend:
 
 
 class SacctUsage:
-    """``sacct --json -j`` running for a usage question; :meth:`result` reads its answer."""
+    """``sacct --json -j`` running for a usage question; :meth:`result` has its answer.
+
+    A thread waits for sacct and reads its JSON (~0.2 ms a job), so that the reading too
+    happens while the caller stages files (waiting on git-annex, it leaves the
+    interpreter free).
+    """
 
     def __init__(self, backend: JsonCliBackend, job_ids: Sequence[int]) -> None:
         self.backend = backend
@@ -218,9 +224,22 @@ class SacctUsage:
                 for i in range(0, len(ids), SACCT_CHUNK)
             ]
         )
+        self.found: dict[TaskKey, TaskState] = {}
+        self.reader = threading.Thread(target=self._read, name="sacct-usage", daemon=True)
+        self.reader.start()
 
     def result(self) -> dict[TaskKey, TaskState]:
-        found: dict[TaskKey, TaskState] = {}
+        self.reader.join()
+        return self.found
+
+    def _read(self) -> None:
+        try:
+            self._read_calls()
+        except Exception as exc:  # an odd answer costs the figures, never the finish
+            lgr.debug("usage figures from accounting could not be read: %s", exc)
+
+    def _read_calls(self) -> None:
+        found = self.found
         for call in self.calls:
             try:
                 answer = self.backend._collect(call)
@@ -233,7 +252,6 @@ class SacctUsage:
             self.backend.accounting = True
             for task in _sacct_tasks(answer, self.wanted):
                 found[(task.job_id, task.task_id)] = task
-        return found
 
 
 def slurmctld_tasks(job_ids: Sequence[int], timeout: float = 60.0) -> list[TaskState]:

@@ -10,12 +10,16 @@ accounting does not know (yet, or at all) keeps the figures it has.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from datalad_slurm.slurm.backend import Backend, TaskKey, UsageAnswer
 from datalad_slurm.slurm.resources import merge
 from datalad_slurm.slurm.state import JobStatus, TaskState
+
+lgr = logging.getLogger("datalad.slurm.usage")
 
 
 def wants_usage(status: JobStatus) -> bool:
@@ -47,7 +51,13 @@ class Usage:
         if self._answer is None or not wants_usage(status):
             return status
         if self._found is None:
+            started = time.monotonic()
             self._found = self._answer.result()
+            lgr.debug(
+                "accounting's usage answer: %d tasks, waited %.2f s for it",
+                len(self._found),
+                time.monotonic() - started,
+            )
         tasks = {}
         for label, task in status.tasks.items():
             accounted = self._found.get((task.job_id, task.task_id))
