@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -384,3 +385,73 @@ def test_the_listing_shows_how_long_running_jobs_have_run() -> None:
     ).splitlines()
     assert table[2].split() == ["slurm-job-id", "slurm-job-status", "elapsed", "tasks"]
     assert [line.split()[2] for line in table[3:7]] == ["1:02:03", "-", "2-00:01:01", "1:05"]
+
+
+class _LateAnswer:
+    """Accounting's answer, read only once finish has staged the job's outputs."""
+
+    def __init__(self, top: Path, found: dict[Any, TaskState]) -> None:
+        self.top, self.found = top, found
+        self.staged_when_read: list[str] = []
+
+    def result(self) -> dict[Any, TaskState]:
+        staged = subprocess.run(
+            ["git", "diff", "--cached", "--name-only"],
+            cwd=self.top,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        self.staged_when_read = staged.split()
+        return self.found
+
+
+def test_accounting_answers_while_the_outputs_are_staged(tmp_path: Path) -> None:
+    """The usage question costs finish no wait of its own: the outputs are staged before its
+    answer is read, and the records written after carry what it says."""
+    from datalad.api import create
+
+    from datalad_slurm.committer import commit_jobs
+    from datalad_slurm.gitlock import open_registry
+
+    top = tmp_path / "ds"
+    ds = create(str(top), result_renderer="disabled")
+    (top / "out").mkdir()
+    (top / "out" / "result.txt").write_text("result\n")
+    accounted = dict(_resources_status().tasks)["2"]
+    start = accounted.start_time
+    figures = accounted.resources
+    assert figures is not None and figures.max_rss
+    with open_registry(str(top)) as registry:
+        job = registry.reserve(
+            cmd="sbatch job.sh", pwd=".", inputs=[], extra_inputs=[], outputs=["out"]
+        )
+        job = registry.mark_submitted(job, 42, None)
+        by_hook = Resources(elapsed=figures.elapsed, nodes="localhost", source="hook (scontrol)")
+        task = TaskState(
+            42, None, JobState.COMPLETED, exit_code=0, start_time=start, resources=by_hook
+        )
+        status = JobStatus(42, {task.label: task}, backend="spool")
+        late = _LateAnswer(top, {(42, None): dataclasses.replace(accounted, job_id=42)})
+
+        class Asked:
+            def usage(self, job_ids: Any) -> _LateAnswer:
+                return late
+
+        usage = Usage.ask(Asked(), [status])  # type: ignore[arg-type]
+        results = list(commit_jobs(ds, registry, [(job, status)], usage=usage))
+    assert [r["status"] for r in results if r["action"] == "finish"] == ["ok"]
+    assert "out/result.txt" in late.staged_when_read
+    assert not any(name.endswith(".env.json") for name in late.staged_when_read)
+    body = subprocess.run(
+        ["git", "log", "-1", "--format=%B"], cwd=top, capture_output=True, text=True, check=True
+    ).stdout
+    record = json.loads(body.split("=== Do not change lines below ===")[1].split("^^^")[0])
+    assert record["slurm_max_rss"] == figures.max_rss
+    assert record["slurm_total_cpu"] == figures.total_cpu
+    env = json.loads((top / "slurm-job-42.env.json").read_text())
+    assert env["tasks"]["42"]["resources"]["source"] == "sacct"
+    status_out = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=top, capture_output=True, text=True, check=True
+    ).stdout
+    assert status_out == ""
