@@ -216,8 +216,7 @@ def replace_file(path: str, content: bytes) -> None:
     is taken over by the next (callers hold the dataset's lock); its mode is what ``open``
     would give.
     """
-    folder, name = os.path.split(path)
-    temporary = os.path.join(folder, f".{name}.datalad-slurm-tmp")
+    temporary = _temporary(path)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(temporary)
     handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
@@ -231,10 +230,22 @@ def replace_file(path: str, content: bytes) -> None:
         raise
 
 
+def _temporary(path: str) -> str:
+    """Where :func:`replace_file` writes the new content of ``path`` before the rename."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.datalad-slurm-tmp")
+
+
 def plan_commit(dataset_path: str, job: Job, status: JobStatus) -> PreparedCommit:
     """The job's commit as far as it is known before its record: its files and paths (no
-    env.json written yet, no message; :func:`write_record` adds them)."""
+    env.json written yet, no message; :func:`write_record` adds them).
+
+    A temporary env.json that a finish killed while writing it left is removed now: the
+    job's files are staged before its record is written, and it would be among them.
+    """
     files = find_job_files(dataset_path, job, status)
+    with contextlib.suppress(OSError):  # none there (or none removable: writing it fails later)
+        os.unlink(_temporary(os.path.join(dataset_path, files.env_json)))
     return PreparedCommit(job, status, files, "", missing_outputs(dataset_path, job))
 
 

@@ -406,52 +406,86 @@ class _LateAnswer:
         return self.found
 
 
-def test_accounting_answers_while_the_outputs_are_staged(tmp_path: Path) -> None:
-    """The usage question costs finish no wait of its own: the outputs are staged before its
-    answer is read, and the records written after carry what it says."""
+def _one_job_dataset(top: Path) -> Any:
     from datalad.api import create
 
-    from datalad_slurm.committer import commit_jobs
-    from datalad_slurm.gitlock import open_registry
-
-    top = tmp_path / "ds"
     ds = create(str(top), result_renderer="disabled")
     (top / "out").mkdir()
     (top / "out" / "result.txt").write_text("result\n")
-    accounted = dict(_resources_status().tasks)["2"]
-    start = accounted.start_time
-    figures = accounted.resources
-    assert figures is not None and figures.max_rss
+    return ds
+
+
+def _commit_one(ds: Any, top: Path, task: TaskState, usage: Usage | None) -> list[dict[str, Any]]:
+    from datalad_slurm.committer import commit_jobs
+    from datalad_slurm.gitlock import open_registry
+
     with open_registry(str(top)) as registry:
         job = registry.reserve(
             cmd="sbatch job.sh", pwd=".", inputs=[], extra_inputs=[], outputs=["out"]
         )
         job = registry.mark_submitted(job, 42, None)
-        by_hook = Resources(elapsed=figures.elapsed, nodes="localhost", source="hook (scontrol)")
-        task = TaskState(
-            42, None, JobState.COMPLETED, exit_code=0, start_time=start, resources=by_hook
-        )
         status = JobStatus(42, {task.label: task}, backend="spool")
-        late = _LateAnswer(top, {(42, None): dataclasses.replace(accounted, job_id=42)})
+        return list(commit_jobs(ds, registry, [(job, status)], usage=usage))
 
-        class Asked:
-            def usage(self, job_ids: Any) -> _LateAnswer:
-                return late
 
-        usage = Usage.ask(Asked(), [status])  # type: ignore[arg-type]
-        results = list(commit_jobs(ds, registry, [(job, status)], usage=usage))
+def _git_out(top: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=top, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_a_temporary_record_a_killed_finish_left_is_not_committed(tmp_path: Path) -> None:
+    """The job's files are staged before its record is written: what a finish killed while
+    writing env.json left beside it must be gone by then."""
+    top = tmp_path / "ds"
+    ds = _one_job_dataset(top)
+    # the log in the output folder: env.json goes beside it, inside what the job owns
+    (top / "out" / "slurm-42.out").write_text("log\n")
+    (top / "out" / ".slurm-job-42.env.json.datalad-slurm-tmp").write_text('{"half": ')
+    task = TaskState(
+        42,
+        None,
+        JobState.COMPLETED,
+        exit_code=0,
+        work_dir=str(top),
+        stdout=str(top / "out/slurm-42.out"),
+    )
+    results = _commit_one(ds, top, task, None)
+    assert [r["status"] for r in results if r["action"] == "finish"] == ["ok"]
+    assert sorted(_git_out(top, "show", "--name-only", "--format=", "HEAD").split()) == [
+        "out/result.txt",
+        "out/slurm-42.out",
+        "out/slurm-job-42.env.json",
+    ]
+    assert _git_out(top, "status", "--porcelain") == ""
+
+
+def test_accounting_answers_while_the_outputs_are_staged(tmp_path: Path) -> None:
+    """The usage question costs finish no wait of its own: the outputs are staged before its
+    answer is read, and the records written after carry what it says."""
+    top = tmp_path / "ds"
+    ds = _one_job_dataset(top)
+    accounted = dict(_resources_status().tasks)["2"]
+    start = accounted.start_time
+    figures = accounted.resources
+    assert figures is not None and figures.max_rss
+    by_hook = Resources(elapsed=figures.elapsed, nodes="localhost", source="hook (scontrol)")
+    task = TaskState(42, None, JobState.COMPLETED, exit_code=0, start_time=start, resources=by_hook)
+    late = _LateAnswer(top, {(42, None): dataclasses.replace(accounted, job_id=42)})
+
+    class Asked:
+        def usage(self, job_ids: Any) -> _LateAnswer:
+            return late
+
+    usage = Usage.ask(Asked(), [JobStatus(42, {task.label: task})])  # type: ignore[arg-type]
+    results = _commit_one(ds, top, task, usage)
     assert [r["status"] for r in results if r["action"] == "finish"] == ["ok"]
     assert "out/result.txt" in late.staged_when_read
     assert not any(name.endswith(".env.json") for name in late.staged_when_read)
-    body = subprocess.run(
-        ["git", "log", "-1", "--format=%B"], cwd=top, capture_output=True, text=True, check=True
-    ).stdout
+    body = _git_out(top, "log", "-1", "--format=%B")
     record = json.loads(body.split("=== Do not change lines below ===")[1].split("^^^")[0])
     assert record["slurm_max_rss"] == figures.max_rss
     assert record["slurm_total_cpu"] == figures.total_cpu
     env = json.loads((top / "slurm-job-42.env.json").read_text())
     assert env["tasks"]["42"]["resources"]["source"] == "sacct"
-    status_out = subprocess.run(
-        ["git", "status", "--porcelain"], cwd=top, capture_output=True, text=True, check=True
-    ).stdout
-    assert status_out == ""
+    assert _git_out(top, "status", "--porcelain") == ""
