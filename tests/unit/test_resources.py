@@ -489,3 +489,33 @@ def test_accounting_answers_while_the_outputs_are_staged(tmp_path: Path) -> None
     env = json.loads((top / "slurm-job-42.env.json").read_text())
     assert env["tasks"]["42"]["resources"]["source"] == "sacct"
     assert _git_out(top, "status", "--porcelain") == ""
+
+
+def test_an_event_and_slurms_answer_fill_each_others_gaps() -> None:
+    """The hook on 22.05 knows no requested TRES; squeue does: the merged task has both, where
+    both tell of the same run, and never figures of another run (a requeue)."""
+    from datalad_slurm.slurm.events import combine, statuses_from_events
+
+    event = Event(
+        job_id=7,
+        state="COMPLETED",
+        end_time=200,
+        run_time="00:01:40",
+        alloc_tres="cpu=2,node=1",
+        partition="debug",
+        resolved_by="scontrol",
+    )
+    from_events = statuses_from_events([event], 7)
+    answer = JobStatus(7, backend="squeue/sacct --json")
+    squeue_said = Resources(req_tres={"cpu": 2, "mem": 200, "node": 1}, source="squeue")
+    answer.tasks["7"] = TaskState(7, None, JobState.COMPLETED, end_time=200, resources=squeue_said)
+    (task,) = combine(from_events, answer).tasks.values()
+    assert task.resources is not None
+    assert dict(task.resources.req_tres or {}) == {"cpu": 2, "mem": 200, "node": 1}
+    assert dict(task.resources.alloc_tres or {}) == {"cpu": 2, "node": 1}
+    assert task.resources.elapsed == 100 and task.resources.partition == "debug"
+    assert task.resources.source == "hook (scontrol) + squeue"
+    # the job ran again since (another end): the other run's figures stay out
+    answer.tasks["7"] = dataclasses.replace(answer.tasks["7"], end_time=900)
+    (task,) = combine(from_events, answer).tasks.values()
+    assert task.resources is not None and task.resources.req_tres is None
