@@ -245,9 +245,8 @@ def _total_cpu(times: Iterable[Any]) -> float | None:
     for time in times:
         spent = time.get("total") if isinstance(time, Mapping) else None
         if isinstance(spent, Mapping):
-            total += (count(spent.get("seconds")) or 0) + (
-                count(spent.get("microseconds")) or 0
-            ) / 1e6
+            seconds, micro = count(spent.get("seconds")), count(spent.get("microseconds"))
+            total += (seconds or 0) + (micro or 0) / 1e6
     return round(total, 6) or None
 
 
