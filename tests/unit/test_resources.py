@@ -519,3 +519,50 @@ def test_an_event_and_slurms_answer_fill_each_others_gaps() -> None:
     answer.tasks["7"] = dataclasses.replace(answer.tasks["7"], end_time=900)
     (task,) = combine(from_events, answer).tasks.values()
     assert task.resources is not None and task.resources.req_tres is None
+
+
+def test_totals_add_up_distinct_tasks() -> None:
+    first = Resources(
+        elapsed=3,
+        total_cpu=1.5,
+        max_rss=100,
+        req_tres={"cpu": 2, "mem": 200},
+        alloc_tres={"cpu": 2, "gres/gpu": 1},
+        nodes="n1",
+        partition="p",
+        account="a",
+        qos="normal",
+        source="sacct",
+    )
+    second = dataclasses.replace(first, elapsed=5, total_cpu=2.25, max_rss=300, nodes="n2")
+    total = job_totals([first, second])
+    assert total is not None
+    assert (total.elapsed, total.total_cpu, total.max_rss) == (8, 3.75, 300)
+    assert dict(total.req_tres or {}) == {"cpu": 4, "mem": 400}
+    assert dict(total.alloc_tres or {}) == {"cpu": 4, "gres/gpu": 2}
+    assert (total.nodes, total.partition, total.account, total.qos) == ("n1,n2", "p", "a", "normal")
+
+
+def test_pyslurm_tres_are_written_as_slurm_writes_them() -> None:
+    """pyslurm 25.11's ``allocated_tres``: ``cpu``/``mem``/``node`` objects with a ``count``
+    (memory in megabytes) and a ``gres`` map (``GPU`` objects name themselves ``gpu`` or
+    ``gpu:a100``); the same shapes stand in here (pyslurm runs in the pyslurm tier only, where
+    tests/cluster/test_resources.py compares its figures with sacct's)."""
+    from types import SimpleNamespace
+
+    from datalad_slurm.spool import tres_text
+
+    def counted(amount: int) -> SimpleNamespace:
+        return SimpleNamespace(count=amount)
+
+    tres = SimpleNamespace(
+        cpu=counted(2),
+        mem=counted(200),
+        node=counted(1),
+        billing=counted(2),
+        gres={"gpu:a100": SimpleNamespace(name="gpu:a100", count=1)},
+    )
+    assert tres_text(tres) == "cpu=2,mem=200M,node=1,gres/gpu:a100=1"
+    assert tres_from_text(tres_text(tres)) == {"cpu": 2, "mem": 200, "node": 1, "gres/gpu:a100": 1}
+    assert tres_text(SimpleNamespace(cpu=None, mem=None, node=None, gres={})) is None
+    assert tres_text("cpu=1") == "cpu=1" and tres_text(None) is None
