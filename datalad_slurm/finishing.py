@@ -23,7 +23,7 @@ from datalad_slurm.gitlock import (
 )
 from datalad_slurm.jobrecord import status_word
 from datalad_slurm.registry import Job, Registry
-from datalad_slurm.settings import hook_uids, spool_config
+from datalad_slurm.settings import asks_usage, hook_uids, spool_config
 from datalad_slurm.slurm.backend import Backend
 from datalad_slurm.slurm.events import JobKey, match_events, resolve
 from datalad_slurm.slurm.select import choose_backend
@@ -216,7 +216,8 @@ def _drain(
     # what the steps of the jobs to be committed used: accounting is asked now, and answers
     # while the committer stages their outputs
     usage = Usage.ask(
-        backend, [s for s in resolution.statuses.values() if _to_be_committed(s, request)]
+        backend if asks_usage(ds) else None,
+        [s for s in resolution.statuses.values() if _to_be_committed(s, request)],
     )
     to_commit: list[tuple[Job, JobStatus]] = []
     # the commits' results come first, the other jobs' reports after them (as in 0.2.8)

@@ -30,6 +30,18 @@ def spool_config(ds: Any = None) -> SpoolConfig | None:
         ) from exc
 
 
+#: whether finish asks accounting what the jobs it commits used (TotalCPU, MaxRSS)
+USAGE_KEY = "datalad.slurm.usage"
+
+
+def asks_usage(ds: Any) -> bool:
+    """``datalad.slurm.usage`` (git config; default true): ``false`` leaves accounting's usage
+    figures out of the records of jobs that the hook or slurmctld settled, and so the one
+    accounting question for them (~1 ms of slurmdbd, mysql and sacct CPU per job)."""
+    value = ds.config.get(USAGE_KEY) if ds is not None else None
+    return str(value or "true").strip().lower() not in ("false", "no", "off", "0")
+
+
 def hook_uids(config: SpoolConfig) -> set[int]:
     """The accounts whose events finish trusts: the hook's, and root."""
     import pwd

@@ -566,3 +566,38 @@ def test_pyslurm_tres_are_written_as_slurm_writes_them() -> None:
     assert tres_from_text(tres_text(tres)) == {"cpu": 2, "mem": 200, "node": 1, "gres/gpu:a100": 1}
     assert tres_text(SimpleNamespace(cpu=None, mem=None, node=None, gres={})) is None
     assert tres_text("cpu=1") == "cpu=1" and tres_text(None) is None
+
+
+@pytest.mark.parametrize("setting", [None, "true", "false"])
+def test_finish_asks_accounting_unless_told_not_to(tmp_path: Path, setting: str | None) -> None:
+    """The whole finish: a job the backend settled (no accounting) is asked about once, with
+    ``datalad.slurm.usage`` unset or true; with false not at all, and committed all the same."""
+    from datalad_slurm.finishing import FinishRequest, finish
+
+    top = tmp_path / "ds"
+    ds = _one_job_dataset(top)
+    if setting is not None:
+        ds.config.set("datalad.slurm.usage", setting, scope="local")
+    from datalad_slurm.gitlock import open_registry
+
+    with open_registry(str(top)) as registry:
+        job = registry.reserve(
+            cmd="sbatch job.sh", pwd=".", inputs=[], extra_inputs=[], outputs=["out"]
+        )
+        registry.mark_submitted(job, 42, None)
+    said = Resources(elapsed=3, nodes="localhost", source="squeue")
+    task = TaskState(42, None, JobState.COMPLETED, exit_code=0, work_dir=str(top), resources=said)
+    accounted = dataclasses.replace(task, resources=Resources(max_rss=5, source="sacct"))
+    backend = RecordingBackend({42: JobStatus(42, {task.label: task})}, {(42, None): accounted})
+    results = list(finish(ds, FinishRequest(), backend))
+    assert [r["status"] for r in results if r["action"] == "finish"] == ["ok"]
+    record = json.loads(
+        _git_out(top, "log", "-1", "--format=%B")
+        .split("=== Do not change lines below ===")[1]
+        .split("^^^")[0]
+    )
+    if setting == "false":
+        assert backend.usage_calls == [] and "slurm_max_rss" not in record
+    else:
+        assert backend.usage_calls == [[42]] and record["slurm_max_rss"] == 5
+    assert record["slurm_elapsed"] == 3
