@@ -230,8 +230,16 @@ def test_resources_in_env_json_and_the_record(someone: Actor) -> None:
         ds, "out", "sbatch", *REQUEST, "--output=out/slurm-%j.out", "code/burn.sh", "out"
     )
     cluster.wait_done([job])
+    accounting: dict[str, Any] = {}
     if cluster.accounting:
         cluster.wait_accounted([job])
+        # what accounting says before finish asks it: 22.05 may add the requested TRES to a
+        # job's record seconds after its end (a figure finish cannot have then)
+        deadline = time.monotonic() + 15
+        accounting = _accounting_said(cluster, job)
+        while not accounting["req_tres"] and time.monotonic() < deadline:
+            time.sleep(1)
+            accounting = _accounting_said(cluster, job)
     finished = someone.datalad(*_backend_option(), "-f", "json", "finish", cwd=ds)
     assert finished.returncode == 0 and "Traceback" not in finished.stderr, finished
     results = [json.loads(line) for line in finished.stdout.splitlines() if line.strip()]
@@ -257,7 +265,6 @@ def test_resources_in_env_json_and_the_record(someone: Actor) -> None:
         assert figures["alloc_tres"] == {"cpu": 2, "node": 1}
         _clean(someone, ds)
         return
-    accounting = _accounting_said(cluster, job)
     for figure, value in accounting.items():
         # 22.05's accounting may lack the requested TRES and the partition (then what
         # slurmctld said stands, checked above)
