@@ -295,6 +295,15 @@ def _uid_of(user: str) -> int | None:
         return None
 
 
+def run_time_text(seconds: int) -> str:
+    """Seconds as scontrol's ``RunTime`` shows them: ``00:01:02``, ``2-03:04:05``."""
+    minutes, secs = divmod(max(seconds, 0), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{days}-{clock}" if days else clock
+
+
 # -- resolving the final state ------------------------------------------------------------
 
 #: the key under which pyslurm's answers say so (no scontrol field starts with "_")
@@ -747,7 +756,10 @@ def pyslurm_resource_fields(job: Any) -> dict[str, str]:
     ):
         try:
             value = getattr(job, attribute, None)
-            value = spool.tres_text(value) if key.endswith("TRES") else value
+            if key.endswith("TRES"):
+                value = spool.tres_text(value)
+            elif key == "RunTime" and isinstance(value, int):
+                value = run_time_text(value)
         except Exception:
             continue
         if value is not None and value != "":

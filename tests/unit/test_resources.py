@@ -201,6 +201,12 @@ def test_run_time_text(text: str, seconds: int) -> None:
     assert run_time_text(text) == seconds
 
 
+@pytest.mark.parametrize("seconds", [0, 4, 3723, 86399, 172801])
+def test_the_hook_writes_pyslurms_run_time_as_scontrol_does(seconds: int) -> None:
+    written = hook.run_time_text(seconds)
+    assert re.fullmatch(r"(\d+-)?\d\d:\d\d:\d\d", written) and run_time_text(written) == seconds
+
+
 @pytest.mark.parametrize(
     ("text", "tres"),
     [
@@ -562,8 +568,11 @@ def test_pyslurm_tres_are_written_as_slurm_writes_them() -> None:
         billing=counted(2),
         gres={"gpu:a100": SimpleNamespace(name="gpu:a100", count=1)},
     )
-    assert tres_text(tres) == "cpu=2,mem=200M,node=1,gres/gpu:a100=1"
+    # as scontrol writes it: Slurm's TRES order, billing too, memory in its largest exact unit
+    assert tres_text(tres) == "cpu=2,mem=200M,node=1,billing=2,gres/gpu:a100=1"
     assert tres_from_text(tres_text(tres)) == {"cpu": 2, "mem": 200, "node": 1, "gres/gpu:a100": 1}
+    assert tres_text(SimpleNamespace(mem=counted(2048), gres={})) == "mem=2G"
+    assert tres_text(SimpleNamespace(mem=counted(1000), gres={})) == "mem=1000M"
     assert tres_text(SimpleNamespace(cpu=None, mem=None, node=None, gres={})) is None
     assert tres_text("cpu=1") == "cpu=1" and tres_text(None) is None
 
