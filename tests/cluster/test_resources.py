@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import (
+    REPO,
     UNPRIVILEGED,
     Actor,
     Cluster,
@@ -290,9 +292,10 @@ def test_a_finish_whose_accounting_stops_answering_still_commits() -> None:
     """slurmdbd is gone when finish asks what the jobs used: they are committed all the same,
     with what slurmctld knew, as root and as dlstest."""
     with spare_cluster("--accounting", "--jobacct-gather", "linux") as cluster:
-        # no hook runs on the spare cluster: its jobs are registered in the accounting
-        # cluster's spool, where no event comes, and finish asks Slurm
-        cluster.hook = _cluster("acct").hook
+        # no hook runs on the spare cluster: its jobs are registered in a spool of their own,
+        # where no event comes, and finish asks Slurm (not another cluster's spool, where a
+        # spare cluster of the same name and job ids may have left events)
+        cluster.hook = _spool_without_hook(cluster)
         actors: list[Actor] = []
         mp = pytest.MonkeyPatch()
         try:
@@ -315,7 +318,11 @@ def test_a_finish_whose_accounting_stops_answering_still_commits() -> None:
                 record = _record(actor, ds)
                 assert record["slurm_job_id"] == job and record["slurm_state"] == "COMPLETED"
                 assert not set(USAGE_KEYS) & set(record), record
-                assert record["slurm_alloc_tres"]["cpu"] == 2 and record["slurm_elapsed"] > 0
+                assert record["slurm_alloc_tres"]["cpu"] == 2 and record["slurm_elapsed"] > 0, (
+                    actor.name,
+                    record,
+                    done.stdout[-2000:],
+                )
                 _clean(actor, ds)
         finally:
             mp.undo()
@@ -323,6 +330,24 @@ def test_a_finish_whose_accounting_stops_answering_still_commits() -> None:
                 for folder in actor.made:
                     subprocess.run(["chmod", "-R", "u+w", str(folder)], check=False)
                     shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(cluster.hook, ignore_errors=True)
+
+
+def _spool_without_hook(cluster: Cluster) -> str:
+    """A fresh spool and config (epilog/install) for a cluster whose slurm.conf names no hook."""
+    hook = Path(tempfile.mkdtemp(prefix="dls-resources-spool-", dir="/tmp"))
+    hook.chmod(0o755)
+    subprocess.run(
+        [
+            str(REPO / "epilog" / "install"),
+            *("--prefix", str(hook / "libexec"), "--config", str(hook / "datalad-slurm.conf")),
+            *("--spool", str(hook / "spool"), "--log", str(hook / "hook.log")),
+            *("--slurm-conf", cluster.conf, "--no-pyslurm", "--force"),
+        ],
+        capture_output=True,
+        check=True,
+    )
+    return str(hook)
 
 
 def _stop_slurmdbd(cluster: Cluster) -> None:
