@@ -28,6 +28,31 @@ class Finish(Interface):
     with ``--commit-failed-jobs``.
     """
 
+    _examples_ = [
+        dict(
+            text="Commit every completed job; jobs still pending or running stay open",
+            code_cmd="datalad finish",
+            code_py="finish()",
+        ),
+        dict(
+            text="Show the open jobs and their Slurm states, committing nothing",
+            code_cmd="datalad finish --list-open-jobs",
+        ),
+        dict(
+            text="Commit one job, by its Slurm job id (an array job by its array id)",
+            code_cmd="datalad finish 4242",
+        ),
+        dict(
+            text="Close failed or cancelled jobs without committing them (their files "
+            "stay untracked), or commit them with their state in the subject",
+            code_cmd="datalad finish --close-failed-jobs",
+        ),
+        dict(
+            text="From cron: print only problems, and a failed job only once",
+            code_cmd="cd /path/to/dataset && datalad finish --cron",
+        ),
+    ]
+
     _params_ = dict(
         job_id=Parameter(
             args=("job_id",),

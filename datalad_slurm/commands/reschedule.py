@@ -23,6 +23,23 @@ class Reschedule(Interface):
     then records the new run.  Records of datalad-slurm 0.2.8 are read too.
     """
 
+    _examples_ = [
+        dict(
+            text="Submit the job recorded in the last commit again",
+            code_cmd="datalad reschedule",
+            code_py="reschedule()",
+        ),
+        dict(
+            text="Only show what would be submitted for a recorded job",
+            code_cmd="datalad reschedule 1a2b3c4 --report",
+        ),
+        dict(
+            text="Submit again every job recorded since a tag, or (empty value) since "
+            "the root, as 'datalad rerun --since' does",
+            code_cmd="datalad reschedule --since v1.0",
+        ),
+    ]
+
     _params_ = dict(
         revision=Parameter(
             args=("revision",),

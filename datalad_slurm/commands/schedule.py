@@ -42,6 +42,30 @@ class Schedule(Interface):
     shell-quoted argument); the record keeps the command as written.
     """
 
+    _examples_ = [
+        dict(
+            text="Submit a job that reads data/1 and writes into models/1 (its log too, "
+            "with '#SBATCH -o models/1/%j.log' in the script); both paths are "
+            "reserved until 'datalad finish' commits the job",
+            code_cmd="datalad schedule -i data/1 -o models/1 sbatch code/fit.sh 1",
+            code_py="schedule(cmd='sbatch code/fit.sh 1', inputs=['data/1'], outputs=['models/1'])",
+        ),
+        dict(
+            text="Pass the declared paths to the job as arguments, one per path, as "
+            "'datalad run' does",
+            code_cmd="datalad schedule -i data/1 -o models/1 sbatch code/fit.sh {inputs} {outputs}",
+        ),
+        dict(
+            text="Check what would be submitted and refused, without submitting",
+            code_cmd="datalad schedule --dry-run -o models/1 sbatch code/fit.sh 1",
+        ),
+        dict(
+            text="Submit many jobs in one call, one JSON object per line "
+            '({"cmd": ..., "outputs": [...], "inputs": [...]})',
+            code_cmd="datalad schedule --jobs-from jobs.jsonl",
+        ),
+    ]
+
     _params_ = dict(
         cmd=Parameter(
             args=("cmd",),

@@ -166,12 +166,18 @@ def used_options() -> list[tuple[str, int, str, str, str]]:
 def _options(words: list[str], stop_at_positional: bool) -> Iterator[str]:
     """The long options among a command's words (up to its first positional argument, for
     our DataLad commands: what follows is the user's submission command)."""
+    value_next = False
     for word in words:
         if word in ("|", "&&", ";", ">", "2>&1"):
             return
+        if value_next:  # the value of a short option
+            value_next = False
+            continue
         match = OPTION.match(word)
         if match:
             yield match.group(0)
+        elif re.fullmatch(r"-[a-zA-Z]", word):
+            value_next = word not in ("-h",)
         elif stop_at_positional and not word.startswith("-"):
             # the value of the option before it, or the first positional argument
             return
@@ -210,3 +216,29 @@ def test_used_option_exists(document: str, line: int, program: str, option: str,
         assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", script_text(program)), (
             f"{document}:{line}: {program} has no option {option}"
         )
+
+
+def example_options() -> list[tuple[str, str, str]]:
+    """(command, option, example) for the options in our commands' --help Examples."""
+    found = []
+    for program, module in OUR_COMMANDS.items():
+        interface = importlib.import_module(module)
+        examples = [
+            example
+            for value in vars(interface).values()
+            if getattr(value, "__module__", "") == module
+            for example in getattr(value, "_examples_", [])
+        ]
+        assert examples, f"datalad {program} --help has no Examples"
+        for example in examples:
+            words = shlex.split(example["code_cmd"].split("&&")[-1])
+            assert words[:2] == ["datalad", program], example["code_cmd"]
+            for option in _options(words[2:], stop_at_positional=True):
+                found.append((program, option, example["code_cmd"]))
+    return found
+
+
+@pytest.mark.parametrize("program,option,example", example_options())
+def test_help_example_options_exist(program: str, option: str, example: str) -> None:
+    known = command_options(OUR_COMMANDS[program])
+    assert option in known, f"datalad {program} --help example {example!r}: no option {option}"
