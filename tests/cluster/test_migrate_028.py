@@ -19,6 +19,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -123,24 +124,20 @@ def _as(actor: Actor, *command: str, cwd: Path, venv: Path | None = None) -> str
     return proc.stdout
 
 
-def _old_schedule(actor: Actor, venv: Path, cwd: Path, *args: str) -> int:
-    """``datalad slurm-schedule ARGS`` of 0.2.8, as the account; the job id it submitted."""
-    out = _as(
-        actor,
-        str(venv / "bin/python"),
-        "-c",
-        _CLI,
-        "-f",
-        "json",
-        "slurm-schedule",
-        *args,
-        cwd=cwd,
-        venv=venv,
-    )
+def _old(actor: Actor, venv: Path, cwd: Path, command: str, *args: str) -> dict[str, Any]:
+    """``datalad COMMAND ARGS`` of 0.2.8, as the account; its one result of that action."""
+    python = str(venv / "bin/python")
+    out = _as(actor, python, "-c", _CLI, "-f", "json", command, *args, cwd=cwd, venv=venv)
     results = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    ran = [r for r in results if r.get("action") == "slurm-schedule"]
+    ran = [r for r in results if r.get("action") == command]
     assert [r["status"] for r in ran] == ["ok"], out
-    return int(ran[0]["slurm_run_info"]["slurm_job_id"])
+    return ran[0]
+
+
+def _old_schedule(actor: Actor, venv: Path, cwd: Path, *args: str) -> int:
+    """``datalad slurm-schedule ARGS`` of 0.2.8; the job id it submitted."""
+    result = _old(actor, venv, cwd, "slurm-schedule", *args)
+    return int(result["slurm_run_info"]["slurm_job_id"])
 
 
 def _json(out: str) -> list[dict[str, Any]]:
@@ -189,64 +186,32 @@ def test_jobs_scheduled_by_028_are_taken_over_once(actor: Actor, old_venv: Path)
     actor.ok("save", "-m", "work script", "--to-git", "code", "sub", "logs", cwd=ds)
 
     # -- datalad-slurm 0.2.8 schedules, for real
-    done = _old_schedule(
-        actor, old_venv, ds, "-o", "res/ok", "sbatch", "code/work.sh", "res/ok", "ok", "0"
+    def old_schedule(where: Path, line: str) -> int:
+        return _old_schedule(actor, old_venv, where, *shlex.split(line))
+
+    done = old_schedule(ds, "-o res/ok sbatch code/work.sh res/ok ok 0")
+    in_sub = old_schedule(ds / "sub", "-o out -i ../code/work.sh sbatch ../code/work.sh out sub 0")
+    array = old_schedule(
+        ds, "-o res/arr sbatch --array=1-2 --output=logs/arr-%A_%a.out code/work.sh res/arr arr 0"
     )
-    in_sub = _old_schedule(
-        actor,
-        old_venv,
-        ds / "sub",
-        "-o",
-        "out",
-        "-i",
-        "../code/work.sh",
-        "sbatch",
-        "../code/work.sh",
-        "out",
-        "sub",
-        "0",
+    held = old_schedule(
+        ds, "-o res/held -m 'held by 0.2.8' sbatch --hold code/work.sh res/held held 0"
     )
-    array = _old_schedule(
-        actor,
-        old_venv,
-        ds,
-        "-o",
-        "res/arr",
-        "sbatch",
-        "--array=1-2",
-        "--output=logs/arr-%A_%a.out",
-        "code/work.sh",
-        "res/arr",
-        "arr",
-        "0",
-    )
-    held = _old_schedule(
-        actor,
-        old_venv,
-        ds,
-        "-o",
-        "res/held",
-        "-m",
-        "held by 0.2.8",
-        "sbatch",
-        "--hold",
-        "code/work.sh",
-        "res/held",
-        "held",
-        "0",
-    )
-    failed = _old_schedule(
-        actor, old_venv, ds, "-o", "res/bad/", "sbatch", "code/work.sh", "res/bad", "bad", "3"
-    )
+    failed = old_schedule(ds, "-o res/bad/ sbatch code/work.sh res/bad bad 3")
+    # one job 0.2.8 also finishes itself: its record is in the history, not in its registry
+    own = old_schedule(ds / "sub", "-o own sbatch ../code/work.sh own own 0")
     dsid = _as(
         actor, "git", "config", "-f", ".datalad/config", "datalad.dataset.id", cwd=ds
     ).strip()
     old_db = ds / ".git" / f"{dsid}.db"
     assert old_db.is_file(), sorted(os.listdir(ds / ".git"))
-    before = _digest(old_db)
     try:
-        cluster.wait_done([done, in_sub, array, failed])
+        cluster.wait_done([done, in_sub, array, failed, own])
         assert cluster.state(held) == "PENDING"
+        cluster.wait_accounted([own])  # 0.2.8's slurm-finish asks sacct
+        _old(actor, old_venv, ds / "sub", "slurm-finish", "--slurm-job-id", str(own))
+        old_record = _as(actor, "git", "rev-parse", "HEAD", cwd=ds).strip()
+        before = _digest(old_db)
 
         # -- the listing names 0.2.8's jobs and changes nothing
         listed = _json(actor.ok("-f", "json", "finish", "--list-open-jobs", cwd=ds))
@@ -334,10 +299,14 @@ def test_jobs_scheduled_by_028_are_taken_over_once(actor: Actor, old_venv: Path)
         cluster.scancel(held)
 
     # -- the records read back: reschedule would submit the same command from the same place
-    again = _json(actor.ok("-f", "json", "reschedule", "--report", sub_commit, cwd=ds))
-    assert [(r["cmd"], r["pwd"], r["outputs"], r["inputs"]) for r in again] == [
-        ("sbatch ../code/work.sh out sub 0", "sub", ["sub/out"], ["code/work.sh"])
-    ]
+    for commit, cmd, outputs, inputs in [
+        (sub_commit, "sbatch ../code/work.sh out sub 0", ["sub/out"], ["code/work.sh"]),
+        (old_record, "sbatch ../code/work.sh own own 0", ["sub/own"], []),  # 0.2.8's own record
+    ]:
+        again = _json(actor.ok("-f", "json", "reschedule", "--report", commit, cwd=ds))
+        assert [(r["cmd"], r["pwd"], r["outputs"], r["inputs"]) for r in again] == [
+            (cmd, "sub", outputs, inputs)
+        ], commit
     _as(actor, "git", "fsck", "--strict", "--no-dangling", cwd=ds)
     fsck = _as(actor, "git", "annex", "fsck", "--json", cwd=ds)
     checked = [json.loads(line) for line in fsck.splitlines() if line.strip()]
