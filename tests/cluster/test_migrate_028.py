@@ -52,9 +52,14 @@ exit "${3:-0}"
 
 
 def _versions(venv: Path) -> str:
+    """The version of datalad-slurm in the venv ('' if there is none)."""
+    if not (venv / "bin/python").exists():
+        return ""
+    # -I: neither PYTHONPATH nor the current folder (a checkout of ours) on the path
     probe = subprocess.run(
         [
             str(venv / "bin/python"),
+            "-I",
             "-c",
             "import importlib.metadata as m; print(m.version('datalad-slurm'))",
         ],
@@ -80,6 +85,7 @@ def old_venv() -> Path:
         install = subprocess.run(
             [
                 str(building / "bin/python"),
+                "-I",
                 "-m",
                 "pip",
                 "install",
@@ -124,19 +130,19 @@ def _as(actor: Actor, *command: str, cwd: Path, venv: Path | None = None) -> str
     return proc.stdout
 
 
-def _old(actor: Actor, venv: Path, cwd: Path, command: str, *args: str) -> dict[str, Any]:
-    """``datalad COMMAND ARGS`` of 0.2.8, as the account; its one result of that action."""
+def _old(actor: Actor, venv: Path, cwd: Path, action: str, *args: str) -> dict[str, Any]:
+    """``datalad ARGS`` of 0.2.8, as the account; its one result of ``action`` (ok)."""
     python = str(venv / "bin/python")
-    out = _as(actor, python, "-c", _CLI, "-f", "json", command, *args, cwd=cwd, venv=venv)
+    out = _as(actor, python, "-I", "-c", _CLI, "-f", "json", *args, cwd=cwd, venv=venv)
     results = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    ran = [r for r in results if r.get("action") == command]
+    ran = [r for r in results if r.get("action") == action]
     assert [r["status"] for r in ran] == ["ok"], out
     return ran[0]
 
 
 def _old_schedule(actor: Actor, venv: Path, cwd: Path, *args: str) -> int:
     """``datalad slurm-schedule ARGS`` of 0.2.8; the job id it submitted."""
-    result = _old(actor, venv, cwd, "slurm-schedule", *args)
+    result = _old(actor, venv, cwd, "slurm-schedule", "slurm-schedule", *args)
     return int(result["slurm_run_info"]["slurm_job_id"])
 
 
@@ -209,7 +215,8 @@ def test_jobs_scheduled_by_028_are_taken_over_once(actor: Actor, old_venv: Path)
         cluster.wait_done([done, in_sub, array, failed, own])
         assert cluster.state(held) == "PENDING"
         cluster.wait_accounted([own])  # 0.2.8's slurm-finish asks sacct
-        _old(actor, old_venv, ds / "sub", "slurm-finish", "--slurm-job-id", str(own))
+        # (0.2.8's slurm-finish has no result of its own: its commit is datalad save's)
+        _old(actor, old_venv, ds / "sub", "save", "slurm-finish", "--slurm-job-id", str(own))
         old_record = _as(actor, "git", "rev-parse", "HEAD", cwd=ds).strip()
         before = _digest(old_db)
 
