@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from datalad_slurm.jobrecord import find_job_files
 from datalad_slurm.migration import (
     IMPORTED_LOGS,
     MigrationError,
@@ -27,6 +28,7 @@ from datalad_slurm.migration import (
     waiting,
 )
 from datalad_slurm.registry import Registry
+from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 from datalad_slurm.spool import is_registered
 
 DSID = "1a860b25-1483-4dc3-8dd4-ec2d0c3330e0"
@@ -181,3 +183,25 @@ def test_a_job_that_cannot_be_taken_keeps_the_file(ds: Dataset) -> None:
     ]
     with _registry(ds) as registry:
         assert [j.job_id for j in registry.jobs()] == [2]
+
+
+def test_the_logs_0_2_8_found_are_committed_where_slurm_no_longer_names_them(
+    ds: Dataset,
+) -> None:
+    """Slurm 22.05's accounting keeps no log names: the array's logs in logs/ (not the default
+    slurm-%A_%a.out) are found from what 0.2.8 noted at submission, env.json beside them."""
+    _write_old(ds.path / ".git" / f"{DSID}.db", ARRAY_JOB)
+    _take(ds)
+    (ds.path / "logs").mkdir()
+    for task in (1, 2):
+        (ds.path / f"logs/arr-4_{task}.out").write_text(f"task {task}\n")
+    with _registry(ds) as registry:
+        (job,) = registry.jobs()
+    done = JobState.parse("COMPLETED")
+    status = JobStatus(
+        4,
+        tasks={f"4_{task}": TaskState(4, task, done, work_dir=str(ds.path)) for task in (1, 2)},
+    )
+    files = find_job_files(str(ds.path), job, status)
+    assert files.logs == ["logs/arr-4_1.out", "logs/arr-4_2.out"]
+    assert files.env_json == "logs/slurm-job-4.env.json"
