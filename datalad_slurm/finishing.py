@@ -22,6 +22,7 @@ from datalad_slurm.gitlock import (
     open_registry,
 )
 from datalad_slurm.jobrecord import status_word
+from datalad_slurm.migration import take_over, waiting
 from datalad_slurm.registry import Job, Registry
 from datalad_slurm.settings import hook_uids, spool_config
 from datalad_slurm.slurm.backend import Backend
@@ -126,6 +127,7 @@ def list_open_jobs(
         jobs = registry.jobs(job_id=job_id)
     view = read_spool(ds)
     statuses = job_statuses(jobs, view.events, backend).statuses
+    yield from waiting(ds)  # datalad-slurm 0.2.8's open jobs, until finish takes them over
     for job in jobs:
         if job.job_id is None:
             status = JobStatus(0, backend=backend.name)
@@ -187,6 +189,7 @@ def _drain(
             cleared_locks=cleared,
         )
     recover(dataset_path, registry)
+    yield from take_over(ds, registry)  # open jobs of datalad-slurm 0.2.8, once
     jobs = registry.jobs(states=("submitting", "open"), job_id=request.job_id)
     if request.job_id is not None and not jobs:
         raise FinishError(_not_open(dataset_path, registry, request.job_id))

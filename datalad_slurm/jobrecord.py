@@ -41,9 +41,13 @@ def status_word(status: JobStatus) -> str:
 def find_job_files(dataset_path: str, job: Job, status: JobStatus) -> JobFiles:
     """The job's log files that exist inside the dataset, and where env.json goes."""
     logs: list[str] = []
+    # a job taken over from datalad-slurm 0.2.8: the log files it found at submission
+    imported = [
+        os.path.join(dataset_path, p) for p in job.submission_facts.get("imported_logs", ())
+    ]
     for _, task in sorted_tasks(status.tasks):
         work_dir = task.work_dir or os.path.join(dataset_path, job.pwd)
-        candidates = [task.stdout, task.stderr]
+        candidates = [task.stdout, task.stderr, *imported]
         if not task.stdout:
             candidates += _submitted_log_names(job, task)
             default = (

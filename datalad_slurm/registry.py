@@ -114,8 +114,9 @@ class Job:
     finished_at: float | None = None
     commit_sha: str | None = None
     note: str | None = None
-    #: ``stdout``/``stderr`` patterns, ``name``, ``user`` as slurmctld had them at submission
-    submission_facts: dict[str, str] = field(default_factory=dict)
+    #: ``stdout``/``stderr`` patterns, ``name``, ``user`` as slurmctld had them at submission;
+    #: for a job taken over from datalad-slurm 0.2.8 the log files it found (``imported_logs``)
+    submission_facts: dict[str, Any] = field(default_factory=dict)
     #: what ``finish --cron`` last reported about the job (None: nothing, or it was active since)
     cron_reported: str | None = None
 
@@ -239,36 +240,85 @@ class Registry:
         submitted_from: str | None = None,
     ) -> Job:
         """Check the outputs against every open job and reserve them, atomically."""
-        wanted = collapse(outputs)
+        lists = {"inputs": inputs, "extra_inputs": extra_inputs, "outputs": outputs, "chain": chain}
         with self.transaction() as conn:
-            conflicts = self._conflicts(conn, wanted)
-            if conflicts:
-                raise OutputConflictError(conflicts)
-            token = uuid.uuid4().hex
-            cursor = conn.execute(
-                "INSERT INTO jobs (token, state, cmd, pwd, inputs, extra_inputs, outputs, chain,"
-                " message, dsid, submitted_from, submitted_at)"
-                " VALUES (?, 'submitting', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    token,
-                    cmd,
-                    pwd,
-                    json.dumps(list(inputs)),
-                    json.dumps(list(extra_inputs)),
-                    json.dumps(list(outputs)),
-                    json.dumps(list(chain)),
-                    message,
-                    dsid,
-                    submitted_from,
-                    time.time(),
-                ),
+            return self._insert(
+                conn,
+                lists,
+                state="submitting",
+                cmd=cmd,
+                pwd=pwd,
+                message=message,
+                dsid=dsid,
+                submitted_from=submitted_from,
             )
-            row_id = cursor.lastrowid
-            conn.executemany(
-                "INSERT INTO reservations (path, job) VALUES (?, ?)",
-                [(path, row_id) for path in wanted],
+
+    def adopt(
+        self,
+        *,
+        note: str,
+        job_id: int,
+        cluster: str | None,
+        cmd: str,
+        pwd: str,
+        inputs: Sequence[str],
+        extra_inputs: Sequence[str],
+        outputs: Sequence[str],
+        chain: Sequence[str],
+        message: str | None,
+        dsid: str | None,
+        submission_facts: dict[str, Any],
+    ) -> Job | None:
+        """Register a job that was submitted without us (by datalad-slurm 0.2.8) as open, its
+        outputs reserved, in one transaction.  ``note`` names where it came from and is its
+        key: None if a job with this note is registered already (taken over before)."""
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM jobs WHERE note = ?", (note,)).fetchone():
+                return None
+            return self._insert(
+                conn,
+                {
+                    "inputs": inputs,
+                    "extra_inputs": extra_inputs,
+                    "outputs": outputs,
+                    "chain": chain,
+                },
+                state="open",
+                job_id=job_id,
+                cluster=cluster,
+                cmd=cmd,
+                pwd=pwd,
+                message=message,
+                dsid=dsid,
+                note=note,
+                submission_facts=json.dumps(submission_facts),
             )
-            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (row_id,)).fetchone()
+
+    def _insert(
+        self, conn: sqlite3.Connection, lists: dict[str, Sequence[str]], **columns: Any
+    ) -> Job:
+        """A new job row (the columns given, the list columns as JSON, a new token) holding
+        its outputs, unless an open job holds any of them (OutputConflictError); inside the
+        caller's transaction."""
+        wanted = collapse(lists["outputs"])
+        conflicts = self._conflicts(conn, wanted)
+        if conflicts:
+            raise OutputConflictError(conflicts)
+        values = {
+            "token": uuid.uuid4().hex,
+            "submitted_at": time.time(),
+            **{name: json.dumps(list(paths)) for name, paths in lists.items()},
+            **columns,
+        }
+        names = ", ".join(values)
+        marks = ", ".join("?" * len(values))
+        cursor = conn.execute(f"INSERT INTO jobs ({names}) VALUES ({marks})", list(values.values()))
+        row_id = cursor.lastrowid
+        conn.executemany(
+            "INSERT INTO reservations (path, job) VALUES (?, ?)",
+            [(path, row_id) for path in wanted],
+        )
+        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (row_id,)).fetchone()
         return Job.from_row(row)
 
     def _conflicts(

@@ -25,24 +25,35 @@ class RecordedJob:
 
     @property
     def is_ours(self) -> bool:
-        """Written by this tool (dataset-relative paths) or by 0.2.8 (relative to pwd)."""
+        """Written by this tool (every path relative to the dataset root) or by 0.2.8."""
         return "slurm_record_version" in self.record.extra
 
-    def dataset_relative(self, paths: list[str]) -> list[str]:
+    @property
+    def outputs(self) -> list[str]:
+        """The declared outputs, relative to the dataset root.  0.2.8 wrote ``outputs``
+        relative to the root (``./out``, ``sub/out``), its logs and env.json among them, and
+        ``slurm_outputs`` (those logs) relative to ``pwd``."""
         if self.is_ours:
-            return paths
-        return [posixpath.normpath(posixpath.join(self.record.pwd, p)) for p in paths]
+            return self.record.declared_outputs
+        own = {self._from_pwd(path) for path in self.record.slurm_outputs}
+        declared = [posixpath.normpath(path) for path in self.record.outputs]
+        return [path for path in dict.fromkeys(declared) if path not in own]
+
+    @property
+    def inputs(self) -> list[str]:
+        """The inputs, relative to the dataset root (0.2.8 wrote them relative to ``pwd``)."""
+        if self.is_ours:
+            return self.record.inputs
+        return [self._from_pwd(path) for path in self.record.inputs]
+
+    def _from_pwd(self, path: str) -> str:
+        return posixpath.normpath(posixpath.join(self.record.pwd, path))
 
     def request(self, dataset_path: str) -> ScheduleRequest:
         return ScheduleRequest(
             cmd=self.record.cmd,
-            outputs=[
-                os.path.join(dataset_path, p)
-                for p in self.dataset_relative(self.record.declared_outputs)
-            ],
-            inputs=[
-                os.path.join(dataset_path, p) for p in self.dataset_relative(self.record.inputs)
-            ],
+            outputs=[os.path.join(dataset_path, p) for p in self.outputs],
+            inputs=[os.path.join(dataset_path, p) for p in self.inputs],
             chain=[*self.record.chain, self.commit],
             cwd=os.path.join(dataset_path, self.record.pwd),
         )
@@ -149,8 +160,8 @@ def reschedule(
             "commit": recorded.commit,
             "cmd": recorded.record.cmd,
             "pwd": recorded.record.pwd,
-            "outputs": recorded.dataset_relative(recorded.record.declared_outputs),
-            "inputs": recorded.dataset_relative(recorded.record.inputs),
+            "outputs": recorded.outputs,
+            "inputs": recorded.inputs,
             "chain": list(request.chain),
         }
         if report:

@@ -25,6 +25,7 @@ from datalad_slurm.gitlock import (
     git_writes,
     open_registry,
 )
+from datalad_slurm.migration import take_over
 from datalad_slurm.paths import PathOutsideDatasetError, normalise, overlaps
 from datalad_slurm.placeholders import PlaceholderError, format_command, substitutions
 from datalad_slurm.registry import (
@@ -88,6 +89,8 @@ def normalise_all(paths: Sequence[str], dataset_path: str, cwd: str, kind: str) 
 def schedule(ds: Any, request: ScheduleRequest) -> Iterator[dict[str, Any]]:
     """Submit one job and register it; yields its result (raises ScheduleError)."""
     with Submitter(ds) as submitter:
+        if not request.dry_run:
+            yield from submitter.take_over()
         result = submitter.submit(request)
         submitter.note_facts()
         yield result
@@ -96,6 +99,8 @@ def schedule(ds: Any, request: ScheduleRequest) -> Iterator[dict[str, Any]]:
 def schedule_many(ds: Any, requests: Sequence[ScheduleRequest]) -> Iterator[dict[str, Any]]:
     """Submit many jobs from one process; a request that fails is an error result, not the end."""
     with Submitter(ds) as submitter:
+        if not all(request.dry_run for request in requests):
+            yield from submitter.take_over()
         try:
             for number, request in enumerate(requests, start=1):
                 try:
@@ -149,6 +154,10 @@ class Submitter:
         self._registry.note_submission_facts_many(
             [(job, facts[job.job_id]) for job in jobs if job.job_id in facts]
         )
+
+    def take_over(self) -> Iterator[dict[str, Any]]:
+        """The open jobs of datalad-slurm 0.2.8, with their outputs reserved before ours are."""
+        yield from take_over(self.ds, self._shared())
 
     def substitutions(self) -> dict[str, str]:
         """The dataset's ``datalad.run.substitutions.*``, read once."""
