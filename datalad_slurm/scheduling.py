@@ -105,26 +105,35 @@ def schedule_many(ds: Any, requests: Sequence[ScheduleRequest]) -> Iterator[dict
     """Submit many jobs from one process; a request that fails is an error result, not the end.
 
     Jobs are submitted held and settled (logs reserved, released) a chunk at a time, so their
-    results come in chunks, in order within one."""
+    results come in chunks, in the file's order."""
     with Submitter(ds) as submitter:
+        #: results in the file's order; None: a held job's, which settle gives
+        waiting: list[dict[str, Any] | None] = []
+
+        def settled() -> Iterator[dict[str, Any]]:
+            results = iter(submitter.settle())
+            for result in waiting:
+                yield result if result is not None else next(results)
+            waiting.clear()
+
         try:
             for number, request in enumerate(requests, start=1):
                 try:
-                    result = submitter.submit(request, number)
+                    waiting.append(submitter.submit(request, number))
                 except ScheduleError as exc:
-                    result = {
-                        "action": ACTION,
-                        "status": "error",
-                        "path": submitter.dataset_path,
-                        "type": "dataset",
-                        "message": f"job {number} ({request.cmd!r}): {exc}",
-                        "cmd": request.cmd,
-                    }
-                if result is not None:
-                    yield result
-                if len(submitter.unsettled) >= FACTS_CHUNK:
-                    yield from submitter.settle()
-            yield from submitter.settle()
+                    waiting.append(
+                        {
+                            "action": ACTION,
+                            "status": "error",
+                            "path": submitter.dataset_path,
+                            "type": "dataset",
+                            "message": f"job {number} ({request.cmd!r}): {exc}",
+                            "cmd": request.cmd,
+                        }
+                    )
+                if len(submitter.unsettled) >= FACTS_CHUNK or not submitter.unsettled:
+                    yield from settled()
+            yield from settled()
         finally:
             # jobs an interrupted loop left held: released or cancelled, unreported
             submitter.settle()
