@@ -49,6 +49,7 @@ def test_expand(pattern: str, fields: Fields, expected: str | None) -> None:
     [
         ("/ds/logs/%N.out", "/ds/logs"),
         ("/ds/logs/run-%N/x.out", "/ds/logs"),
+        ("/ds/logs/%N/%t.out", "/ds/logs"),  # the first unknown field decides
         ("/ds/%x/%N/x.out", "/ds/%x"),  # known fields stay, for expand
         ("%N.out", "."),
     ],
