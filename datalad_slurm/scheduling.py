@@ -18,6 +18,7 @@ import pwd as pwd_module
 import shlex
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -320,10 +321,20 @@ class Submitter:
         batch, self.unsettled = self.unsettled, []
         registry = self._registry
         facts, problem = ask_submission_facts([h.job.job_id for h in batch if h.job.job_id])
+        missing = [h.job.job_id for h in batch if h.job.job_id and h.job.job_id not in facts]
+        if missing:  # once more: a busy slurmctld must not cost the jobs their submission
+            time.sleep(1)
+            again, problem = ask_submission_facts(missing)
+            facts.update(again)
         claims: dict[int, list[joblogs.LogClaim]] = {}
         refused: dict[int, str] = {}
         for held in batch:
             job_facts = facts.get(held.job.job_id or 0)
+            if job_facts is None and not held.noted.through_wrapper:
+                # not held (sbatch by its full path): it may have ended and left slurmctld
+                # already; registered as it is, its logs unknown
+                claims[held.job.id] = []
+                continue
             if job_facts is None:
                 refused[held.job.id] = (
                     f"Slurm did not say where {held.name} writes its logs "
@@ -411,8 +422,9 @@ class Submitter:
             return {}
         self._registry.note_submission_facts_many(
             [
-                (held.job, {k: v for k, v in facts[held.job.job_id or 0].items() if k in KEPT})
+                (held.job, {k: v for k, v in facts[held.job.job_id].items() if k in KEPT})
                 for held in accepted
+                if held.job.job_id in facts
             ]
         )
         for held in accepted:
@@ -424,7 +436,7 @@ class Submitter:
             for held in accepted
             if held.noted.through_wrapper
             and not held.noted.user_hold
-            and facts[held.job.job_id or 0].get("reason") in HELD_REASONS
+            and facts.get(held.job.job_id or 0, {}).get("reason") in HELD_REASONS
         ]
         problem = release(to_release) if to_release else None
         results = {}
