@@ -16,8 +16,10 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -272,10 +274,16 @@ def test_a_held_job_stays_held_and_a_killed_schedule_leaves_it_held(actor: Actor
         assert "held, as asked" in results[0]["message"] and results[0]["logs"] == [log]
     # a schedule killed right after sbatch: the job stays held, it never runs unregistered
     noted = actor.folder() / "job-id"
+    wrappers = set(Path(tempfile.gettempdir()).glob("datalad-slurm-sbatch-*"))
     killed = actor.datalad(
         "schedule", "-o", "k", f"sbatch --parsable code/job.sh > {noted}; kill -9 $PPID", cwd=ds
     )
     assert killed.returncode != 0, killed
+    # the folder of the sbatch wrapper the killed schedule could not remove
+    uid = actor.user.pw_uid if actor.user else os.getuid()
+    for left in set(Path(tempfile.gettempdir()).glob("datalad-slurm-sbatch-*")) - wrappers:
+        if left.stat().st_uid == uid:
+            shutil.rmtree(left, ignore_errors=True)
     stray = int(noted.read_text().strip())
     time.sleep(3)  # long enough for an idle cluster to start and end it
     for job in [*jobs, stray]:
