@@ -27,8 +27,9 @@ from datalad_slurm.registry import Job, Registry
 from datalad_slurm.settings import hook_uids, spool_config
 from datalad_slurm.slurm.backend import Backend
 from datalad_slurm.slurm.events import JobKey, match_events, resolve
+from datalad_slurm.slurm.holding import cancel
 from datalad_slurm.slurm.select import choose_backend
-from datalad_slurm.slurm.state import JobStatus, Verdict
+from datalad_slurm.slurm.state import JobState, JobStatus, Verdict
 from datalad_slurm.spool import (
     STALE_INFLIGHT_SECONDS,
     Event,
@@ -215,6 +216,9 @@ def _drain(
             )
             continue
         status = resolution.statuses.get(job.id, JobStatus(job.job_id, backend=backend.name))
+        if _held_by_interrupted_schedule(job, status):
+            reports += list(_handle_unreleased(dataset_path, registry, job, request))
+            continue
         if _to_be_committed(status, request):
             to_commit.append((job, status))
             continue
@@ -492,6 +496,39 @@ def _handle_job(
     )
 
 
+def _held_by_interrupted_schedule(job: Job, status: JobStatus) -> bool:
+    """A job submitted held whose schedule died before it reserved the job's logs and released
+    it: the row is still 'submitting' and every task still pending."""
+    return (
+        job.state == "submitting"
+        and time.time() - job.submitted_at >= STALE_SUBMISSION_SECONDS
+        and bool(status.tasks)
+        and all(t.state is JobState.PENDING for t in status.tasks.values())
+    )
+
+
+def _handle_unreleased(
+    dataset_path: str, registry: Registry, job: Job, request: FinishRequest
+) -> Iterator[dict[str, Any]]:
+    what = f"Slurm job {job.job_id} ({job.cmd!r}, outputs {', '.join(job.outputs)})"
+    status, message = (
+        "impossible",
+        (
+            f"the schedule of {what} was interrupted before the job's log files were reserved; the "
+            "job is held and has not started. 'datalad finish --close-failed-jobs' cancels it and "
+            "releases the outputs; then schedule it again"
+        ),
+    )
+    if request.close_failed_jobs:
+        problem = cancel([job.job_id]) if job.job_id is not None else "no job id"
+        if problem:
+            status, message = "error", f"{what} could not be cancelled ({problem}); it stays open"
+        else:
+            registry.mark_finished(job, None, state="closed")
+            status, message = "ok", f"Cancelled and closed {what}: its schedule was interrupted"
+    yield _result(dataset_path, status, message, slurm_job_id=job.job_id, cluster=job.cluster)
+
+
 def _handle_interrupted_submission(
     dataset_path: str, registry: Registry, job: Job, request: FinishRequest
 ) -> Iterator[dict[str, Any]]:
@@ -511,7 +548,8 @@ def _handle_interrupted_submission(
         dataset_path,
         "impossible",
         f"the submission of {job.cmd!r} (outputs {', '.join(job.outputs)}) was interrupted "
-        "before its job id was recorded; if a job was submitted, commit its outputs by hand. "
+        "before its job id was recorded; a job it submitted through sbatch is held and has not "
+        "started ('squeue -t PD' lists it; cancel it with scancel). "
         "'datalad finish --close-failed-jobs' releases the outputs",
         slurm_job_id=None,
     )

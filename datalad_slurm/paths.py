@@ -89,3 +89,8 @@ def collapse(paths: Iterable[str]) -> list[str]:
 def relative_to_pwd(path: str, pwd: str) -> str:
     """Express a dataset-relative path relative to a dataset-relative directory."""
     return posixpath.relpath(path, pwd)
+
+
+def lies_in(path: str, folder: str) -> bool:
+    """True when a normalised path is ``folder`` or lies inside it."""
+    return folder in (".", path) or path.startswith(folder + "/")

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from datalad_slurm.paths import ancestors, collapse
+from datalad_slurm.paths import ancestors, collapse, lies_in
 
 REGISTRY_DIRNAME = "datalad-slurm"
 REGISTRY_FILENAME = "registry.sqlite"
@@ -356,6 +356,49 @@ class Registry:
             )
         job.job_id, job.cluster, job.state = job_id, cluster, "open"
         return job
+
+    # -- log files (submitted held; see scheduling.Submitter.settle) ----------
+
+    def note_held(self, job: Job, job_id: int, cluster: str | None) -> Job:
+        """Slurm took the job, held: its id is on record at once, the row stays 'submitting'
+        until its log files are reserved (a held job never starts before)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET job_id = ?, cluster = ? WHERE id = ?", (job_id, cluster, job.id)
+            )
+        job.job_id, job.cluster = job_id, cluster
+        return job
+
+    def open_with_logs(
+        self, claims: Sequence[tuple[Job, Sequence[str]]]
+    ) -> dict[int, list[tuple[str, str, Job]]]:
+        """Reserve each held job's log paths beside its outputs and open it, in one
+        transaction, in the given order.  A job whose logs overlap what another job holds
+        (or what a job before it here just took) is left as it is; its conflicts are returned
+        by its row id."""
+        refused: dict[int, list[tuple[str, str, Job]]] = {}
+        with self.transaction() as conn:
+            for job, logs in claims:
+                own = [
+                    row["path"]
+                    for row in conn.execute(
+                        "SELECT path FROM reservations WHERE job = ?", (job.id,)
+                    )
+                ]
+                wanted = [p for p in collapse(logs) if not any(lies_in(p, o) for o in own)]
+                conflicts = [c for c in self._conflicts(conn, wanted) if c[2].id != job.id]
+                if conflicts:
+                    refused[job.id] = conflicts
+                    continue
+                conn.executemany(
+                    "INSERT INTO reservations (path, job) VALUES (?, ?)",
+                    [(path, job.id) for path in wanted if path not in own],
+                )
+                conn.execute("UPDATE jobs SET state = 'open' WHERE id = ?", (job.id,))
+        for job, _ in claims:
+            if job.id not in refused:
+                job.state = "open"
+        return refused
 
     def note_submission_facts(self, job: Job, facts: dict[str, str]) -> None:
         """What slurmctld said about the job right after its submission (log patterns...)."""

@@ -1,22 +1,29 @@
-"""Submitting a job: reserve outputs, prepare the worktree, run sbatch, register.
+"""Submitting a job: reserve outputs, prepare the worktree, run sbatch held, reserve its
+log files, release it, register.
 
 The order matters for crash safety: outputs are reserved (state
 ``submitting``) before anything runs, and the job id is written the moment
-the submit command returned one.  A failed submission releases the
-reservation and registers nothing.
+the submit command returned one.  The job is submitted held
+(``slurm/holding.py``): it cannot start before its log files are reserved
+beside its outputs (``joblogs.py``), which opens it; a job whose logs collide
+is cancelled before it ever ran.  A failed or refused submission releases
+the reservation and registers nothing.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pwd as pwd_module
 import shlex
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from datalad_slurm import joblogs
 from datalad_slurm.git import run_git
 from datalad_slurm.gitlock import (
     clear_interrupted_writes,
@@ -26,7 +33,7 @@ from datalad_slurm.gitlock import (
     open_registry,
 )
 from datalad_slurm.migration import take_over
-from datalad_slurm.paths import PathOutsideDatasetError, normalise, overlaps
+from datalad_slurm.paths import PathOutsideDatasetError, lies_in, normalise, overlaps
 from datalad_slurm.placeholders import PlaceholderError, format_command, substitutions
 from datalad_slurm.registry import (
     REGISTRY_DIRNAME,
@@ -38,9 +45,12 @@ from datalad_slurm.registry import (
 )
 from datalad_slurm.settings import spool_config
 from datalad_slurm.slurm.conf import cluster_name
-from datalad_slurm.slurm.jobid import NoJobIdError, parse_submission
+from datalad_slurm.slurm.holding import HeldSubmission, Noted, cancel, release
+from datalad_slurm.slurm.jobid import NoJobIdError, parse_submission, printed_job_ids
+from datalad_slurm.slurm.logfiles import requested_log_files, submitted_log_files
+from datalad_slurm.slurm.sbatchargs import read_call, sbatch_calls
 from datalad_slurm.slurm.submitted import CHUNK as FACTS_CHUNK
-from datalad_slurm.slurm.submitted import submission_facts
+from datalad_slurm.slurm.submitted import HELD_REASONS, KEPT, ask_submission_facts
 from datalad_slurm.spool import SpoolError, UserSpool
 
 ACTION = "schedule"
@@ -92,33 +102,65 @@ def schedule(ds: Any, request: ScheduleRequest) -> Iterator[dict[str, Any]]:
         if not request.dry_run:
             yield from submitter.take_over()
         result = submitter.submit(request)
-        submitter.note_facts()
-        yield result
+        yield from [result] if result is not None else submitter.settle()
 
 
 def schedule_many(ds: Any, requests: Sequence[ScheduleRequest]) -> Iterator[dict[str, Any]]:
-    """Submit many jobs from one process; a request that fails is an error result, not the end."""
+    """Submit many jobs from one process; a request that fails is an error result, not the end.
+
+    Jobs are submitted held and settled (logs reserved, released) a chunk at a time, so their
+    results come in chunks, in the file's order."""
     with Submitter(ds) as submitter:
         if not all(request.dry_run for request in requests):
             yield from submitter.take_over()
+        #: results in the file's order; None: a held job's, which settle gives
+        waiting: list[dict[str, Any] | None] = []
+
+        def settled() -> Iterator[dict[str, Any]]:
+            results = iter(submitter.settle())
+            for result in waiting:
+                yield result if result is not None else next(results)
+            waiting.clear()
+
         try:
             for number, request in enumerate(requests, start=1):
                 try:
-                    result = submitter.submit(request)
+                    waiting.append(submitter.submit(request, number))
                 except ScheduleError as exc:
-                    result = {
-                        "action": ACTION,
-                        "status": "error",
-                        "path": submitter.dataset_path,
-                        "type": "dataset",
-                        "message": f"job {number} ({request.cmd!r}): {exc}",
-                        "cmd": request.cmd,
-                    }
-                if len(submitter.without_facts) >= FACTS_CHUNK:
-                    submitter.note_facts()
-                yield result
+                    waiting.append(
+                        {
+                            "action": ACTION,
+                            "status": "error",
+                            "path": submitter.dataset_path,
+                            "type": "dataset",
+                            "message": f"job {number} ({request.cmd!r}): {exc}",
+                            "cmd": request.cmd,
+                        }
+                    )
+                if len(submitter.unsettled) >= FACTS_CHUNK or not submitter.unsettled:
+                    yield from settled()
+            yield from settled()
         finally:
-            submitter.note_facts()
+            # jobs an interrupted loop left held: released or cancelled, unreported
+            submitter.settle()
+
+
+@dataclass
+class _Held:
+    """A job submitted held whose log files are still to be reserved."""
+
+    job: Job
+    request: ScheduleRequest
+    #: its number in a ``--jobs-from`` file (None: a single schedule)
+    number: int | None
+    noted: Noted
+    spool_note: str | None
+    #: the result once it is registered (completed by settle)
+    result: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return f"Slurm job {self.job.job_id}"
 
 
 class Submitter:
@@ -133,27 +175,21 @@ class Submitter:
         self._head: str | None = None
         self._cluster: str | None = None
         self._substitutions: dict[str, str] | None = None
-        #: submitted jobs whose facts (log patterns...) are still to be asked for
-        self.without_facts: list[Job] = []
+        #: jobs submitted held whose logs are still to be reserved (see settle)
+        self.unsettled: list[_Held] = []
+        self._held = HeldSubmission()
         #: the outputs of earlier dry runs of this process, by their number
         self._dry_reserved: list[tuple[int, list[str]]] = []
+        #: the log files of earlier dry runs of this process, by their number
+        self._dry_logs: list[tuple[int, list[joblogs.LogClaim]]] = []
 
     def __enter__(self) -> Submitter:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._held.close()
         if self._registry is not None:
             self._registry.close()
-
-    def note_facts(self) -> None:
-        """Ask slurmctld about the jobs submitted since the last call (one squeue), keep it."""
-        if not self.without_facts or self._registry is None:
-            return
-        jobs, self.without_facts = self.without_facts, []
-        facts = submission_facts([job.job_id for job in jobs if job.job_id is not None])
-        self._registry.note_submission_facts_many(
-            [(job, facts[job.job_id]) for job in jobs if job.job_id in facts]
-        )
 
     def take_over(self) -> Iterator[dict[str, Any]]:
         """The open jobs of datalad-slurm 0.2.8, with their outputs reserved before ours are."""
@@ -177,8 +213,9 @@ class Submitter:
             self._cluster = cluster_name()
         return self._registry
 
-    def submit(self, request: ScheduleRequest) -> dict[str, Any]:
-        """Submit one job and register it; returns its result record."""
+    def submit(self, request: ScheduleRequest, number: int | None = None) -> dict[str, Any] | None:
+        """Submit one job, held; None: :meth:`settle` gives its result (a dry run's comes at
+        once).  ``number`` is its place in a ``--jobs-from`` file."""
         dataset_path = self.dataset_path
         cwd = os.path.abspath(request.cwd or os.getcwd())
         try:
@@ -210,7 +247,7 @@ class Submitter:
         except PlaceholderError as exc:
             raise ScheduleError(str(exc)) from exc
         if request.dry_run:
-            return self._dry_run(command, pwd, inputs, outputs)
+            return self._dry_run(command, cwd, pwd, inputs, outputs)
         registry = self._shared()
         spool = self._spool
         try:
@@ -233,11 +270,18 @@ class Submitter:
             registry.forget_submission(job)
             raise
         spool_note = _spool_call(spool, "begin_submission", job.token)
-        # From here on a job may exist in Slurm: an interruption leaves the
+        # From here on a job may exist in Slurm, held: an interruption leaves the
         # reservation in 'submitting', which finish reports instead of dropping.
         proc = subprocess.run(
-            command, shell=True, cwd=cwd, capture_output=True, text=True, check=False
+            command,
+            shell=True,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=self._held.environment(),
         )
+        noted = self._held.take_calls()
         if proc.returncode != 0:
             _spool_call(spool, "end_submission", job.token)
             registry.forget_submission(job)
@@ -245,6 +289,7 @@ class Submitter:
                 f"the submit command {command!r} failed with exit code {proc.returncode}: "
                 f"{proc.stderr.strip() or proc.stdout.strip() or '(no output)'}; "
                 "nothing was registered, the outputs are free again"
+                + _cancelled_note(printed_job_ids(proc.stdout), noted)
             )
         try:
             submission = parse_submission(proc.stdout)
@@ -254,22 +299,17 @@ class Submitter:
             raise ScheduleError(
                 f"{exc}: {command!r} printed {proc.stdout.strip()!r}; nothing was registered. "
                 "Use sbatch (plain or --parsable) as the submit command"
+                + _cancelled_note(printed_job_ids(proc.stdout), noted)
             ) from exc
         cluster = submission.cluster or self._cluster
-        # the job id goes on record at once; what slurmctld says about the job is asked later,
-        # for many jobs at a time (note_facts)
-        registry.mark_submitted(job, submission.job_id, cluster)
-        self.without_facts.append(job)
-        spool_note = spool_note or _spool_call(
-            spool, "register", cluster, submission.job_id, job.token
-        )
-        return {
+        # the job id goes on record at once; the job is held until settle reserved its logs
+        registry.note_held(job, submission.job_id, cluster)
+        result = {
             "action": ACTION,
             "status": "ok",
             "path": dataset_path,
             "type": "dataset",
-            "message": f"submitted Slurm job {submission.job_id}, outputs {', '.join(outputs)}"
-            + (f" ({spool_note})" if spool_note else ""),
+            "message": f"submitted Slurm job {submission.job_id}, outputs {', '.join(outputs)}",
             "slurm_job_id": submission.job_id,
             "cluster": cluster,
             "cmd": request.cmd,
@@ -277,12 +317,167 @@ class Submitter:
             "inputs": inputs,
             "pwd": pwd,
         }
+        self.unsettled.append(_Held(job, request, number, noted, spool_note, result))
+        return None
+
+    def settle(self) -> list[dict[str, Any]]:
+        """Reserve the log files of the jobs submitted held, and release them; a job whose
+        logs collide (with what an open job holds, or with a file git tracks) is cancelled
+        before it ever ran and registers nothing.  One squeue, one registry transaction,
+        one release for all of them; their results, in order."""
+        if not self.unsettled or self._registry is None:
+            return []
+        batch, self.unsettled = self.unsettled, []
+        registry = self._registry
+        facts, problem = ask_submission_facts([h.job.job_id for h in batch if h.job.job_id])
+        missing = [h.job.job_id for h in batch if h.job.job_id and h.job.job_id not in facts]
+        if missing:  # once more: a busy slurmctld must not cost the jobs their submission
+            time.sleep(1)
+            again, problem = ask_submission_facts(missing)
+            facts.update(again)
+        claims: dict[int, list[joblogs.LogClaim]] = {}
+        refused: dict[int, str] = {}
+        for held in batch:
+            job_facts = facts.get(held.job.job_id or 0)
+            if job_facts is None and not held.noted.through_wrapper:
+                # not held (sbatch by its full path): it may have ended and left slurmctld
+                # already; registered as it is, its logs unknown
+                claims[held.job.id] = []
+                continue
+            if job_facts is None:
+                refused[held.job.id] = (
+                    f"Slurm did not say where {held.name} writes its logs "
+                    f"({problem or 'squeue does not list it'})"
+                )
+                continue
+            files = submitted_log_files(job_facts, held.job.job_id or 0)
+            claims[held.job.id] = joblogs.in_dataset(files, self.dataset_path)
+        # a log inside the job's own output is no collision: schedule unlocked what git tracks
+        foreign = {
+            held.job.id: joblogs.outside(claims[held.job.id], held.job.outputs)
+            for held in batch
+            if held.job.id in claims
+        }
+        tracked = {
+            (c.path, c.log.exact)
+            for c in joblogs.tracked(self.dataset_path, [c for cs in foreign.values() for c in cs])
+        }
+        for held in batch:
+            collided = [c for c in foreign.get(held.job.id, []) if (c.path, c.log.exact) in tracked]
+            if collided:
+                refused[held.job.id] = joblogs.tracked_message(held.name, collided)
+        conflicts = registry.open_with_logs(
+            [
+                (held.job, joblogs.reserved(claims[held.job.id]))
+                for held in batch
+                if held.job.id not in refused
+            ]
+        )
+        for held in batch:
+            if held.job.id in conflicts:
+                refused[held.job.id] = joblogs.conflict_message(
+                    held.name, conflicts[held.job.id], claims[held.job.id]
+                )
+        results = self._refuse([h for h in batch if h.job.id in refused], refused)
+        results.update(self._register([h for h in batch if h.job.id not in refused], facts, claims))
+        return [results[held.job.id] for held in batch]
+
+    def _refuse(self, refused: list[_Held], why: dict[int, str]) -> dict[int, dict[str, Any]]:
+        """Cancel the refused jobs (held: they never ran) and forget them; their results."""
+        if not refused:
+            return {}
+        problem = cancel([held.job.job_id for held in refused if held.job.job_id is not None])
+        results = {}
+        for held in refused:
+            _spool_call(self._spool, "end_submission", held.job.token)
+            if self._registry is not None:
+                self._registry.forget_submission(held.job)
+            if problem:
+                outcome = (
+                    f"It could not be cancelled ({problem}): cancel it with 'scancel "
+                    f"{held.job.job_id}'"
+                )
+                if held.noted.through_wrapper:
+                    outcome += "; it is held and cannot start unless released"
+            elif held.noted.through_wrapper:
+                outcome = "It was cancelled before it could start"
+            else:
+                outcome = (
+                    "It was cancelled, but it may have started first: the submit command did "
+                    "not run sbatch through PATH, so it was not submitted held"
+                )
+            message = (
+                f"{why[held.job.id]}. {outcome}; nothing was registered, the outputs are free again"
+            )
+            if held.number is not None:
+                message = f"job {held.number} ({held.request.cmd!r}): {message}"
+            results[held.job.id] = {
+                **held.result,
+                "status": "error",
+                "message": message,
+                "cancelled": not problem,
+            }
+        return results
+
+    def _register(
+        self,
+        accepted: list[_Held],
+        facts: dict[int, dict[str, str]],
+        claims: dict[int, list[joblogs.LogClaim]],
+    ) -> dict[int, dict[str, Any]]:
+        """The accepted jobs are open: keep their facts, register them in the spool, release
+        them (all at once); their results."""
+        if not accepted or self._registry is None:
+            return {}
+        self._registry.note_submission_facts_many(
+            [
+                (held.job, {k: v for k, v in facts[held.job.job_id].items() if k in KEPT})
+                for held in accepted
+                if held.job.job_id in facts
+            ]
+        )
+        for held in accepted:
+            held.spool_note = held.spool_note or _spool_call(
+                self._spool, "register", held.job.cluster, held.job.job_id, held.job.token
+            )
+        to_release = [
+            held.job.job_id or 0
+            for held in accepted
+            if held.noted.through_wrapper
+            and not held.noted.user_hold
+            and facts.get(held.job.job_id or 0, {}).get("reason") in HELD_REASONS
+        ]
+        problem = release(to_release) if to_release else None
+        results = {}
+        for held in accepted:
+            job_id = held.job.job_id
+            logs = joblogs.reserved(claims[held.job.id])
+            result = dict(held.result)
+            outside = [p for p in logs if not any(lies_in(p, o) for o in result["outputs"])]
+            if outside:
+                result["message"] += f", log files {', '.join(outside)}"
+            notes = [held.spool_note] if held.spool_note else []
+            if held.noted.user_hold:
+                notes.append(f"held, as asked: release it with 'scontrol release {job_id}'")
+            elif job_id in to_release and problem:
+                notes.append(
+                    f"it could not be released ({problem}): it is held until you run "
+                    f"'scontrol release {job_id}'"
+                )
+            if notes:
+                result["message"] += f" ({'; '.join(notes)})"
+            result["logs"] = logs
+            result["held"] = bool(held.noted.user_hold or (job_id in to_release and problem))
+            results[held.job.id] = result
+        return results
 
     def _dry_run(
-        self, command: str, pwd: str, inputs: list[str], outputs: list[str]
+        self, command: str, cwd: str, pwd: str, inputs: list[str], outputs: list[str]
     ) -> dict[str, Any]:
         """Every check a submission runs, with nothing reserved, obtained, unlocked or run."""
         problems = self._dry_conflicts(outputs)
+        logs, unread = self._dry_logs_of(command, cwd)
+        problems += self._dry_log_problems(logs, outputs)
         missing, to_get, unknown = _inputs_to_get(self.ds, inputs)
         if missing:
             problems.append(
@@ -305,6 +500,7 @@ class Submitter:
             "inputs": inputs,
             "pwd": pwd,
             "dry_run": True,
+            "logs": [c.path for c in logs],
         }
         if problems:
             return {
@@ -313,8 +509,14 @@ class Submitter:
                 "message": f"dry run: {command!r} would be refused: " + "; ".join(problems),
             }
         self._dry_reserved.append((len(self._dry_reserved) + 1, outputs))
+        self._dry_logs.append((len(self._dry_reserved), logs))
         to_unlock = _outputs_to_unlock(self.ds, outputs)
         notes = [f"would submit {command!r} from {pwd} with outputs {outputs}"]
+        shown = [c.path if c.log.exact else c.what for c in joblogs.outside(logs, outputs)]
+        if shown:
+            notes.append(f"log files {', '.join(shown)}")
+        if unread:
+            notes.append(unread)
         if to_get:
             notes.append(f"get the content of {', '.join(to_get)}")
         if to_unlock:
@@ -348,6 +550,89 @@ class Submitter:
                     f"{number} before it: " + "; ".join(f"{o!r} overlaps {e!r}" for o, e in clashes)
                 )
         return problems
+
+    def _dry_logs_of(self, command: str, cwd: str) -> tuple[list[joblogs.LogClaim], str | None]:
+        """The log files (inside the dataset) of the sbatch calls in a submit command, as sbatch
+        would read its options, script and environment; and why none could be told."""
+        calls = list(sbatch_calls(command))
+        if not calls:
+            return [], "its log files cannot be told before submission: it runs no sbatch itself"
+        files = []
+        for arguments in calls:
+            call = read_call(arguments, cwd)
+            stdout, stderr = call.log_patterns()
+            try:
+                files += requested_log_files(
+                    stdout, stderr, call.work_dir, call.array, call.job_name, _user_name()
+                )
+            except ValueError:
+                continue  # an array spec sbatch refuses: so does the submission
+        return joblogs.in_dataset(files, self.dataset_path), None
+
+    def _dry_log_problems(self, logs: list[joblogs.LogClaim], outputs: list[str]) -> list[str]:
+        """What settle would refuse these log files for: files git tracks, what open jobs
+        hold, and what earlier dry runs of this process would hold."""
+        problems = []
+        name = ""
+        # a log inside the job's own output is no collision: schedule unlocks what git tracks
+        own = joblogs.outside(logs, outputs)
+        tracked = joblogs.tracked(self.dataset_path, own)
+        if tracked:
+            problems.append(joblogs.tracked_message(name, tracked))
+        path = os.path.join(git_dir(self.dataset_path), REGISTRY_DIRNAME, REGISTRY_FILENAME)
+        if own and os.path.exists(path):
+            try:
+                with Registry(path, read_only=True) as registry:
+                    conflicts = registry.conflicts([c.path for c in own])
+            except (RegistryError, sqlite3.Error) as exc:
+                raise ScheduleError(f"the job registry {path} cannot be read: {exc}") from exc
+            conflicts = [c for c in conflicts if _collides(c[0], c[1], own)]
+            if conflicts:
+                problems.append(joblogs.conflict_message(name, conflicts, own))
+        for number, earlier in self._dry_logs:
+            held = [*self._dry_reserved[number - 1][1], *(c.path for c in earlier)]
+            clashes = [(c.path, h) for c in own for h in held if _collides(c.path, h, own)] + [
+                (o, c.path) for o in outputs for c in earlier if _collides(c.path, o, earlier)
+            ]
+            if clashes:
+                problems.append(
+                    f"log file conflict with dry-run job {number} before it: "
+                    + "; ".join(f"{a!r} overlaps {b!r}" for a, b in clashes)
+                )
+        return problems
+
+
+def _collides(log: str, other: str, claims: Sequence[joblogs.LogClaim]) -> bool:
+    """Whether a log claim collides with another path: a folder of names known only once the
+    job id is holds only this job's files of that name, so it collides only with what
+    holds the folder (it or a folder above it)."""
+    claim = next((c for c in claims if c.path == log), None)
+    if claim is not None and not claim.log.own_name:
+        return lies_in(log, other)
+    return overlaps(log, other)
+
+
+def _user_name() -> str:
+    """The account's name (``%u`` in log names)."""
+    try:
+        return pwd_module.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def _cancelled_note(job_ids: list[int], noted: Noted) -> str:
+    """A failed submit command may have submitted jobs all the same: held ones are cancelled,
+    so that no job runs unregistered."""
+    if not job_ids or not noted.through_wrapper:
+        return ""
+    listed = ", ".join(str(j) for j in job_ids)
+    problem = cancel(job_ids)
+    if problem:
+        return (
+            f"; it submitted Slurm job(s) {listed}, held, which could not be cancelled "
+            f"({problem}): cancel them with 'scancel {' '.join(str(j) for j in job_ids)}'"
+        )
+    return f"; the Slurm job(s) it submitted ({listed}) were held and are cancelled, unstarted"
 
 
 def _inputs_to_get(ds: Any, inputs: Sequence[str]) -> tuple[list[str], list[str], list[str]]:

@@ -41,6 +41,16 @@ def parse_submission(stdout: str) -> Submission:
     return found[0]
 
 
+def printed_job_ids(stdout: str) -> list[int]:
+    """Every job id a submit command printed (a command that failed may have submitted some)."""
+    ids = []
+    for line in stdout.splitlines():
+        match = _PLAIN.match(line.strip()) or _PARSABLE.match(line.strip())
+        if match and int(match.group(1)) not in ids:
+            ids.append(int(match.group(1)))
+    return ids
+
+
 def task_label(job_id: int, task_id: int | None) -> str:
     """``N`` for a plain job, ``N_T`` for an array task, as Slurm writes them."""
     return str(job_id) if task_id is None else f"{job_id}_{task_id}"

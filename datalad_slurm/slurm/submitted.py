@@ -5,23 +5,33 @@ that left slurmctld (MinJobAge) before ``finish`` asked would lose its logs.
 ``schedule`` therefore asks once, right after ``sbatch``, for the job's
 ``--output``/``--error`` patterns, its name and user (one ``squeue`` call,
 one call for many jobs of a ``--jobs-from`` batch), and the registry keeps them.
+The same answer tells where each array task's logs go (its work dir and array
+task ids, ``slurm/logfiles.py``) and whether the job is held.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 
-#: squeue -O field widths: the longest path Linux allows, so nothing is cut
-_PATH_WIDTH = 4100
-_NAME_WIDTH = 1000
-#: (our key, squeue -O field, width)
+#: between squeue -O fields, which are printed whole (width 0: neither padded nor cut); a
+#: character no path or name holds in practice (a newline would end the line anyway)
+_SEPARATOR = "\x1f"
+#: (our key, squeue -O field)
 _FIELDS = (
-    ("stdout", "stdout", _PATH_WIDTH),
-    ("stderr", "stderr", _PATH_WIDTH),
-    ("name", "name", _NAME_WIDTH),
-    ("user", "username", _NAME_WIDTH),
+    ("stdout", "stdout"),
+    ("stderr", "stderr"),
+    ("name", "name"),
+    ("user", "username"),
+    ("work_dir", "workdir"),
+    ("array", "arraytaskid"),
+    ("reason", "reason"),
 )
+#: the facts the registry keeps (the others matter only while the job is held)
+KEPT = ("stdout", "stderr", "name", "user")
+#: reasons of a held job
+HELD_REASONS = ("JobHeldUser", "JobHeldAdmin")
 
 
 #: job ids per squeue call
@@ -29,11 +39,21 @@ CHUNK = 500
 
 
 def submission_facts(job_ids: Sequence[int], timeout: float = 30.0) -> dict[int, dict[str, str]]:
-    """Per job: ``stdout``/``stderr`` patterns (unexpanded, as given to sbatch), ``name`` and
-    ``user``; a job squeue cannot tell about is left out (finish then relies on its backend)."""
-    fields = (("jobid", "arrayjobid", _NAME_WIDTH), *_FIELDS)
-    fmt = ",".join(f"{field}:{width}" for _, field, width in fields)
+    """Per job: ``stdout``/``stderr`` patterns (unexpanded, as given to sbatch), ``name``,
+    ``user``, ``work_dir``, ``array`` (pending task ids, ``N/A`` for a job that is no array)
+    and ``reason``; a job squeue cannot tell about is left out (finish then relies on its
+    backend)."""
+    return ask_submission_facts(job_ids, timeout)[0]
+
+
+def ask_submission_facts(
+    job_ids: Sequence[int], timeout: float = 30.0
+) -> tuple[dict[int, dict[str, str]], str | None]:
+    """:func:`submission_facts`, and what went wrong when squeue could not be asked."""
+    fields = (("jobid", "jobid"), ("arrayjobid", "arrayjobid"), *_FIELDS)
+    fmt = ",".join(f"{field}:0{_SEPARATOR}" for _, field in fields)
     facts: dict[int, dict[str, str]] = {}
+    problem = None
     for first in range(0, len(job_ids), CHUNK):
         chunk = job_ids[first : first + CHUNK]
         try:
@@ -42,19 +62,23 @@ def submission_facts(job_ids: Sequence[int], timeout: float = 30.0) -> dict[int,
                 capture_output=True,
                 text=True,
                 timeout=timeout,
+                # squeue cuts an array's task ids to 64 characters otherwise
+                env={**os.environ, "SLURM_BITSTR_LEN": "0"},
                 check=False,
             )
-        except (OSError, subprocess.TimeoutExpired):
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            problem = f"squeue could not be asked: {exc}"
             continue
         if proc.returncode != 0:
+            problem = f"squeue failed: {proc.stderr.strip() or proc.returncode}"
             continue
         for line in proc.stdout.splitlines():
-            values, start = {}, 0
-            for key, _, width in fields:
-                values[key] = line[start : start + width].rstrip()
-                start += width
+            parts = line.split(_SEPARATOR)
+            if len(parts) != len(fields) + 1:
+                continue  # a name with a newline in it
+            values = dict(zip((key for key, _ in fields), parts, strict=False))
             job_id = values.pop("jobid")
             if not job_id.isdigit() or int(job_id) in facts:
                 continue  # one record per job: an array's tasks share their patterns
             facts[int(job_id)] = {k: v for k, v in values.items() if v and v != "(null)"}
-    return facts
+    return facts, problem
