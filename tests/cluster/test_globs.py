@@ -186,7 +186,13 @@ def test_glob_job_records_and_commits_what_datalad_run_does(
 def test_an_open_glob_job_holds_its_folder(actor: Actor) -> None:
     ds = actor.dataset()
     (ds / "res").mkdir()
-    held = _schedule(actor, ds, "-o", "out/g*", "sbatch", "--hold", "code/job.sh")
+    [submitted] = _json(
+        actor.ok(
+            "-f", "json", "schedule", "-o", "out/g*", "sbatch", "--hold", "code/job.sh", cwd=ds
+        )
+    )
+    held = submitted["slurm_job_id"]
+    assert "(glob out/g* holds out until the job is finished)" in submitted["message"]
     plain = _schedule(actor, ds, "-o", "res/a.txt", "sbatch", "--hold", "code/job.sh")
     try:
         for wanted, owner, shown in [
@@ -226,6 +232,51 @@ def test_an_open_glob_job_holds_its_folder(actor: Actor) -> None:
     )
     assert free_again["status"] == "ok"
     _clean(actor, ds)
+
+
+def test_an_input_glob_without_a_match_refuses_the_schedule(actor: Actor) -> None:
+    ds = actor.dataset()
+    actor.write(ds / "data" / "a.csv", "a\n")
+    actor.ok("save", "-m", "data", "data", cwd=ds)
+    for dry in ([], ["--dry-run"]):
+        proc = actor.datalad(
+            "-f",
+            "json",
+            "schedule",
+            *dry,
+            "-i",
+            "data/*.csv",
+            "-i",
+            "data/*.tsv",
+            "-o",
+            "out",
+            "sbatch",
+            "code/job.sh",
+            cwd=ds,
+        )
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc
+        [result] = _json(proc.stdout)
+        assert result["status"] == "error"
+        assert "input glob(s) 'data/*.tsv' match nothing in the dataset" in result["message"]
+    # nothing was submitted or registered: the output is free
+    listed = _json(actor.ok("-f", "json", "finish", "--list-open-jobs", cwd=ds))
+    assert not [r for r in listed if r.get("list_open_jobs")]
+    [dry] = _json(
+        actor.ok(
+            "-f",
+            "json",
+            "schedule",
+            "--dry-run",
+            "-i",
+            "data/*.csv",
+            "-o",
+            "out",
+            "sbatch",
+            "code/job.sh",
+            cwd=ds,
+        )
+    )
+    assert dry["status"] == "ok" and dry["inputs"] == ["data/*.csv"]
 
 
 EMPTY = """#!/bin/sh
