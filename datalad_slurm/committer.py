@@ -30,6 +30,7 @@ from datalad_slurm.commitwriter import (
     StagingProblem,
     WorktreeChanges,
     advance_head,
+    chunked,
     covering_paths,
     relock,
     run_auto_maintenance,
@@ -41,6 +42,7 @@ from datalad_slurm.commitwriter import (
 )
 from datalad_slurm.git import GitError, is_utf8, run_git, shown
 from datalad_slurm.gitlock import git_writes
+from datalad_slurm.globs import is_glob, reserved_path
 from datalad_slurm.jobrecord import PreparedCommit, prepare_commit, status_word
 from datalad_slurm.records import REGISTRATION_KEY, registration_token
 from datalad_slurm.registry import Job, Registry
@@ -78,9 +80,11 @@ def _committed(dataset_path: str, prepared: PreparedCommit, sha: str) -> dict[st
 
 
 def _missing(dataset_path: str, prepared: PreparedCommit) -> Iterator[dict[str, Any]]:
-    """One warning per declared output the job did not leave: what existed was committed."""
+    """One warning per declared output the job did not leave (a glob: that matches nothing):
+    what existed was committed."""
     job = prepared.job
     for output in prepared.missing_outputs:
+        what = "a glob that matches nothing" if is_glob(output) else "which does not exist"
         yield {
             "action": ACTION,
             "status": "impossible",
@@ -90,8 +94,8 @@ def _missing(dataset_path: str, prepared: PreparedCommit) -> Iterator[dict[str, 
             "slurm_job_id": job.job_id,
             "missing_output": output,
             "message": (
-                f"warning: Slurm job {job.job_id} declared the output {output!r}, which does "
-                "not exist; the job was committed without it (as 'datalad run' does)"
+                f"warning: Slurm job {job.job_id} declared the output {output!r}, {what}; "
+                "the job was committed without it (as 'datalad run' does)"
             ),
         }
 
@@ -138,9 +142,15 @@ def commit_jobs(
     """
     dataset_path = str(ds.path)
     prepared: list[PreparedCommit] = []
+    try:
+        gone = _deleted_under_globs(dataset_path, [job for job, _ in finished])
+    except GitError as exc:
+        for job, _ in finished:
+            yield _not_committed(dataset_path, job, str(exc))
+        return
     for job, status in finished:
         try:
-            prepared.append(prepare_commit(dataset_path, job, status, message))
+            prepared.append(prepare_commit(dataset_path, job, status, message, gone))
         except OSError as exc:
             yield _not_committed(dataset_path, job, f"its env.json could not be written ({exc})")
     if not prepared:
@@ -167,6 +177,18 @@ def commit_jobs(
             run_auto_maintenance(dataset_path)
         for item in one_by_one:
             yield from _commit_with_save(ds, registry, item)
+
+
+def _deleted_under_globs(dataset_path: str, jobs: Sequence[Job]) -> set[str]:
+    """Tracked files gone from disk in the folders the jobs' output globs hold (one
+    ``git ls-files -d`` for all; none without globs): a glob output covers files the job
+    deleted, as ``datalad run`` commits them."""
+    folders = covering_paths(reserved_path(o) for job in jobs for o in job.outputs if is_glob(o))
+    found: set[str] = set()
+    for chunk in chunked(folders) if folders else []:
+        listing = run_git(dataset_path, "--literal-pathspecs", "ls-files", "-d", "-z", "--", *chunk)
+        found.update(path for path in listing.split("\0") if path)
+    return found
 
 
 def _is_annex(ds: Any) -> bool:

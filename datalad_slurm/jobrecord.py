@@ -9,9 +9,11 @@ import contextlib
 import json
 import os
 import posixpath
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from datalad_slurm.globs import expand, output_paths, unmatched
 from datalad_slurm.paths import PathOutsideDatasetError, normalise
 from datalad_slurm.records import REGISTRATION_KEY, RunRecord, format_message
 from datalad_slurm.registry import Job
@@ -126,7 +128,19 @@ def _cluster(job: Job, status: JobStatus) -> str | None:
     return job.cluster or (sorted(clusters)[0] if clusters else None)
 
 
-def build_record(job: Job, status: JobStatus, files: JobFiles) -> RunRecord:
+def record_outputs(dataset_path: str, job: Job) -> list[str]:
+    """The declared outputs as the record keeps them: as given (globs too), or with
+    ``--expand outputs``/``both`` what they match now, as ``datalad run`` records them."""
+    if job.expand in ("outputs", "both"):
+        return expand(job.outputs, dataset_path)
+    return list(job.outputs)
+
+
+def build_record(
+    job: Job, status: JobStatus, files: JobFiles, outputs: Sequence[str] | None = None
+) -> RunRecord:
+    """The job's run record; ``outputs`` are the declared ones as recorded (default: as given)."""
+    declared = list(job.outputs if outputs is None else outputs)
     tasks = [task for _, task in sorted_tasks(status.tasks)]
     exit_codes = [t.exit_code for t in tasks if t.exit_code is not None]
     starts = [t.start_time for t in tasks if t.start_time]
@@ -140,7 +154,7 @@ def build_record(job: Job, status: JobStatus, files: JobFiles) -> RunRecord:
         pwd=job.pwd,
         inputs=list(job.inputs),
         extra_inputs=list(job.extra_inputs),
-        outputs=[*job.outputs, *[p for p in files.all if p not in job.outputs]],
+        outputs=[*declared, *[p for p in files.all if p not in declared]],
         slurm_outputs=files.all,
         chain=list(job.chain),
         commit_id=None,
@@ -167,13 +181,16 @@ class PreparedCommit:
     status: JobStatus
     files: JobFiles
     message: str
-    #: declared outputs that were not there at finish (the commit holds what exists)
+    #: the paths the declared outputs stand for now (a glob's matches: ``globs.output_paths``)
+    outputs: list[str]
+    #: declared outputs that were not there at finish, globs that match nothing (the commit
+    #: holds what exists)
     missing_outputs: list[str] = field(default_factory=list)
 
     @property
     def paths(self) -> list[str]:
         """Dataset-relative paths whose changes belong to this job's commit."""
-        return [*self.job.outputs, *[p for p in self.files.all if p not in self.job.outputs]]
+        return [*self.outputs, *[p for p in self.files.all if p not in self.outputs]]
 
 
 def replace_file(path: str, content: bytes) -> None:
@@ -202,21 +219,35 @@ def replace_file(path: str, content: bytes) -> None:
 
 
 def prepare_commit(
-    dataset_path: str, job: Job, status: JobStatus, message: str | None = None
+    dataset_path: str,
+    job: Job,
+    status: JobStatus,
+    message: str | None = None,
+    gone: Collection[str] = (),
 ) -> PreparedCommit:
-    """Write the job's env.json and compose its commit message."""
+    """Write the job's env.json and compose its commit message.
+
+    ``gone``: tracked paths that are no longer on disk, for the job's output globs to match
+    (a file the job deleted is part of its commit).
+    """
     files = find_job_files(dataset_path, job, status)
     env_path = os.path.join(dataset_path, files.env_json)
     os.makedirs(os.path.dirname(env_path), exist_ok=True)
     text = json.dumps(job_facts(job, status), indent=1, sort_keys=True) + "\n"
     replace_file(env_path, text.encode("utf-8"))
-    record = build_record(job, status, files)
+    record = build_record(job, status, files, record_outputs(dataset_path, job))
     text = format_message(record, status_word(status), message or job.message)
-    return PreparedCommit(job, status, files, text, missing_outputs(dataset_path, job))
+    return PreparedCommit(
+        job,
+        status,
+        files,
+        text,
+        outputs=output_paths(dataset_path, job.outputs, gone),
+        missing_outputs=missing_outputs(dataset_path, job),
+    )
 
 
 def missing_outputs(dataset_path: str, job: Job) -> list[str]:
-    """The job's declared outputs that do not exist: one lstat each, no git."""
-    return [
-        output for output in job.outputs if not os.path.lexists(os.path.join(dataset_path, output))
-    ]
+    """The job's declared outputs that do not exist, and its globs that match nothing: one
+    lstat (a glob: one glob) each, no git."""
+    return unmatched(dataset_path, job.outputs)

@@ -7,8 +7,9 @@ skipped)::
     {"cmd": ["sbatch", "job.sh", "2"], "outputs": "out/2", "message": "run 2", "pwd": "sub"}
 
 ``cmd`` and ``outputs`` are required; ``outputs`` and ``inputs`` are a path or
-a list of paths, relative to ``pwd`` (a directory relative to where the
-command runs; default: there), exactly as ``-o``/``-i`` would be.
+a list of paths (or globs), relative to ``pwd`` (a directory relative to where
+the command runs; default: there), exactly as ``-o``/``-i`` would be;
+``expand`` is ``--expand``'s value for the line.
 """
 
 from __future__ import annotations
@@ -17,9 +18,14 @@ import json
 import os
 from collections.abc import Iterable
 
-from datalad_slurm.scheduling import ScheduleError, ScheduleRequest, join_command
+from datalad_slurm.scheduling import (
+    EXPAND_CHOICES,
+    ScheduleError,
+    ScheduleRequest,
+    join_command,
+)
 
-KEYS = frozenset({"cmd", "outputs", "inputs", "message", "pwd"})
+KEYS = frozenset({"cmd", "outputs", "inputs", "message", "pwd", "expand"})
 
 
 def _paths(value: object, key: str, where: str) -> list[str]:
@@ -51,6 +57,9 @@ def parse_job_spec(line: str, where: str, base: str) -> ScheduleRequest:
     message = spec.get("message")
     if message is not None and not isinstance(message, str):
         raise ScheduleError(f"{where}: 'message' must be a string")
+    expand = spec.get("expand")
+    if expand is not None and expand not in EXPAND_CHOICES:
+        raise ScheduleError(f"{where}: 'expand' must be one of {', '.join(EXPAND_CHOICES)}")
     pwd = spec.get("pwd", ".")
     if not isinstance(pwd, str):
         raise ScheduleError(f"{where}: 'pwd' must be a directory (a string)")
@@ -60,6 +69,7 @@ def parse_job_spec(line: str, where: str, base: str) -> ScheduleRequest:
         inputs=_paths(spec.get("inputs", []), "inputs", where),
         message=message,
         cwd=os.path.normpath(os.path.join(base, pwd)),
+        expand=expand,
     )
 
 

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from datalad_slurm.globs import is_glob, reserved_path, reserved_paths
 from datalad_slurm.paths import ancestors, collapse, lies_in
 
 REGISTRY_DIRNAME = "datalad-slurm"
@@ -68,6 +69,10 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN cron_reported TEXT;
     """,
+    # 4: which globs the record keeps expanded ('inputs', 'outputs', 'both'; NULL: none)
+    """
+    ALTER TABLE jobs ADD COLUMN expand TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -78,18 +83,35 @@ class RegistryError(RuntimeError):
 
 
 class OutputConflictError(RegistryError):
-    """Outputs overlap with those of a job that is still open."""
+    """Outputs overlap with those of a job that is still open.
 
-    def __init__(self, conflicts: Sequence[tuple[str, str, Job]]) -> None:
+    ``declared`` are the outputs asked for: a glob among them is named with the folder it
+    holds (as are the globs of the open job).
+    """
+
+    def __init__(
+        self, conflicts: Sequence[tuple[str, str, Job]], declared: Sequence[str] = ()
+    ) -> None:
         self.conflicts = list(conflicts)
         parts = []
         for wanted, held, job in self.conflicts:
             owner = f"job {job.job_id}" if job.job_id is not None else "a submission in progress"
-            parts.append(f"{wanted!r} overlaps {held!r} of open {owner}")
+            parts.append(
+                f"{_as_declared(wanted, declared)} overlaps "
+                f"{_as_declared(held, job.outputs)} of open {owner}"
+            )
         super().__init__(
             "output conflict: " + "; ".join(parts) + ". Finish or close that job first"
             " ('datalad finish', or 'datalad finish --close-failed-jobs')"
         )
+
+
+def _as_declared(reserved: str, declared: Sequence[str]) -> str:
+    """A reserved path as the user sees it: the glob(s) it holds for, if any."""
+    globs = [d for d in declared if is_glob(d) and reserved_path(d) == reserved]
+    if not globs:
+        return repr(reserved)
+    return f"{reserved!r} (held for the glob {', '.join(repr(g) for g in globs)})"
 
 
 @dataclass
@@ -119,6 +141,8 @@ class Job:
     submission_facts: dict[str, Any] = field(default_factory=dict)
     #: what ``finish --cron`` last reported about the job (None: nothing, or it was active since)
     cron_reported: str | None = None
+    #: which of inputs/outputs the record keeps with globs expanded (``datalad run --expand``)
+    expand: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -147,6 +171,7 @@ class Job:
                 (row["submission_facts"] if "submission_facts" in columns else None) or "{}"
             ),
             cron_reported=row["cron_reported"] if "cron_reported" in columns else None,
+            expand=row["expand"] if "expand" in columns else None,
         )
 
 
@@ -224,7 +249,7 @@ class Registry:
     def conflicts(self, outputs: Sequence[str]) -> list[tuple[str, str, Job]]:
         """What :meth:`reserve` would refuse these outputs for, without reserving anything."""
         with self.transaction(immediate=False) as conn:
-            return self._conflicts(conn, collapse(outputs))
+            return self._conflicts(conn, collapse(reserved_paths(outputs)))
 
     def reserve(
         self,
@@ -238,8 +263,10 @@ class Registry:
         message: str | None = None,
         dsid: str | None = None,
         submitted_from: str | None = None,
+        expand: str | None = None,
     ) -> Job:
-        """Check the outputs against every open job and reserve them, atomically."""
+        """Check the outputs against every open job and reserve them, atomically (a glob
+        by its fixed leading folder)."""
         lists = {"inputs": inputs, "extra_inputs": extra_inputs, "outputs": outputs, "chain": chain}
         with self.transaction() as conn:
             return self._insert(
@@ -251,6 +278,7 @@ class Registry:
                 message=message,
                 dsid=dsid,
                 submitted_from=submitted_from,
+                expand=expand,
             )
 
     def adopt(
@@ -300,10 +328,10 @@ class Registry:
         """A new job row (the columns given, the list columns as JSON, a new token) holding
         its outputs, unless an open job holds any of them (OutputConflictError); inside the
         caller's transaction."""
-        wanted = collapse(lists["outputs"])
+        wanted = collapse(reserved_paths(lists["outputs"]))
         conflicts = self._conflicts(conn, wanted)
         if conflicts:
-            raise OutputConflictError(conflicts)
+            raise OutputConflictError(conflicts, lists["outputs"])
         values = {
             "token": uuid.uuid4().hex,
             "submitted_at": time.time(),

@@ -32,6 +32,7 @@ from datalad_slurm.gitlock import (
     git_writes,
     open_registry,
 )
+from datalad_slurm.globs import expand, hits, in_git_dir, is_glob, output_paths, reserved_path
 from datalad_slurm.migration import take_over
 from datalad_slurm.paths import PathOutsideDatasetError, lies_in, normalise, overlaps
 from datalad_slurm.placeholders import PlaceholderError, format_command, substitutions
@@ -55,6 +56,9 @@ from datalad_slurm.spool import SpoolError, UserSpool
 
 ACTION = "schedule"
 
+#: the values of ``--expand``: which globs the record keeps expanded, as ``datalad run``
+EXPAND_CHOICES = ("inputs", "outputs", "both")
+
 
 class ScheduleError(RuntimeError):
     """A request that cannot be scheduled; the message says what to change."""
@@ -72,6 +76,8 @@ class ScheduleRequest:
     #: the directory the command runs in (default: the current one)
     cwd: str | None = None
     dry_run: bool = False
+    #: record these globs expanded (``inputs``, ``outputs``, ``both``), as ``datalad run --expand``
+    expand: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -85,15 +91,59 @@ def join_command(cmd: str | Sequence[str]) -> str:
 
 
 def normalise_all(paths: Sequence[str], dataset_path: str, cwd: str, kind: str) -> list[str]:
+    """Dataset-relative paths; a glob ending in ``/`` keeps it (it matches folders only)."""
     result: list[str] = []
     for path in paths:
         try:
             normal = normalise(path, dataset_path, cwd)
         except (PathOutsideDatasetError, ValueError) as exc:
             raise ScheduleError(f"{kind} {exc}") from exc
+        if is_glob(normal) and path.endswith("/"):
+            normal += "/"
         if normal not in result:
             result.append(normal)
     return result
+
+
+def _check_expand(value: str | None) -> None:
+    if value not in (None, *EXPAND_CHOICES):
+        raise ScheduleError(
+            f"--expand takes {', '.join(EXPAND_CHOICES)}, not {value!r}: which globs the record "
+            "keeps expanded"
+        )
+
+
+def input_paths(dataset_path: str, inputs: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The inputs to obtain, a glob by its hits (as ``datalad run`` gets them), and the
+    input globs that match nothing."""
+    paths: list[str] = []
+    unmatched: list[str] = []
+    for given in inputs:
+        if not is_glob(given):
+            found = [given]
+        else:
+            found = [h.rstrip("/") or "." for h in hits(given, dataset_path)]
+            found = [h for h in found if not in_git_dir(h)]
+            if not found:
+                unmatched.append(given)
+        paths += [path for path in found if path not in paths]
+    return paths, unmatched
+
+
+def _unmatched_inputs(dataset_path: str, unmatched: Sequence[str]) -> str:
+    return (
+        "input glob(s) "
+        + ", ".join(repr(p) for p in unmatched)
+        + f" match nothing in the dataset at {dataset_path} ('datalad run' refuses such an "
+        "input too); check the pattern (relative to the directory you submit from), save the "
+        "files first, or install the subdataset they lie in ('datalad get -n PATH')"
+    )
+
+
+def _glob_note(outputs: Sequence[str]) -> str:
+    """How the glob outputs are held, for the schedule's message."""
+    held = [f"{o} holds {reserved_path(o)}" for o in outputs if is_glob(o)]
+    return f" (glob {'; '.join(held)} until the job is finished)" if held else ""
 
 
 def schedule(ds: Any, request: ScheduleRequest) -> Iterator[dict[str, Any]]:
@@ -233,6 +283,7 @@ class Submitter:
             )
         outputs = normalise_all(request.outputs, dataset_path, cwd, "output")
         inputs = normalise_all(request.inputs, dataset_path, cwd, "input")
+        _check_expand(request.expand)
         pwd = normalise(cwd, dataset_path, cwd)
         try:
             # the paths as given, as datalad run puts them into the command
@@ -246,26 +297,33 @@ class Submitter:
             )
         except PlaceholderError as exc:
             raise ScheduleError(str(exc)) from exc
+        to_get, unmatched = input_paths(dataset_path, inputs)
         if request.dry_run:
-            return self._dry_run(command, cwd, pwd, inputs, outputs)
+            return self._dry_run(command, cwd, pwd, inputs, outputs, to_get, unmatched)
+        if unmatched:
+            raise ScheduleError(_unmatched_inputs(dataset_path, unmatched))
         registry = self._shared()
         spool = self._spool
         try:
             job = registry.reserve(
                 cmd=request.cmd,
                 pwd=pwd,
-                inputs=inputs,
+                # as datalad run records them: the globs, or (--expand) what they match now
+                inputs=(
+                    expand(inputs, dataset_path) if request.expand in ("inputs", "both") else inputs
+                ),
                 extra_inputs=[],
                 outputs=outputs,
                 chain=list(request.chain),
                 message=request.message,
                 dsid=self._dsid,
                 submitted_from=self._head,
+                expand=request.expand,
             )
         except OutputConflictError as exc:
             raise ScheduleError(str(exc)) from exc
         try:
-            _prepare_worktree(self.ds, inputs, outputs)
+            _prepare_worktree(self.ds, to_get, outputs)
         except BaseException:
             registry.forget_submission(job)
             raise
@@ -309,7 +367,8 @@ class Submitter:
             "status": "ok",
             "path": dataset_path,
             "type": "dataset",
-            "message": f"submitted Slurm job {submission.job_id}, outputs {', '.join(outputs)}",
+            "message": f"submitted Slurm job {submission.job_id}, outputs {', '.join(outputs)}"
+            + _glob_note(outputs),
             "slurm_job_id": submission.job_id,
             "cluster": cluster,
             "cmd": request.cmd,
@@ -472,13 +531,22 @@ class Submitter:
         return results
 
     def _dry_run(
-        self, command: str, cwd: str, pwd: str, inputs: list[str], outputs: list[str]
+        self,
+        command: str,
+        cwd: str,
+        pwd: str,
+        inputs: list[str],
+        outputs: list[str],
+        input_hits: list[str],
+        unmatched: list[str],
     ) -> dict[str, Any]:
         """Every check a submission runs, with nothing reserved, obtained, unlocked or run."""
         problems = self._dry_conflicts(outputs)
+        if unmatched:
+            problems.append(_unmatched_inputs(self.dataset_path, unmatched))
         logs, unread = self._dry_logs_of(command, cwd)
         problems += self._dry_log_problems(logs, outputs)
-        missing, to_get, unknown = _inputs_to_get(self.ds, inputs)
+        missing, to_get, unknown = _inputs_to_get(self.ds, input_hits)
         if missing:
             problems.append(
                 "input(s) " + ", ".join(repr(p) for p in missing) + " do not exist in the "
@@ -541,9 +609,14 @@ class Submitter:
             except (RegistryError, sqlite3.Error) as exc:
                 raise ScheduleError(f"the job registry {path} cannot be read: {exc}") from exc
             if conflicts:
-                problems.append(str(OutputConflictError(conflicts)))
+                problems.append(str(OutputConflictError(conflicts, outputs)))
         for number, earlier in self._dry_reserved:
-            clashes = [(o, e) for o in outputs for e in earlier if overlaps(o, e)]
+            clashes = [
+                (o, e)
+                for o in outputs
+                for e in earlier
+                if overlaps(reserved_path(o), reserved_path(e))
+            ]
             if clashes:
                 problems.append(
                     "output conflict with dry-run job "
@@ -696,7 +769,8 @@ def _spool_call(spool: UserSpool | None, method: str, *args: Any) -> str | None:
 
 
 def _prepare_worktree(ds: Any, inputs: Sequence[str], outputs: Sequence[str]) -> None:
-    """Obtain inputs and unlock outputs that exist, as ``datalad run`` does."""
+    """Obtain inputs (globs by their hits) and unlock outputs that exist (globs: what
+    they match now), as ``datalad run`` does."""
     root = str(ds.path)
     if inputs:
         results = ds.get(
@@ -729,7 +803,11 @@ def _prepare_worktree(ds: Any, inputs: Sequence[str], outputs: Sequence[str]) ->
 def _outputs_to_unlock(ds: Any, outputs: Sequence[str]) -> list[str]:
     """The outputs that exist and hold what git tracks: those schedule unlocks."""
     root = str(ds.path)
-    existing = [os.path.join(root, p) for p in outputs if _may_hold_files(os.path.join(root, p))]
+    existing = [
+        os.path.join(root, p)
+        for p in output_paths(root, outputs)
+        if _may_hold_files(os.path.join(root, p))
+    ]
     # only what git tracks can be (and needs to be) unlocked
     tracked = run_git(root, "ls-files", "-z", "--", *existing).split("\0") if existing else []
     return [os.path.relpath(path, root) for path in existing if _holds_tracked(root, path, tracked)]

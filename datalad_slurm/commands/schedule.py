@@ -11,11 +11,12 @@ from typing import Any
 
 from datalad.distribution.dataset import EnsureDataset, datasetmethod, require_dataset
 from datalad.interface.base import Interface, build_doc, eval_results
-from datalad.support.constraints import EnsureNone, EnsureStr
+from datalad.support.constraints import EnsureChoice, EnsureNone, EnsureStr
 from datalad.support.param import Parameter
 
 from datalad_slurm.jobspecs import read_job_specs
 from datalad_slurm.scheduling import (
+    EXPAND_CHOICES,
     ScheduleError,
     ScheduleRequest,
     join_command,
@@ -40,6 +41,12 @@ class Schedule(Interface):
     ``{pwd}``, ``{dspath}``, ``{tmpdir}`` and ``datalad.run.substitutions`` in the
     command are filled exactly as ``datalad run`` fills them (each path one
     shell-quoted argument); the record keeps the command as written.
+
+    Inputs and outputs may be globs (quote them: 'out/*.csv'), read as
+    ``datalad run`` reads them. An output glob holds its fixed leading folder
+    (``out`` for ``out/*.csv``) until the job is finished; ``datalad finish``
+    commits what it matches then. An input glob's matches are obtained now. The
+    record keeps the globs as given, or with --expand what they matched.
     """
 
     _examples_ = [
@@ -87,7 +94,8 @@ class Schedule(Interface):
             metavar="PATH",
             action="append",
             doc="""a file or directory the job reads; its content is obtained
-            before submission. [CMD: Can be given more than once. CMD]""",
+            before submission. The value can also be a glob (what it matches is
+            obtained). [CMD: Can be given more than once. CMD]""",
         ),
         outputs=Parameter(
             args=("-o", "--output"),
@@ -95,8 +103,18 @@ class Schedule(Interface):
             metavar="PATH",
             action="append",
             doc="""a file or directory the job writes (at least one). It is
-            reserved for this job until the job is finished or closed.
+            reserved for this job until the job is finished or closed. The
+            value can also be a glob: it reserves its fixed leading folder, and
+            what it matches when the job is finished is committed.
             [CMD: Can be given more than once. CMD]""",
+        ),
+        expand=Parameter(
+            args=("--expand",),
+            doc="""expand globs when storing inputs and/or outputs in the run
+            record, as 'datalad run --expand' does: inputs as they match at
+            submission, outputs as they match when the job is finished. By
+            default the record keeps the globs.""",
+            constraints=EnsureChoice(None, *EXPAND_CHOICES),
         ),
         message=Parameter(
             args=("-m", "--message"),
@@ -113,7 +131,9 @@ class Schedule(Interface):
             {"cmd": "sbatch job.sh 1", "outputs": ["out/1"]}. Paths are relative
             to "pwd", which is relative to the current directory. A bad line
             stops everything before the first submission; a submission that
-            fails is reported and the others go on.""",
+            fails is reported and the others go on. A line may give "expand"
+            (as --expand); --expand on the command line applies to the lines
+            without one.""",
             constraints=EnsureStr() | EnsureNone(),
         ),
         dry_run=Parameter(
@@ -132,13 +152,16 @@ class Schedule(Interface):
         dataset: Any = None,
         inputs: list[str] | None = None,
         outputs: list[str] | None = None,
+        expand: str | None = None,
         message: str | None = None,
         jobs_from: str | None = None,
         dry_run: bool = False,
     ) -> Iterator[dict[str, Any]]:
         ds = require_dataset(dataset, check_installed=True, purpose="schedule a Slurm job")
         if jobs_from is not None:
-            yield from _schedule_from_file(ds, jobs_from, cmd, inputs, outputs, message, dry_run)
+            yield from _schedule_from_file(
+                ds, jobs_from, cmd, inputs, outputs, message, dry_run, expand
+            )
             return
         if not cmd:
             yield _error(
@@ -151,6 +174,7 @@ class Schedule(Interface):
             inputs=list(inputs or []),
             message=message,
             dry_run=dry_run,
+            expand=expand,
         )
         try:
             yield from schedule(ds, request)
@@ -166,6 +190,7 @@ def _schedule_from_file(
     outputs: list[str] | None,
     message: str | None,
     dry_run: bool,
+    expand: str | None,
 ) -> Iterator[dict[str, Any]]:
     if cmd or inputs or outputs or message:
         yield _error(
@@ -188,6 +213,7 @@ def _schedule_from_file(
         return
     for request in requests:
         request.dry_run = dry_run
+        request.expand = request.expand or expand
     yield from schedule_many(ds, requests)
 
 
