@@ -480,6 +480,9 @@ class Actor:
 
     #: the folders made for this account (removed after the test)
     made: list[Path] = field(default_factory=list)
+    #: a configless cluster's login node (``start --configless``'s ``login``): the command runs
+    #: there, where Slurm's clients find their config without SLURM_CONF
+    login: str | None = None
 
     def folder(self) -> Path:
         """A folder in /tmp this account owns (pytest's tmp_path is root's, under 0700)."""
@@ -494,7 +497,7 @@ class Actor:
         env = {
             "PATH": f"{os.path.dirname(sys.executable)}:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": self.user.pw_dir if self.user else os.environ.get("HOME", "/root"),
-            "SLURM_CONF": self.cluster.conf,
+            **({} if self.login else {"SLURM_CONF": self.cluster.conf}),
             "DATALAD_SLURM_CONFIG": self.cluster.hook_config,
             "GIT_AUTHOR_NAME": "T",
             "GIT_AUTHOR_EMAIL": "t@example.org",
@@ -510,6 +513,8 @@ class Actor:
         command = ["env", "-i", *[f"{k}={v}" for k, v in env.items()], python, "-c", _CLI, *args]
         if self.user is not None:
             command = ["runuser", "-u", self.user.pw_name, "--", *command]
+        if self.login:
+            command = [self.login, *command]
         return subprocess.run(
             command, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
         )
