@@ -265,6 +265,22 @@ def spare_cluster(*options: str) -> Iterator[Cluster]:
         )
 
 
+@pytest.fixture
+def hook_root() -> Iterator[Path]:
+    """A folder for a hook that the test installs itself (prefix, config, spool, log), readable
+    by everybody (the hook runs as SlurmUser); its ``hook.log`` is SlurmUser's."""
+    root = Path(tempfile.mkdtemp(prefix="dls-hook-", dir="/tmp"))
+    root.chmod(0o755)
+    log = root / "hook.log"
+    log.touch()
+    shutil.chown(log, "slurm")
+    try:
+        yield root
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(root)], check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def unprivileged_user() -> pwd.struct_passwd | None:
     """The account to run as: None when we are not root (then we are unprivileged already)."""
     if os.geteuid() != 0:

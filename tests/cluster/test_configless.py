@@ -9,9 +9,7 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,21 +27,6 @@ from tests.conftest import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def hook_root() -> Iterator[Path]:
-    """Where the test's hook lives: prefix, config, spool and log (the log SlurmUser's)."""
-    root = Path(tempfile.mkdtemp(prefix="dls-configless-", dir="/tmp"))
-    root.chmod(0o755)
-    log = root / "hook.log"
-    log.touch()
-    shutil.chown(log, "slurm")
-    try:
-        yield root
-    finally:
-        subprocess.run(["chmod", "-R", "u+w", str(root)], check=False)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _install_hook(root: Path, slurm_conf: str) -> Path:

@@ -72,20 +72,6 @@ def built() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def hook_root() -> Iterator[Path]:
-    """Where one test installs a hook: prefix, config, spool and log (the log SlurmUser's)."""
-    root = Path(tempfile.mkdtemp(prefix="dls-pkghook-", dir="/tmp"))
-    root.chmod(0o755)
-    log = root / "hook.log"
-    log.touch()
-    shutil.chown(log, "slurm")
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def _install(built: Path, root: Path, slurm_conf: str, *options: str) -> str:
     """``datalad-slurm-hook install`` from the new environment into ``root``; its stderr."""
     proc = _run(
