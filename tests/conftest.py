@@ -514,7 +514,8 @@ class Actor:
             "PATH": f"{os.path.dirname(sys.executable)}:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": self.user.pw_dir if self.user else os.environ.get("HOME", "/root"),
             **({} if self.login else {"SLURM_CONF": self.cluster.conf}),
-            "DATALAD_SLURM_CONFIG": self.cluster.hook_config,
+            # a cluster without the hook: finish asks Slurm alone
+            **({"DATALAD_SLURM_CONFIG": self.cluster.hook_config} if self.cluster.hook else {}),
             "GIT_AUTHOR_NAME": "T",
             "GIT_AUTHOR_EMAIL": "t@example.org",
             "GIT_COMMITTER_NAME": "T",

@@ -180,11 +180,15 @@ def test_installer_refuses_what_is_no_python_for_the_hook(built: Path, hook_root
             [built / "venv/bin/datalad-slurm-hook", "install"],
             [REPO / "epilog/install"],
         ):
+            # every path in the test's folder: an installer that did not refuse writes there
+            where = ["--prefix", hook_root / "libexec", "--config", hook_root / "c.conf"]
+            where += ["--spool", hook_root / "spool"]
             proc = subprocess.run(
-                [*command, "--prefix", hook_root / "libexec", "--python", python],
+                [*command, *where, "--python", python],
                 capture_output=True,
                 text=True,
             )
             assert proc.returncode == 1 and says in proc.stderr, (command, proc.stderr)
             assert "--python" in proc.stderr and "Traceback" not in proc.stderr
             assert not (hook_root / "libexec").exists(), "it installed before refusing"
+            assert not (hook_root / "c.conf").exists() and not (hook_root / "spool").exists()
