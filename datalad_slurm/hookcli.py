@@ -18,14 +18,16 @@ PROG = "datalad-slurm-hook"
 #: the default of epilog/install's --prefix
 DEFAULT_PREFIX = "/usr/local/libexec/datalad-slurm"
 USAGE = f"""\
-usage: {PROG} install [OPTIONS]   install the hook (as root, on the controller); the options
-                                  are epilog/install's: {PROG} install --help lists them
+usage: {PROG} install [OPTIONS]
+           install the hook (as root, on the controller); the options are epilog/install's:
+           {PROG} install --help lists them
        {PROG} check [--prefix DIR]
-                                  run the installed hook's self-check: its config, spool, how it
-                                  asks slurmctld, and whether slurmctld answers (default prefix
-                                  {DEFAULT_PREFIX})
-       {PROG} files               print the folder that holds the hook's files, its installer
-                                  (epilog/) and the slurm.conf template (contrib/slurm.conf.d/)
+           the installed hook's self-check: its config, its spool, how it asks slurmctld and
+           whether slurmctld answers (DIR: the prefix it was installed to, default
+           {DEFAULT_PREFIX})
+       {PROG} files
+           the folder that holds the hook's files and installer (epilog/) and the slurm.conf
+           template (contrib/slurm.conf.d/)
 """
 
 

@@ -341,6 +341,15 @@ def python_as(user: pwd.struct_passwd | None) -> list[str]:
     return [*run_as(user), python]
 
 
+def assert_fsck_clean(path: str | Path, user: pwd.struct_passwd | None) -> None:
+    """``git fsck --strict`` and ``git annex fsck`` find nothing, run as the dataset's owner."""
+    for check in (["fsck", "--strict", "--no-progress"], ["annex", "fsck", "--fast", "--quiet"]):
+        proc = subprocess.run(
+            [*run_as(user), "git", *check], cwd=path, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, (check, proc.stdout[-2000:], proc.stderr[-2000:])
+
+
 @contextlib.contextmanager
 def owned_folder(user: pwd.struct_passwd | None) -> Iterator[Path]:
     """A folder under /tmp that ``user`` owns (pytest's tmp_path is root's own, mode 0700)."""

@@ -19,6 +19,7 @@ from tests.conftest import (
     USER,
     Cluster,
     _actor,
+    assert_fsck_clean,
     owned_folder,
     python_as,
     run_as,
@@ -88,11 +89,7 @@ def test_a_configless_login_node_registers_jobs_under_the_cluster_name(
                 text=True,
             ).stdout
             assert f'"slurm_cluster": "{name}"' in record, record
-            for check in (["fsck", "--strict"], ["annex", "fsck", "--fast"]):
-                proc = subprocess.run(
-                    [*as_user, "git", *check], cwd=ds, capture_output=True, text=True
-                )
-                assert proc.returncode == 0, (check, proc.stdout, proc.stderr)
+            assert_fsck_clean(ds, user.user)
         finally:
             for made in user.made:
                 subprocess.run(["chmod", "-R", "u+w", str(made)], check=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import USER, Actor, Cluster, _actor
+from tests.conftest import USER, Actor, Cluster, _actor, assert_fsck_clean
 
 WARNING = "slurmctld forgets a finished job MinJobAge"
 
@@ -60,6 +60,7 @@ def test_finish_warns_when_slurm_forgets_jobs_before_it_runs(on_short: Actor) ->
     assert "Traceback" not in proc.stderr, proc.stderr
     assert WARNING in proc.stderr and "(2 s here)" in proc.stderr, proc.stderr
     assert str(job) in proc.stderr.split(WARNING)[0], proc.stderr
+    assert_fsck_clean(ds, on_short.user)
 
 
 def test_finish_in_time_does_not_warn(on_noacct: Actor) -> None:
@@ -70,3 +71,4 @@ def test_finish_in_time_does_not_warn(on_noacct: Actor) -> None:
     assert "MinJobAge" not in proc.stderr, proc.stderr
     assert (ds / "out" / "x").read_text() == "hi\n"
     assert (ds / f"slurm-{job}.out").exists()  # committed with the job
+    assert_fsck_clean(ds, on_noacct.user)

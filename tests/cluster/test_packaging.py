@@ -124,6 +124,8 @@ def test_installed_wheel_installs_the_hook_and_passes_its_check(
     built: Path, hook_root: Path, noacct_cluster: Cluster
 ) -> None:
     hook_cmd = built / "venv/bin/datalad-slurm-hook"
+    files = Path(_run(hook_cmd, "files").stdout.strip())
+    assert files.parts[-2:] == ("datalad_slurm", "_hook") and (files / "epilog/install").is_file()
     helped = _run(hook_cmd, "install", "--help").stdout
     assert "--prefix DIR" in helped and "Usage: datalad-slurm-hook install" in helped
     assert "set -euo" not in helped and not helped.startswith("#!"), helped
