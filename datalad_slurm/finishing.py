@@ -9,8 +9,9 @@ problem with one job becomes that job's result and never stops the others.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from datalad_slurm.migration import take_over, waiting
 from datalad_slurm.registry import Job, Registry
 from datalad_slurm.settings import hook_uids, spool_config
 from datalad_slurm.slurm.backend import Backend
+from datalad_slurm.slurm.conf import has_accounting, min_job_age, shown_config
 from datalad_slurm.slurm.events import JobKey, match_events, resolve
 from datalad_slurm.slurm.holding import cancel
 from datalad_slurm.slurm.select import choose_backend
@@ -37,6 +39,8 @@ from datalad_slurm.spool import (
     SpoolError,
     UserSpool,
 )
+
+lgr = logging.getLogger("datalad.slurm.finish")
 
 ACTION = "finish"
 #: a reservation still 'submitting' after this long was interrupted
@@ -202,6 +206,8 @@ def _drain(
     backend = backend or choose_backend()
     submitted = [j for j in jobs if j.job_id is not None]
     resolution = job_statuses(submitted, view.events, backend)
+    if view.spool is None and view.problem is None:  # no hook: slurmctld alone may know
+        _warn_if_slurm_forgets(resolution.statuses)
     to_commit: list[tuple[Job, JobStatus]] = []
     # the commits' results come first, the other jobs' reports after them (as in 0.2.8)
     reports: list[dict[str, Any]] = []
@@ -553,3 +559,47 @@ def _handle_interrupted_submission(
         "'datalad finish --close-failed-jobs' releases the outputs",
         slurm_job_id=None,
     )
+
+
+def _warn_if_slurm_forgets(statuses: Mapping[int, JobStatus]) -> None:
+    """Without the hook's events and without accounting, only slurmctld knows how a job ended,
+    and only for MinJobAge seconds after: warn when a job ended longer ago than that (finish
+    runs too seldom: the next ones will be forgotten) or was forgotten already."""
+    now = time.time()
+    ended_ago: dict[int, float] = {}
+    forgotten: list[int] = []
+    for status in statuses.values():
+        if status.verdict is Verdict.UNKNOWN:
+            forgotten.append(status.job_id)
+            continue
+        ends = [t.end_time for t in status.tasks.values() if t.end_time is not None]
+        if status.verdict is not Verdict.ACTIVE and ends:
+            ended_ago[status.job_id] = now - max(ends)
+    if not ended_ago and not forgotten:
+        return
+    shown = shown_config()  # one question to slurmctld, only when there is something to judge
+    keeps = min_job_age(shown)
+    if keeps is None or has_accounting(shown) is not False:
+        return
+    late = sorted(job for job, ago in ended_ago.items() if ago > keeps)
+    if not late and not forgotten:
+        return
+    seen = []
+    if late:
+        ago = max(ended_ago[job] for job in late)
+        seen.append(f"job(s) {_ids(late)} ended up to {ago:.0f} s before this finish")
+    if forgotten:
+        seen.append(f"Slurm had forgotten job(s) {_ids(forgotten)} already")
+    lgr.warning(
+        "%s. Without accounting and without datalad-slurm's Slurm hook, slurmctld forgets a "
+        "finished job MinJobAge (%d s here) after it ended, and then nothing tells whether it "
+        "completed: run 'datalad finish' more often than every %d s (a cron interval shorter "
+        "than MinJobAge), or ask your admin for the hook (docs/admin.md) or accounting",
+        "; ".join(seen),
+        keeps,
+        keeps,
+    )
+
+
+def _ids(jobs: Sequence[int]) -> str:
+    return ", ".join(map(str, sorted(jobs)[:10])) + (", ..." if len(jobs) > 10 else "")

@@ -265,6 +265,22 @@ def spare_cluster(*options: str) -> Iterator[Cluster]:
         )
 
 
+@pytest.fixture
+def hook_root() -> Iterator[Path]:
+    """A folder for a hook that the test installs itself (prefix, config, spool, log), readable
+    by everybody (the hook runs as SlurmUser); its ``hook.log`` is SlurmUser's."""
+    root = Path(tempfile.mkdtemp(prefix="dls-hook-", dir="/tmp"))
+    root.chmod(0o755)
+    log = root / "hook.log"
+    log.touch()
+    shutil.chown(log, "slurm")
+    try:
+        yield root
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(root)], check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def unprivileged_user() -> pwd.struct_passwd | None:
     """The account to run as: None when we are not root (then we are unprivileged already)."""
     if os.geteuid() != 0:
@@ -323,6 +339,15 @@ def python_as(user: pwd.struct_passwd | None) -> list[str]:
             if version == str(sys.version_info[:2]):
                 python = system
     return [*run_as(user), python]
+
+
+def assert_fsck_clean(path: str | Path, user: pwd.struct_passwd | None) -> None:
+    """``git fsck --strict`` and ``git annex fsck`` find nothing, run as the dataset's owner."""
+    for check in (["fsck", "--strict", "--no-progress"], ["annex", "fsck", "--fast", "--quiet"]):
+        proc = subprocess.run(
+            [*run_as(user), "git", *check], cwd=path, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, (check, proc.stdout[-2000:], proc.stderr[-2000:])
 
 
 @contextlib.contextmanager
@@ -480,6 +505,9 @@ class Actor:
 
     #: the folders made for this account (removed after the test)
     made: list[Path] = field(default_factory=list)
+    #: a configless cluster's login node (``start --configless``'s ``login``): the command runs
+    #: there, where Slurm's clients find their config without SLURM_CONF
+    login: str | None = None
 
     def folder(self) -> Path:
         """A folder in /tmp this account owns (pytest's tmp_path is root's, under 0700)."""
@@ -494,8 +522,9 @@ class Actor:
         env = {
             "PATH": f"{os.path.dirname(sys.executable)}:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": self.user.pw_dir if self.user else os.environ.get("HOME", "/root"),
-            "SLURM_CONF": self.cluster.conf,
-            "DATALAD_SLURM_CONFIG": self.cluster.hook_config,
+            **({} if self.login else {"SLURM_CONF": self.cluster.conf}),
+            # a cluster without the hook: finish asks Slurm alone
+            **({"DATALAD_SLURM_CONFIG": self.cluster.hook_config} if self.cluster.hook else {}),
             "GIT_AUTHOR_NAME": "T",
             "GIT_AUTHOR_EMAIL": "t@example.org",
             "GIT_COMMITTER_NAME": "T",
@@ -510,6 +539,8 @@ class Actor:
         command = ["env", "-i", *[f"{k}={v}" for k, v in env.items()], python, "-c", _CLI, *args]
         if self.user is not None:
             command = ["runuser", "-u", self.user.pw_name, "--", *command]
+        if self.login:
+            command = [self.login, *command]
         return subprocess.run(
             command, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
         )
