@@ -65,8 +65,15 @@ def _clean(token: str) -> str:
     return token.rstrip(".,;:)'\"")
 
 
+#: paths that only the built wheel has, and the file that makes them
+BUILT = {"datalad_slurm/_hook": "setup.py"}
+
+
 def _exists(token: str) -> bool:
     token = _clean(token).removeprefix("./")
+    for built, maker in BUILT.items():
+        if token.rstrip("/") == built or token.startswith(built + "/"):
+            return built.rsplit("/", 1)[-1] in (ROOT / maker).read_text()
     if any(ch in token for ch in "*?[<{$"):  # a pattern or a placeholder: its fixed part
         token = re.split(r"[*?\[<{$]", token, maxsplit=1)[0].rsplit("/", 1)[0]
     return (ROOT / token).exists()
