@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.git import run_git
 from datalad_slurm.gitlock import (
     clear_interrupted_writes,
@@ -45,7 +46,7 @@ from datalad_slurm.spool import SpoolError, UserSpool
 ACTION = "schedule"
 
 
-class ScheduleError(RuntimeError):
+class ScheduleError(DataladSlurmError, RuntimeError):
     """A request that cannot be scheduled; the message says what to change."""
 
 
@@ -235,7 +236,13 @@ class Submitter:
             raise ScheduleError(
                 f"the submit command {command!r} failed with exit code {proc.returncode}: "
                 f"{proc.stderr.strip() or proc.stdout.strip() or '(no output)'}; "
-                "nothing was registered, the outputs are free again"
+                "nothing was registered, the outputs are free again",
+                advice=(
+                    "the shell did not find a command: put Slurm's client commands (sbatch) "
+                    f"on PATH (now {os.environ.get('PATH', '')}), then schedule again"
+                    if proc.returncode == 127
+                    else "schedule again when the submit command works"
+                ),
             )
         try:
             submission = parse_submission(proc.stdout)
@@ -249,7 +256,15 @@ class Submitter:
         cluster = submission.cluster or self._cluster
         # the job id goes on record at once; what slurmctld says about the job is asked later,
         # for many jobs at a time (note_facts)
-        registry.mark_submitted(job, submission.job_id, cluster)
+        try:
+            registry.mark_submitted(job, submission.job_id, cluster)
+        except RegistryError as exc:
+            raise ScheduleError(
+                f"Slurm accepted job {submission.job_id}, but the registry could not record "
+                f"it: {exc}. The job runs: cancel it ('scancel {submission.job_id}'), or "
+                "commit its outputs by hand when it has ended; 10 minutes from now "
+                "'datalad finish --close-failed-jobs' releases its outputs"
+            ) from exc
         self.without_facts.append(job)
         spool_note = spool_note or _spool_call(
             spool, "register", cluster, submission.job_id, job.token
