@@ -22,7 +22,8 @@ def error_result(
         "status": "error",
         "path": str(dataset_path),
         "type": "dataset",
-        "message": str(failure),
+        # one line, as DataLad shows it in brackets (Slurm's tools write several)
+        "message": "; ".join(line.strip() for line in str(failure).splitlines() if line.strip()),
     }
     if isinstance(failure, DataladSlurmError) and failure.path:
         result["error_path"] = failure.path
