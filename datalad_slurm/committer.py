@@ -40,6 +40,7 @@ from datalad_slurm.commitwriter import (
     worktree_changes,
     write_commits,
 )
+from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.git import GitError, is_utf8, run_git, shown
 from datalad_slurm.gitlock import git_writes
 from datalad_slurm.globs import is_glob, reserved_path
@@ -151,8 +152,8 @@ def commit_jobs(
     for job, status in finished:
         try:
             prepared.append(prepare_commit(dataset_path, job, status, message, gone))
-        except OSError as exc:
-            yield _not_committed(dataset_path, job, f"its env.json could not be written ({exc})")
+        except DataladSlurmError as exc:  # its env.json cannot be written, the dataset moved
+            yield _not_committed(dataset_path, job, str(exc))
     if not prepared:
         return
     head = _head(dataset_path)

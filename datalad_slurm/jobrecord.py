@@ -13,6 +13,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from datalad_slurm.errors import DataladSlurmError, os_advice
 from datalad_slurm.globs import expand, output_paths, unmatched
 from datalad_slurm.paths import PathOutsideDatasetError, normalise
 from datalad_slurm.records import REGISTRATION_KEY, RunRecord, format_message
@@ -63,7 +64,10 @@ def find_job_files(dataset_path: str, job: Job, status: JobStatus) -> JobFiles:
                 continue
             absolute = os.path.join(work_dir, candidate)
             # a log already annexed by an interrupted finish is a symlink by now
-            if not os.path.lexists(absolute) or os.path.isdir(absolute):
+            if not os.path.lexists(absolute):
+                _refuse_if_moved(dataset_path, job, work_dir, absolute)
+                continue
+            if os.path.isdir(absolute):
                 continue
             try:
                 relative = normalise(absolute, dataset_path)
@@ -74,6 +78,35 @@ def find_job_files(dataset_path: str, job: Job, status: JobStatus) -> JobFiles:
     env_dir = posixpath.dirname(logs[0]) if logs else job.pwd
     env_json = posixpath.normpath(posixpath.join(env_dir, f"slurm-job-{job.job_id}.env.json"))
     return JobFiles(logs=logs, env_json=env_json)
+
+
+class MovedDatasetError(DataladSlurmError):
+    """The dataset was moved after the job was scheduled: its logs are not where Slurm
+    wrote them, and committing without them would lose them."""
+
+
+def _refuse_if_moved(dataset_path: str, job: Job, work_dir: str, log: str) -> None:
+    """A log Slurm names is missing; if the dataset was moved (the job's folder less its
+    ``pwd`` is another place, and the dataset holds the log at the same relative path),
+    say so instead of committing the job without it."""
+    ran_in = os.path.normpath(work_dir)
+    if os.path.realpath(ran_in) == os.path.realpath(os.path.join(dataset_path, job.pwd)):
+        return
+    old_root = ran_in
+    if job.pwd not in (".", ""):
+        if not ran_in.endswith("/" + job.pwd):
+            return  # the job ran elsewhere on purpose (sbatch --chdir, a cd in the command)
+        old_root = ran_in[: -len(job.pwd) - 1] or "/"
+    relative = os.path.relpath(os.path.normpath(log), old_root)
+    if relative.startswith("..") or not os.path.lexists(os.path.join(dataset_path, relative)):
+        return
+    raise MovedDatasetError(
+        f"Slurm job {job.job_id} ran in {ran_in}, but the dataset is at {dataset_path} now: "
+        f"its log {relative} is not where Slurm wrote it",
+        path=old_root,
+        advice=f"move the dataset back to {old_root}, run 'datalad finish' there, and move "
+        "it after that",
+    )
 
 
 def _submitted_log_names(job: Job, task: TaskState) -> list[str]:
@@ -173,6 +206,10 @@ def build_record(
     )
 
 
+class JobFileError(DataladSlurmError):
+    """A file finish writes for the job (its env.json) cannot be written."""
+
+
 @dataclass
 class PreparedCommit:
     """One job's commit, ready to be written: its message and the paths it covers."""
@@ -232,9 +269,16 @@ def prepare_commit(
     """
     files = find_job_files(dataset_path, job, status)
     env_path = os.path.join(dataset_path, files.env_json)
-    os.makedirs(os.path.dirname(env_path), exist_ok=True)
     text = json.dumps(job_facts(job, status), indent=1, sort_keys=True) + "\n"
-    replace_file(env_path, text.encode("utf-8"))
+    try:
+        os.makedirs(os.path.dirname(env_path), exist_ok=True)
+        replace_file(env_path, text.encode("utf-8"))
+    except OSError as exc:
+        raise JobFileError(
+            f"its env.json {env_path} could not be written ({exc.strerror or exc})",
+            path=env_path,
+            advice=os_advice(exc, os.path.dirname(env_path)),
+        ) from exc
     record = build_record(job, status, files, record_outputs(dataset_path, job))
     text = format_message(record, status_word(status), message or job.message)
     return PreparedCommit(

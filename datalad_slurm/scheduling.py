@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datalad_slurm import joblogs
+from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.git import run_git
 from datalad_slurm.gitlock import (
     clear_interrupted_writes,
@@ -60,7 +61,7 @@ ACTION = "schedule"
 EXPAND_CHOICES = ("inputs", "outputs", "both")
 
 
-class ScheduleError(RuntimeError):
+class ScheduleError(DataladSlurmError, RuntimeError):
     """A request that cannot be scheduled; the message says what to change."""
 
 
@@ -347,7 +348,13 @@ class Submitter:
                 f"the submit command {command!r} failed with exit code {proc.returncode}: "
                 f"{proc.stderr.strip() or proc.stdout.strip() or '(no output)'}; "
                 "nothing was registered, the outputs are free again"
-                + _cancelled_note(printed_job_ids(proc.stdout), noted)
+                + _cancelled_note(printed_job_ids(proc.stdout), noted),
+                advice=(
+                    "the shell did not find a command: put Slurm's client commands (sbatch) "
+                    f"on PATH (now {os.environ.get('PATH', '')}), then schedule again"
+                    if proc.returncode == 127
+                    else "schedule again when the submit command works"
+                ),
             )
         try:
             submission = parse_submission(proc.stdout)
@@ -361,7 +368,15 @@ class Submitter:
             ) from exc
         cluster = submission.cluster or self._cluster
         # the job id goes on record at once; the job is held until settle reserved its logs
-        registry.note_held(job, submission.job_id, cluster)
+        try:
+            registry.note_held(job, submission.job_id, cluster)
+        except RegistryError as exc:
+            raise ScheduleError(
+                f"Slurm accepted job {submission.job_id}, but the registry could not record "
+                f"it: {exc}. Cancel it ('scancel {submission.job_id}'), or commit its outputs "
+                "by hand when it has ended; 10 minutes from now "
+                "'datalad finish --close-failed-jobs' releases its outputs"
+            ) from exc
         result = {
             "action": ACTION,
             "status": "ok",

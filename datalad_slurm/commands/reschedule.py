@@ -10,7 +10,9 @@ from datalad.interface.base import Interface, build_doc, eval_results
 from datalad.support.constraints import EnsureNone, EnsureStr
 from datalad.support.param import Parameter
 
-from datalad_slurm.rescheduling import RescheduleError, reschedule
+from datalad_slurm.commands.failures import error_result
+from datalad_slurm.errors import DataladSlurmError
+from datalad_slurm.rescheduling import reschedule
 
 
 @build_doc
@@ -82,11 +84,5 @@ class Reschedule(Interface):
         ds = require_dataset(dataset, check_installed=True, purpose="reschedule a Slurm job")
         try:
             yield from reschedule(ds, revision or "HEAD", since=since, report=report)
-        except RescheduleError as exc:
-            yield {
-                "action": "reschedule",
-                "status": "error",
-                "path": str(ds.path),
-                "type": "dataset",
-                "message": str(exc),
-            }
+        except DataladSlurmError as exc:
+            yield error_result("reschedule", ds.path, exc)
