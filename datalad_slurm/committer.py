@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 from datalad.log import log_progress
@@ -45,6 +45,7 @@ from datalad_slurm.git import GitError, is_utf8, run_git, shown
 from datalad_slurm.gitlock import git_writes
 from datalad_slurm.globs import is_glob, reserved_path
 from datalad_slurm.jobrecord import PreparedCommit, prepare_commit, status_word
+from datalad_slurm.pipelines import dependants
 from datalad_slurm.records import REGISTRATION_KEY, registration_token
 from datalad_slurm.registry import Job, Registry
 from datalad_slurm.slurm.state import JobStatus
@@ -139,7 +140,9 @@ def commit_jobs(
     """Commit each job with its record; one ``finish`` result per job.
 
     A job that cannot be committed gets an ``error`` result and stays open;
-    the others are committed all the same.
+    the others are committed all the same, except the jobs that wait for it
+    (``pipelines.py``: the jobs come in dependency order, and a job is never
+    committed before one it waits for).
     """
     dataset_path = str(ds.path)
     prepared: list[PreparedCommit] = []
@@ -149,10 +152,17 @@ def commit_jobs(
         for job, _ in finished:
             yield _not_committed(dataset_path, job, str(exc))
         return
+    failed: set[int] = set()
     for job, status in finished:
+        upstream = _upstream_of(job, failed)
+        if upstream:
+            failed.add(job.id)
+            yield _not_committed(dataset_path, job, upstream)
+            continue
         try:
             prepared.append(prepare_commit(dataset_path, job, status, message, gone))
         except DataladSlurmError as exc:  # its env.json cannot be written, the dataset moved
+            failed.add(job.id)
             yield _not_committed(dataset_path, job, str(exc))
     if not prepared:
         return
@@ -162,22 +172,45 @@ def commit_jobs(
         batch, one_by_one = [], prepared
     else:
         submodules = _submodule_paths(dataset_path)
-        batch = [p for p in prepared if not _touches_submodule(p.paths, submodules)]
-        one_by_one = [p for p in prepared if _touches_submodule(p.paths, submodules)]
+        slow = {p.job.id for p in prepared if _touches_submodule(p.paths, submodules)}
+        # a job that waits for one committed through datalad save goes that way too, after it
+        slow |= dependants(slow, [p.job for p in prepared])
+        batch = [p for p in prepared if p.job.id not in slow]
+        one_by_one = [p for p in prepared if p.job.id in slow]
     with git_writes(dataset_path):
         if batch:
             assert head is not None
             # jobs that made a git repository go through datalad save, which registers it as
             # a subdataset
             later: list[PreparedCommit] = []
-            yield from _commit_batch(dataset_path, registry, batch, head, annex, later)
-            one_by_one = [*one_by_one, *later]
+            yield from _commit_batch(dataset_path, registry, batch, head, annex, later, failed)
+            # in registry order again: the dependency order
+            one_by_one = sorted([*one_by_one, *later], key=lambda p: p.job.id)
             # inside git_writes: if finish is killed meanwhile, the next run removes the
             # objects/maintenance.lock it leaves (a gc that detached is not in our process
             # group and ends on its own); datalad save's commits ran it for the others
             run_auto_maintenance(dataset_path)
         for item in one_by_one:
-            yield from _commit_with_save(ds, registry, item)
+            upstream = _upstream_of(item.job, failed)
+            if upstream:
+                failed.add(item.job.id)
+                yield _not_committed(dataset_path, item.job, upstream)
+                continue
+            for result in _commit_with_save(ds, registry, item):
+                if result.get("status") == "error" and result.get("action") == ACTION:
+                    failed.add(item.job.id)
+                yield result
+
+
+def _upstream_of(job: Job, failed: Collection[int]) -> str | None:
+    """Why a job is not committed when a job it waits for was not: None if none was not."""
+    upstream = [job_id for row, job_id in job.depends_on if row in failed]
+    if not upstream:
+        return None
+    return (
+        f"it read the outputs of job(s) {', '.join(map(str, upstream))}, which could not be "
+        "committed (see there), and is committed only after them"
+    )
 
 
 def _deleted_under_globs(dataset_path: str, jobs: Sequence[Job]) -> set[str]:
@@ -357,8 +390,11 @@ def _commit_batch(
     head: str,
     annex: bool,
     later: list[PreparedCommit],
+    not_committed: set[int],
 ) -> Iterator[dict[str, Any]]:
-    """Commit the jobs in one go; jobs that made a git repository are put in ``later``."""
+    """Commit the jobs in one go; jobs that made a git repository are put in ``later``, and
+    so are the jobs that wait for them.  The row ids of the jobs that are not committed are
+    added to ``not_committed``."""
     owners = _Owners(prepared)
     paths = sorted({path for item in prepared for path in item.paths})
     # git is asked about a few folders that cover every job's paths; what it finds there that
@@ -371,9 +407,15 @@ def _commit_batch(
             yield _not_committed(dataset_path, item.job, str(exc))
         return
     refused, nested = _unfit(dataset_path, owners, found)
+    for item in prepared:
+        upstream = _upstream_of(item.job, refused)
+        if item.job.id not in refused and upstream:
+            refused[item.job.id] = upstream
+    nested |= dependants(nested, [item.job for item in prepared]) - set(refused)
     later.extend(item for item in prepared if item.job.id in nested)
     for item in prepared:
         if item.job.id in refused:
+            not_committed.add(item.job.id)
             yield _not_committed(dataset_path, item.job, refused[item.job.id])
     prepared = [item for item in prepared if item.job.id not in refused.keys() | nested]
     if not prepared:
@@ -402,6 +444,10 @@ def _commit_batch(
             owner = owners.of(problem.path)
             if owner is not None:
                 failed.setdefault(owner.job.id, f"{shown(problem.path)}: {problem.message}")
+        for item in prepared:  # in dependency order: what a job waits for came before it
+            upstream = _upstream_of(item.job, failed)
+            if item.job.id not in failed and upstream:
+                failed[item.job.id] = upstream
         by_job: dict[int, list[Change]] = {item.job.id: [] for item in prepared}
         for _old_mode, change in staged:
             owner = owners.of(change.path)
@@ -417,6 +463,7 @@ def _commit_batch(
     except (GitError, OSError) as exc:
         registry.reopen_many(jobs)
         for job in jobs:
+            not_committed.add(job.id)
             yield _not_committed(dataset_path, job, str(exc))
         return
     finally:
@@ -431,6 +478,7 @@ def _commit_batch(
         yield from _missing(dataset_path, item)
     for item in prepared:
         if item.job.id in failed:
+            not_committed.add(item.job.id)
             yield _not_committed(dataset_path, item.job, failed[item.job.id])
 
 

@@ -25,7 +25,8 @@ from datalad_slurm.gitlock import (
 )
 from datalad_slurm.jobrecord import status_word
 from datalad_slurm.migration import take_over, waiting
-from datalad_slurm.registry import Job, Registry
+from datalad_slurm.pipelines import NeverStarts, never_starting, waiting_for
+from datalad_slurm.registry import HOLDING_STATES, Job, Registry
 from datalad_slurm.settings import hook_uids, spool_config
 from datalad_slurm.slurm.backend import Backend
 from datalad_slurm.slurm.conf import has_accounting, min_job_age, shown_config
@@ -64,6 +65,9 @@ class FinishRequest:
     lock_timeout: float | None = None
     #: run by cron: a job's trouble is reported once, and again only when it changes
     cron: bool = False
+    #: with close_failed_jobs: cancel in Slurm the jobs that will never start (a job they
+    #: wait for failed) before closing them
+    cancel: bool = False
 
 
 @dataclass
@@ -212,6 +216,15 @@ def _drain(
     to_commit: list[tuple[Job, JobStatus]] = []
     # the commits' results come first, the other jobs' reports after them (as in 0.2.8)
     reports: list[dict[str, Any]] = []
+    # jobs that wait for others (pipelines.py): those never to start, and which jobs are open
+    # (a job is committed only after the open jobs it waits for)
+    never = never_starting(registry, jobs, resolution.statuses)
+    open_rows = (
+        {j.id for j in registry.jobs(states=HOLDING_STATES)}
+        if any(j.depends_on for j in jobs)
+        else set()
+    )
+    to_commit_rows: set[int] = set()
     for job in jobs:
         if job.job_id is None:
             reports += _news_only(
@@ -226,8 +239,25 @@ def _drain(
         if _held_by_interrupted_schedule(job, status):
             reports += list(_handle_unreleased(dataset_path, registry, job, request))
             continue
+        if job.id in never and not (request.commit_failed_jobs and not never[job.id].pending):
+            reports += _news_only(
+                registry,
+                job,
+                f"never starts: {never[job.id].why}",
+                list(_handle_never_starting(dataset_path, registry, job, never[job.id], request)),
+                request,
+            )
+            if job.state == "closed":
+                open_rows.discard(job.id)
+                _consume(view.spool, job, resolution.events.get(job.id, []))
+            continue
         if _to_be_committed(status, request):
+            upstream = waiting_for(job, to_commit_rows, open_rows)
+            if upstream:
+                reports.append(_waits_for_upstream(dataset_path, job, status, upstream))
+                continue
             to_commit.append((job, status))
+            to_commit_rows.add(job.id)
             continue
         try:
             reports += _news_only(
@@ -249,6 +279,7 @@ def _drain(
                 )
             )
         if job.state == "closed":
+            open_rows.discard(job.id)
             _consume(view.spool, job, resolution.events.get(job.id, []))
     yield from _commit(ds, registry, to_commit, request.message)
     yield from reports
@@ -344,15 +375,20 @@ def _commit(
 def _batches_of_distinct_ids(
     to_commit: Sequence[tuple[Job, JobStatus]],
 ) -> list[list[tuple[Job, JobStatus]]]:
-    """The jobs in as few batches as possible, no job id twice in one (almost always one)."""
+    """The jobs in as few batches as possible, no job id twice in one (almost always one);
+    a job never in a batch before that of a job it waits for (batches commit in order)."""
     batches: list[list[tuple[Job, JobStatus]]] = []
+    batch_of: dict[int, int] = {}
     for job, status in to_commit:
-        for batch in batches:
-            if all(other.job_id != job.job_id for other, _ in batch):
-                batch.append((job, status))
+        first = max((batch_of[row] for row, _ in job.depends_on if row in batch_of), default=0)
+        for index in range(first, len(batches)):
+            if all(other.job_id != job.job_id for other, _ in batches[index]):
+                batches[index].append((job, status))
+                batch_of[job.id] = index
                 break
         else:
             batches.append([(job, status)])
+            batch_of[job.id] = len(batches) - 1
     return batches
 
 
@@ -539,6 +575,87 @@ def _handle_job(
         slurm_job_id=job.job_id,
         cluster=job.cluster,
         state=status.summary_state,
+    )
+
+
+def _waits_for_upstream(
+    dataset_path: str, job: Job, status: JobStatus, upstream: Sequence[int]
+) -> dict[str, Any]:
+    """A completed job that waits for open jobs not committed in this drain: it is committed
+    after them, never before."""
+    names = ", ".join(map(str, upstream))
+    return _result(
+        dataset_path,
+        "impossible",
+        f"Slurm job {job.job_id} ended {status.summary_state}, but it read the outputs of job(s) "
+        f"{names}, which are not committed yet: it is committed after them. Run "
+        f"'datalad finish' for those (or close them: 'datalad finish --close-failed-jobs'), "
+        "then again for this one",
+        slurm_job_id=job.job_id,
+        cluster=job.cluster,
+        state=status.summary_state,
+        waits_for=list(upstream),
+    )
+
+
+def _handle_never_starting(
+    dataset_path: str,
+    registry: Registry,
+    job: Job,
+    never: NeverStarts,
+    request: FinishRequest,
+) -> Iterator[dict[str, Any]]:
+    """A job that waits for a job that failed: Slurm will never start it.  Reported, or
+    closed (``--close-failed-jobs``), and cancelled in Slurm first with ``--cancel``."""
+    name = f"Slurm job {job.job_id}"
+    facts = {"slurm_job_id": job.job_id, "cluster": job.cluster, "never_starts": never.why}
+    if not request.close_failed_jobs:
+        what_to_do = (
+            "'datalad finish --close-failed-jobs --cancel' cancels it in Slurm and closes it"
+            if never.pending
+            else "Slurm cancelled it; 'datalad finish --close-failed-jobs' closes it"
+        )
+        yield _result(
+            dataset_path,
+            "impossible",
+            f"{name} will never start: {never.why}. {what_to_do}",
+            state=JobState.PENDING.value if never.pending else JobState.CANCELLED.value,
+            **facts,
+        )
+        return
+    if never.pending and request.cancel:
+        problem = cancel([job.job_id]) if job.job_id is not None else "no job id"
+        if problem:
+            yield _result(
+                dataset_path,
+                "error",
+                f"{name}, which will never start ({never.why}), could not be cancelled "
+                f"({problem}); it stays open",
+                **facts,
+            )
+            return
+        registry.mark_finished(job, None, state="closed")
+        yield _result(
+            dataset_path,
+            "ok",
+            f"Cancelled and closed {name}, which would never start: {never.why}",
+            cancelled=True,
+            **facts,
+        )
+        return
+    registry.mark_finished(job, None, state="closed")
+    left = (
+        f"; it stays pending in Slurm, never to start: cancel it with 'scancel {job.job_id}' "
+        "(or close such jobs with --cancel)"
+        if never.pending
+        else ""
+    )
+    yield _result(
+        dataset_path,
+        "ok",
+        f"Closed {name}, which would never start: {never.why}{left}",
+        cancelled=False,
+        **facts,
     )
 
 

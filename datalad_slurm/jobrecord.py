@@ -153,6 +153,9 @@ def job_facts(job: Job, status: JobStatus) -> dict[str, Any]:
         "cmd": job.cmd,
         "pwd": job.pwd,
         "submitted_at": job.submitted_at,
+        # the jobs whose outputs it read (committed before it) and its --dependency in Slurm
+        "depends_on": [job_id for _, job_id in job.depends_on],
+        "dependency": job.dependency,
     }
 
 
@@ -202,8 +205,21 @@ def build_record(
             "slurm_end_time": max(ends) if ends else None,
             "slurm_submitted_from": job.submitted_from,
             REGISTRATION_KEY: job.token,
+            **_dependency_keys(job),
         },
     )
+
+
+def _dependency_keys(job: Job) -> dict[str, Any]:
+    """The record's keys for a job that read other jobs' outputs (none for the others):
+    those jobs' ids, whose records come before this one, and the ``--dependency`` it ran
+    with."""
+    if not job.depends_on and not job.dependency:
+        return {}
+    return {
+        "slurm_dependencies": [job_id for _, job_id in job.depends_on],
+        "slurm_dependency": job.dependency,
+    }
 
 
 class JobFileError(DataladSlurmError):

@@ -16,7 +16,7 @@ import sqlite3
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +74,13 @@ _MIGRATIONS: list[str] = [
     # 4: which globs the record keeps expanded ('inputs', 'outputs', 'both'; NULL: none)
     """
     ALTER TABLE jobs ADD COLUMN expand TEXT;
+    """,
+    # 5: the open jobs whose outputs or logs the job's inputs overlap ([[row id, Slurm job id],
+    # ...]; finish commits them first), and the --dependency Slurm was given for it (ours
+    # joined with the user's; NULL: none set by us)
+    """
+    ALTER TABLE jobs ADD COLUMN depends_on TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE jobs ADD COLUMN dependency TEXT;
     """,
 ]
 
@@ -177,6 +184,11 @@ class Job:
     cron_reported: str | None = None
     #: which of inputs/outputs the record keeps with globs expanded (``datalad run --expand``)
     expand: str | None = None
+    #: the jobs it waits for: ``(row id, Slurm job id)`` of each open job whose outputs or
+    #: logs its inputs overlapped at submission (``pipelines.py``)
+    depends_on: list[tuple[int, int]] = field(default_factory=list)
+    #: the ``--dependency`` Slurm was given for it by schedule (None: none set)
+    dependency: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -206,15 +218,22 @@ class Job:
             ),
             cron_reported=row["cron_reported"] if "cron_reported" in columns else None,
             expand=row["expand"] if "expand" in columns else None,
+            depends_on=[
+                (int(row_id), int(job_id))
+                for row_id, job_id in _json_list(
+                    row["depends_on"] if "depends_on" in columns else "[]"
+                )
+            ],
+            dependency=row["dependency"] if "dependency" in columns else None,
         )
 
 
-def _json_list(text: str) -> list[str]:
+def _json_list(text: str) -> list[Any]:
     """A list column; most are empty, and ``json.loads`` costs ~3 us even for ``[]`` (a listing of
     10,000 jobs reads 40,000 of them)."""
     if text == "[]":
         return []
-    loaded: list[str] = json.loads(text)
+    loaded: list[Any] = json.loads(text)
     return loaded
 
 
@@ -314,9 +333,11 @@ class Registry:
         dsid: str | None = None,
         submitted_from: str | None = None,
         expand: str | None = None,
+        depends_on: Sequence[tuple[int, int]] = (),
     ) -> Job:
         """Check the outputs against every open job and reserve them, atomically (a glob
-        by its fixed leading folder)."""
+        by its fixed leading folder).  ``depends_on``: (row id, Slurm job id) of the open jobs
+        whose outputs its inputs are."""
         lists = {"inputs": inputs, "extra_inputs": extra_inputs, "outputs": outputs, "chain": chain}
         with self.transaction() as conn:
             return self._insert(
@@ -329,6 +350,7 @@ class Registry:
                 dsid=dsid,
                 submitted_from=submitted_from,
                 expand=expand,
+                depends_on=json.dumps([list(pair) for pair in depends_on]),
             )
 
     def adopt(
@@ -425,6 +447,25 @@ class Registry:
                 found.append((path, held["path"], Job.from_row(job_row)))
         return found
 
+    def providers(self, paths: Sequence[str], job: Job | None) -> list[tuple[str, str, Job]]:
+        """The other jobs holding what these paths overlap (an input a job writes: its output
+        or log), as ``(path, held path, job)``, oldest job first; a glob by its fixed leading
+        folder."""
+        with self.transaction(immediate=False) as conn:
+            found = self._conflicts(conn, collapse(reserved_paths(paths)))
+        own = job.id if job is not None else None
+        return sorted((c for c in found if c[2].id != own), key=lambda c: c[2].id)
+
+    def note_dependency_specs_many(self, jobs: Sequence[tuple[Job, str]]) -> None:
+        """The ``--dependency`` each job was given in Slurm."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE jobs SET dependency = ? WHERE id = ?",
+                [(spec, job.id) for job, spec in jobs],
+            )
+        for job, spec in jobs:
+            job.dependency = spec
+
     def mark_submitted(self, job: Job, job_id: int, cluster: str | None) -> Job:
         """Slurm took the job: its id is on record before anything else can go wrong."""
         with self.transaction() as conn:
@@ -448,15 +489,22 @@ class Registry:
         return job
 
     def open_with_logs(
-        self, claims: Sequence[tuple[Job, Sequence[str]]]
+        self,
+        claims: Sequence[tuple[Job, Sequence[str]]],
+        waits_for: Mapping[int, Collection[int]] | None = None,
     ) -> dict[int, list[tuple[str, str, Job]]]:
         """Reserve each held job's log paths beside its outputs and open it, in one
         transaction, in the given order.  A job whose logs overlap what another job holds
         (or what a job before it here just took) is left as it is; its conflicts are returned
-        by its row id."""
+        by its row id.  ``waits_for``: row ids of jobs among the claims that a job depends
+        on; when one of them is refused, so is the job (with no conflicts of its own)."""
         refused: dict[int, list[tuple[str, str, Job]]] = {}
+        waits_for = waits_for or {}
         with self.transaction() as conn:
             for job, logs in claims:
+                if any(row in refused for row in waits_for.get(job.id, ())):
+                    refused[job.id] = []
+                    continue
                 own = [
                     row["path"]
                     for row in conn.execute(

@@ -36,6 +36,7 @@ from datalad_slurm.gitlock import (
 from datalad_slurm.globs import expand, hits, in_git_dir, is_glob, output_paths, reserved_path
 from datalad_slurm.migration import take_over
 from datalad_slurm.paths import PathOutsideDatasetError, lies_in, normalise, overlaps
+from datalad_slurm.pipelines import DependencyRefusal, Plan, plan
 from datalad_slurm.placeholders import PlaceholderError, format_command, substitutions
 from datalad_slurm.registry import (
     REGISTRY_DIRNAME,
@@ -47,6 +48,13 @@ from datalad_slurm.registry import (
 )
 from datalad_slurm.settings import spool_config
 from datalad_slurm.slurm.conf import cluster_name
+from datalad_slurm.slurm.dependency import (
+    DependencyError,
+    JobStanding,
+    combine,
+    parse_spec,
+    set_dependency,
+)
 from datalad_slurm.slurm.holding import HeldSubmission, Noted, cancel, release
 from datalad_slurm.slurm.jobid import NoJobIdError, parse_submission, printed_job_ids
 from datalad_slurm.slurm.logfiles import requested_log_files, submitted_log_files
@@ -79,6 +87,11 @@ class ScheduleRequest:
     dry_run: bool = False
     #: record these globs expanded (``inputs``, ``outputs``, ``both``), as ``datalad run --expand``
     expand: str | None = None
+    #: wait (``--dependency=afterok``) for the open jobs whose outputs or logs its inputs
+    #: overlap (``--no-auto-dependency``: False)
+    auto_dependency: bool = True
+    #: how messages name it among the others of one run (a rescheduled record's commit)
+    name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -178,6 +191,7 @@ def schedule_many(ds: Any, requests: Sequence[ScheduleRequest]) -> Iterator[dict
                 try:
                     waiting.append(submitter.submit(request, number))
                 except ScheduleError as exc:
+                    submitter.note_failed(request, number)
                     waiting.append(
                         {
                             "action": ACTION,
@@ -208,6 +222,8 @@ class _Held:
     spool_note: str | None
     #: the result once it is registered (completed by settle)
     result: dict[str, Any]
+    #: the open jobs it waits for (pipelines.plan)
+    waits: Plan = field(default_factory=Plan)
 
     @property
     def name(self) -> str:
@@ -233,6 +249,12 @@ class Submitter:
         self._dry_reserved: list[tuple[int, list[str]]] = []
         #: the log files of earlier dry runs of this process, by their number
         self._dry_logs: list[tuple[int, list[joblogs.LogClaim]]] = []
+        #: what slurmctld said of jobs to depend on, asked once per process (None: not held)
+        self._standings: dict[int, JobStanding | None] = {}
+        #: the outputs of the submissions of this process that failed (``--jobs-from`` lines,
+        #: rescheduled records), by their name: a later one that reads them has nothing to
+        #: wait for and is refused
+        self._failed: list[tuple[str, list[str]]] = []
 
     def __enter__(self) -> Submitter:
         return self
@@ -245,6 +267,23 @@ class Submitter:
     def take_over(self) -> Iterator[dict[str, Any]]:
         """The open jobs of datalad-slurm 0.2.8, with their outputs reserved before ours are."""
         yield from take_over(self.ds, self._shared())
+
+    def note_failed(self, request: ScheduleRequest, number: int | None = None) -> None:
+        """A submission of many (a ``--jobs-from`` line, a rescheduled record: one with a
+        number or a name) failed: later ones reading its outputs are refused (there is no
+        job to wait for, and their inputs would not be its products)."""
+        label = request.name or (f"job {number}" if number is not None else None)
+        if label is None:
+            return
+        cwd = os.path.abspath(request.cwd or os.getcwd())
+        outputs = []
+        for output in request.outputs:
+            try:
+                outputs.append(normalise(output, self.dataset_path, cwd))
+            except (PathOutsideDatasetError, ValueError):
+                continue
+        if outputs:
+            self._failed.append((label, outputs))
 
     def substitutions(self) -> dict[str, str]:
         """The dataset's ``datalad.run.substitutions.*``, read once."""
@@ -300,11 +339,15 @@ class Submitter:
             raise ScheduleError(str(exc)) from exc
         to_get, unmatched = input_paths(dataset_path, inputs)
         if request.dry_run:
-            return self._dry_run(command, cwd, pwd, inputs, outputs, to_get, unmatched)
-        if unmatched:
-            raise ScheduleError(_unmatched_inputs(dataset_path, unmatched))
+            return self._dry_run(command, cwd, pwd, inputs, outputs, to_get, unmatched, request)
         registry = self._shared()
         spool = self._spool
+        # inputs that open jobs are still to write are neither obtained nor required to exist
+        products = registry.providers(inputs, None) if inputs else []
+        to_get, unmatched = _not_made_yet(to_get, unmatched, [held for _, held, _ in products])
+        if unmatched:
+            raise ScheduleError(_unmatched_inputs(dataset_path, unmatched))
+        waits = self._waits(inputs, request, products)
         try:
             job = registry.reserve(
                 cmd=request.cmd,
@@ -320,6 +363,7 @@ class Submitter:
                 dsid=self._dsid,
                 submitted_from=self._head,
                 expand=request.expand,
+                depends_on=waits.depends_on,
             )
         except OutputConflictError as exc:
             raise ScheduleError(str(exc)) from exc
@@ -390,9 +434,42 @@ class Submitter:
             "outputs": outputs,
             "inputs": inputs,
             "pwd": pwd,
+            "depends_on": [job_id for _, job_id in waits.depends_on],
         }
-        self.unsettled.append(_Held(job, request, number, noted, spool_note, result))
+        self.unsettled.append(_Held(job, request, number, noted, spool_note, result, waits))
         return None
+
+    def _waits(
+        self, inputs: list[str], request: ScheduleRequest, products: list[tuple[str, str, Job]]
+    ) -> Plan:
+        """How the job is to wait for the open jobs whose products its inputs are
+        (``products``: :meth:`Registry.providers`); ScheduleError when it cannot."""
+        if not request.auto_dependency or not inputs:
+            return Plan()
+        failed = [
+            (earlier, i, o)
+            for earlier, outputs in self._failed
+            for i in inputs
+            for o in outputs
+            if overlaps(reserved_path(i), reserved_path(o))
+        ]
+        if failed:
+            raise ScheduleError(
+                "its inputs are outputs of earlier submissions of this run that failed ("
+                + "; ".join(f"input {i!r} overlaps {o!r} of {n}" for n, i, o in failed)
+                + "), so there is nothing to wait for; fix those and schedule it again, or "
+                "give --no-auto-dependency"
+            )
+        try:
+            return plan(
+                products,
+                inputs,
+                self._cluster,
+                held_here={held.job.id for held in self.unsettled},
+                standings=self._standings,
+            )
+        except DependencyRefusal as exc:
+            raise ScheduleError(str(exc)) from exc
 
     def settle(self) -> list[dict[str, Any]]:
         """Reserve the log files of the jobs submitted held, and release them; a job whose
@@ -440,21 +517,71 @@ class Submitter:
             collided = [c for c in foreign.get(held.job.id, []) if (c.path, c.log.exact) in tracked]
             if collided:
                 refused[held.job.id] = joblogs.tracked_message(held.name, collided)
+        self._set_dependencies(batch, facts, refused)
+        in_batch = {held.job.id for held in batch}
         conflicts = registry.open_with_logs(
             [
                 (held.job, joblogs.reserved(claims[held.job.id]))
                 for held in batch
                 if held.job.id not in refused
-            ]
+            ],
+            waits_for={
+                held.job.id: [row for row, _ in held.waits.depends_on if row in in_batch]
+                for held in batch
+            },
         )
         for held in batch:
-            if held.job.id in conflicts:
+            if held.job.id in conflicts and not conflicts[held.job.id]:
+                refused[held.job.id] = _upstream_refused(held, refused)
+            elif held.job.id in conflicts:
                 refused[held.job.id] = joblogs.conflict_message(
                     held.name, conflicts[held.job.id], claims[held.job.id]
                 )
         results = self._refuse([h for h in batch if h.job.id in refused], refused)
         results.update(self._register([h for h in batch if h.job.id not in refused], facts, claims))
         return [results[held.job.id] for held in batch]
+
+    def _set_dependencies(
+        self, batch: list[_Held], facts: dict[int, dict[str, str]], refused: dict[int, str]
+    ) -> None:
+        """Give each held job that waits for others its ``--dependency``: the user's own, as
+        slurmctld holds it (command line, ``#SBATCH`` lines, a script on standard input alike),
+        joined with ``afterok`` on ours, set before the job is released.  A job that cannot
+        get it, or that waits for a job refused here, is refused (``refused``, in place)."""
+        specs: list[tuple[Job, str]] = []
+        for held in batch:
+            if held.job.id in refused:
+                continue
+            upstream = [row for row, _ in held.waits.depends_on if row in refused]
+            if upstream:
+                refused[held.job.id] = _upstream_refused(held, refused)
+                continue
+            if not held.waits.after:
+                continue
+            job_facts = facts.get(held.job.job_id or 0)
+            if job_facts is None:
+                refused[held.job.id] = (
+                    f"{held.name} could not be made to wait for job(s) "
+                    f"{_ids(held.waits.after)}: slurmctld does not list it (it was not "
+                    "submitted held and may have run already)"
+                )
+                continue
+            try:
+                spec = combine(parse_spec(job_facts.get("dependency")), held.waits.after)
+            except DependencyError as exc:
+                refused[held.job.id] = f"{held.name}: {exc}"
+                continue
+            problem = set_dependency(held.job.job_id or 0, spec)
+            if problem:
+                refused[held.job.id] = (
+                    f"{held.name} could not be made to wait for job(s) "
+                    f"{_ids(held.waits.after)} (scontrol update Dependency={spec}: {problem})"
+                )
+                continue
+            held.result["dependency"] = str(spec)
+            specs.append((held.job, str(spec)))
+        if specs and self._registry is not None:
+            self._registry.note_dependency_specs_many(specs)
 
     def _refuse(self, refused: list[_Held], why: dict[int, str]) -> dict[int, dict[str, Any]]:
         """Cancel the refused jobs (held: they never ran) and forget them; their results."""
@@ -466,6 +593,7 @@ class Submitter:
             _spool_call(self._spool, "end_submission", held.job.token)
             if self._registry is not None:
                 self._registry.forget_submission(held.job)
+            self.note_failed(held.request, held.number)
             if problem:
                 outcome = (
                     f"It could not be cancelled ({problem}): cancel it with 'scancel "
@@ -530,6 +658,7 @@ class Submitter:
             outside = [p for p in logs if not any(lies_in(p, o) for o in result["outputs"])]
             if outside:
                 result["message"] += f", log files {', '.join(outside)}"
+            result["message"] += _waits_note(held.waits, result.get("dependency"))
             notes = [held.spool_note] if held.spool_note else []
             if held.noted.user_hold:
                 notes.append(f"held, as asked: release it with 'scontrol release {job_id}'")
@@ -554,9 +683,18 @@ class Submitter:
         outputs: list[str],
         input_hits: list[str],
         unmatched: list[str],
+        request: ScheduleRequest,
     ) -> dict[str, Any]:
         """Every check a submission runs, with nothing reserved, obtained, unlocked or run."""
         problems = self._dry_conflicts(outputs)
+        waits: list[str] = []
+        if inputs:
+            waits, problem, held = self._dry_waits(inputs)
+            input_hits, unmatched = _not_made_yet(input_hits, unmatched, held)
+            if request.auto_dependency and problem:
+                problems.append(problem)
+            if not request.auto_dependency:
+                waits = []
         if unmatched:
             problems.append(_unmatched_inputs(self.dataset_path, unmatched))
         logs, unread = self._dry_logs_of(command, cwd)
@@ -604,6 +742,8 @@ class Submitter:
             notes.append(f"get the content of {', '.join(to_get)}")
         if to_unlock:
             notes.append(f"unlock {', '.join(to_unlock)}")
+        if waits:
+            notes.append(f"wait for {', '.join(waits)} (its inputs are their outputs)")
         return {
             **base,
             "status": "ok",
@@ -611,6 +751,32 @@ class Submitter:
             "would_get": to_get,
             "would_unlock": to_unlock,
         }
+
+    def _dry_waits(self, inputs: list[str]) -> tuple[list[str], str | None, list[str]]:
+        """The jobs a submission would wait for (open jobs, earlier dry-run jobs of this
+        process), why it could not, as :meth:`_waits` decides, and the paths of the inputs
+        that those jobs hold (they are to write them), with nothing written."""
+        earlier = [
+            (number, reserved_path(o))
+            for number, outputs in self._dry_reserved
+            for o in outputs
+            if any(overlaps(reserved_path(i), reserved_path(o)) for i in inputs)
+        ]
+        waits = list(dict.fromkeys(f"dry-run job {number}" for number, _ in earlier))
+        held = [path for _, path in earlier]
+        path = os.path.join(git_dir(self.dataset_path), REGISTRY_DIRNAME, REGISTRY_FILENAME)
+        if not os.path.exists(path):
+            return waits, None, held
+        try:
+            with Registry(path, read_only=True) as registry:
+                products = registry.providers(inputs, None)
+            held += [path for _, path, _ in products]
+            found = plan(products, inputs, cluster_name(), (), self._standings)
+        except (RegistryError, sqlite3.Error) as exc:
+            raise ScheduleError(f"the job registry {path} cannot be read: {exc}") from exc
+        except DependencyRefusal as exc:
+            return waits, str(exc), held
+        return [f"job {job_id}" for _, job_id in found.depends_on] + waits, None, held
 
     def _dry_conflicts(self, outputs: list[str]) -> list[str]:
         """The conflicts :meth:`Registry.reserve` would find, and those with earlier dry runs
@@ -688,6 +854,50 @@ class Submitter:
                     + "; ".join(f"{a!r} overlaps {b!r}" for a, b in clashes)
                 )
         return problems
+
+
+def _not_made_yet(
+    to_get: list[str], unmatched: list[str], held: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """The inputs to obtain and the globs that match nothing, without what open jobs are still
+    to write (``held``: an input inside what one holds; a glob whose folder overlaps it): such
+    an input need not exist yet, and there is nothing to obtain."""
+    if not held:
+        return to_get, unmatched
+    return (
+        [p for p in to_get if not any(lies_in(p, h) for h in held)],
+        [g for g in unmatched if not any(overlaps(reserved_path(g), h) for h in held)],
+    )
+
+
+def _waits_note(waits: Plan, dependency: str | None) -> str:
+    """What the job waits for, for its result's message (with the whole ``--dependency``)."""
+    if not waits.depends_on:
+        return ""
+    ids = [job_id for _, job_id in waits.depends_on]
+    note = f", reads the outputs of open job(s) {_ids(ids)}"
+    if waits.notes:
+        note += f" ({'; '.join(waits.notes)})"
+    if waits.after:
+        whom = "them" if sorted(waits.after) == sorted(ids) else f"job(s) {_ids(waits.after)}"
+        ours = "afterok:" + ":".join(map(str, waits.after))
+        note += f", waits for {whom}: --dependency={dependency or ours}"
+        if dependency and dependency != ours:
+            note += " (its own joined with ours)"
+    return note
+
+
+def _upstream_refused(held: _Held, refused: dict[int, str]) -> str:
+    """Why a job that waits for a refused job of the same batch is refused too."""
+    ids = [job_id for row, job_id in held.waits.depends_on if row in refused]
+    return (
+        f"{held.name} waits for job(s) {_ids(ids)}, which were refused (see there), so it "
+        "could never start"
+    )
+
+
+def _ids(job_ids: Sequence[int]) -> str:
+    return ", ".join(map(str, job_ids))
 
 
 def _collides(log: str, other: str, claims: Sequence[joblogs.LogClaim]) -> bool:

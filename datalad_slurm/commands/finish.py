@@ -28,7 +28,11 @@ class Finish(Interface):
     Slurm log files and ``slurm-job-<id>.env.json``.  Jobs still pending or
     running are left for later; failed or cancelled jobs are reported and
     stay open until closed with ``--close-failed-jobs`` or committed anyway
-    with ``--commit-failed-jobs``.
+    with ``--commit-failed-jobs``.  A job is committed only after the jobs
+    whose outputs it read (``datalad schedule`` made it wait for them); one
+    that waits for a job that failed will never start, is reported so, and is
+    closed by ``--close-failed-jobs`` (cancelled in Slurm too with
+    ``--cancel``).
     """
 
     _examples_ = [
@@ -49,6 +53,11 @@ class Finish(Interface):
             text="Close failed or cancelled jobs without committing them (their files "
             "stay untracked), or commit them with their state in the subject",
             code_cmd="datalad finish --close-failed-jobs",
+        ),
+        dict(
+            text="Close the jobs that will never start because a job they wait for "
+            "failed, cancelling them in Slurm",
+            code_cmd="datalad finish --close-failed-jobs --cancel",
         ),
         dict(
             text="From cron: print only problems, and a failed job only once",
@@ -81,6 +90,13 @@ class Finish(Interface):
             action="store_true",
             doc="""drop failed, cancelled and unknown jobs from the registry and
             release their outputs; their files stay as they are, untracked""",
+        ),
+        cancel=Parameter(
+            args=("--cancel",),
+            action="store_true",
+            doc="""with --close-failed-jobs: cancel in Slurm the jobs that will
+            never start because a job they wait for failed (Slurm leaves them
+            pending, reason DependencyNeverSatisfied), then close them""",
         ),
         commit_failed_jobs=Parameter(
             args=("--commit-failed-jobs",),
@@ -122,6 +138,7 @@ class Finish(Interface):
         dataset: Any = None,
         list_open_jobs: bool = False,
         close_failed_jobs: bool = False,
+        cancel: bool = False,
         commit_failed_jobs: bool = False,
         message: str | None = None,
         lock_timeout: float | None = None,
@@ -130,6 +147,13 @@ class Finish(Interface):
         ds = require_dataset(dataset, check_installed=True, purpose="finish Slurm jobs")
         if close_failed_jobs and commit_failed_jobs:
             yield _error(ds.path, "--close-failed-jobs and --commit-failed-jobs exclude each other")
+            return
+        if cancel and not close_failed_jobs:
+            yield _error(
+                ds.path,
+                "--cancel goes with --close-failed-jobs: 'datalad finish --close-failed-jobs "
+                "--cancel' cancels and closes the jobs that will never start",
+            )
             return
         try:
             wanted = None if job_id is None else parse_job_id(job_id)
@@ -150,6 +174,7 @@ class Finish(Interface):
             request = FinishRequest(
                 job_id=wanted,
                 close_failed_jobs=close_failed_jobs,
+                cancel=cancel,
                 commit_failed_jobs=commit_failed_jobs,
                 message=message,
                 lock_timeout=0.0 if cron and lock_timeout is None else lock_timeout,

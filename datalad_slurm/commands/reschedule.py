@@ -23,6 +23,12 @@ class Reschedule(Interface):
     inputs and outputs, and registered like ``datalad schedule`` does, with
     the old commit appended to the record's ``chain``.  ``datalad finish``
     then records the new run.  Records of datalad-slurm 0.2.8 are read too.
+
+    With --since the records are submitted oldest first, each registered
+    before the next: a job whose inputs an earlier one writes waits for it
+    (--dependency=afterok), as ``datalad schedule`` makes it, so a recorded
+    pipeline runs again as a pipeline; ``datalad finish`` commits it in that
+    order.
     """
 
     _examples_ = [
@@ -69,6 +75,12 @@ class Reschedule(Interface):
             action="store_true",
             doc="""only show what would be submitted""",
         ),
+        no_auto_dependency=Parameter(
+            args=("--no-auto-dependency",),
+            action="store_true",
+            doc="""do not make a job wait for the open jobs (rescheduled before
+            it, or others) whose outputs its inputs are""",
+        ),
     )
 
     @staticmethod
@@ -80,9 +92,16 @@ class Reschedule(Interface):
         dataset: Any = None,
         since: str | None = None,
         report: bool = False,
+        no_auto_dependency: bool = False,
     ) -> Iterator[dict[str, Any]]:
         ds = require_dataset(dataset, check_installed=True, purpose="reschedule a Slurm job")
         try:
-            yield from reschedule(ds, revision or "HEAD", since=since, report=report)
+            yield from reschedule(
+                ds,
+                revision or "HEAD",
+                since=since,
+                report=report,
+                auto_dependency=not no_auto_dependency,
+            )
         except DataladSlurmError as exc:
             yield error_result("reschedule", ds.path, exc)

@@ -44,6 +44,12 @@ class Schedule(Interface):
     command are filled exactly as ``datalad run`` fills them (each path one
     shell-quoted argument); the record keeps the command as written.
 
+    An input that an open job of the dataset writes (one of its outputs or
+    log files, a glob by its fixed leading folder) makes the new job wait for
+    that job: it is submitted with ``--dependency=afterok:<job>`` (joined with
+    a ``--dependency`` of its own), and ``datalad finish`` commits it only
+    after that job. ``--no-auto-dependency`` submits it without waiting.
+
     Inputs and outputs may be globs (quote them: 'out/*.csv'), read as
     ``datalad run`` reads them. An output glob holds its fixed leading folder
     (``out`` for ``out/*.csv``) until the job is finished; ``datalad finish``
@@ -63,6 +69,13 @@ class Schedule(Interface):
             text="Pass the declared paths to the job as arguments, one per path, as "
             "'datalad run' does",
             code_cmd="datalad schedule -i data/1 -o models/1 sbatch code/fit.sh {inputs} {outputs}",
+        ),
+        dict(
+            text="A pipeline: the second job reads what the first writes, so it waits for "
+            "it (--dependency=afterok:<first job>); one 'datalad finish' commits both, in "
+            "that order",
+            code_cmd="datalad schedule -o prep sbatch code/prep.sh && "
+            "datalad schedule -i prep -o fit sbatch code/fit.sh",
         ),
         dict(
             text="Check what would be submitted and refused, without submitting",
@@ -135,8 +148,18 @@ class Schedule(Interface):
             stops everything before the first submission; a submission that
             fails is reported and the others go on. A line may give "expand"
             (as --expand); --expand on the command line applies to the lines
-            without one.""",
+            without one. A line whose inputs an earlier line writes waits for
+            that job (a line reading what a failed line would have written is
+            refused).""",
             constraints=EnsureStr() | EnsureNone(),
+        ),
+        no_auto_dependency=Parameter(
+            args=("--no-auto-dependency",),
+            action="store_true",
+            doc="""do not make the job wait for the open jobs whose outputs or
+            logs its inputs are (by default it is submitted with
+            --dependency=afterok on them, and finish commits it after them);
+            a --dependency of the job's own is passed on as it is""",
         ),
         dry_run=Parameter(
             args=("--dry-run",),
@@ -157,13 +180,22 @@ class Schedule(Interface):
         expand: str | None = None,
         message: str | None = None,
         jobs_from: str | None = None,
+        no_auto_dependency: bool = False,
         dry_run: bool = False,
     ) -> Iterator[dict[str, Any]]:
         ds = require_dataset(dataset, check_installed=True, purpose="schedule a Slurm job")
         if jobs_from is not None:
             try:
                 yield from _schedule_from_file(
-                    ds, jobs_from, cmd, inputs, outputs, message, dry_run, expand
+                    ds,
+                    jobs_from,
+                    cmd,
+                    inputs,
+                    outputs,
+                    message,
+                    dry_run,
+                    expand,
+                    no_auto_dependency,
                 )
             except DataladSlurmError as exc:
                 yield _error(ds.path, exc)
@@ -180,6 +212,7 @@ class Schedule(Interface):
             message=message,
             dry_run=dry_run,
             expand=expand,
+            auto_dependency=not no_auto_dependency,
         )
         try:
             yield from schedule(ds, request)
@@ -196,6 +229,7 @@ def _schedule_from_file(
     message: str | None,
     dry_run: bool,
     expand: str | None,
+    no_auto_dependency: bool,
 ) -> Iterator[dict[str, Any]]:
     if cmd or inputs or outputs or message:
         yield _error(
@@ -219,6 +253,7 @@ def _schedule_from_file(
     for request in requests:
         request.dry_run = dry_run
         request.expand = request.expand or expand
+        request.auto_dependency = not no_auto_dependency
     yield from schedule_many(ds, requests)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 #: between squeue -O fields, which are printed whole (width 0: neither padded nor cut); a
 #: character no path or name holds in practice (a newline would end the line anyway)
-_SEPARATOR = "\x1f"
+SEPARATOR = "\x1f"
 #: (our key, squeue -O field)
 _FIELDS = (
     ("stdout", "stdout"),
@@ -27,6 +27,9 @@ _FIELDS = (
     ("work_dir", "workdir"),
     ("array", "arraytaskid"),
     ("reason", "reason"),
+    # what is left of the job's own --dependency (command line or #SBATCH), joined with ours
+    # by schedule (slurm/dependency.py)
+    ("dependency", "dependency"),
 )
 #: the facts the registry keeps (the others matter only while the job is held)
 KEPT = ("stdout", "stderr", "name", "user")
@@ -40,10 +43,28 @@ CHUNK = 500
 
 def submission_facts(job_ids: Sequence[int], timeout: float = 30.0) -> dict[int, dict[str, str]]:
     """Per job: ``stdout``/``stderr`` patterns (unexpanded, as given to sbatch), ``name``,
-    ``user``, ``work_dir``, ``array`` (pending task ids, ``N/A`` for a job that is no array)
-    and ``reason``; a job squeue cannot tell about is left out (finish then relies on its
-    backend)."""
+    ``user``, ``work_dir``, ``array`` (pending task ids, ``N/A`` for a job that is no array),
+    ``reason`` and ``dependency`` (as squeue shows it); a job squeue cannot tell about is
+    left out (finish then relies on its backend)."""
     return ask_submission_facts(job_ids, timeout)[0]
+
+
+def squeue_fields(
+    job_ids: Sequence[int], fields: Sequence[str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """``squeue -O`` of these fields for these jobs, finished ones too: one line per job or
+    task, each field whole (width 0) and ended by :data:`SEPARATOR`.  Raises OSError or
+    TimeoutExpired when squeue cannot be run."""
+    fmt = ",".join(f"{field}:0{SEPARATOR}" for field in fields)
+    return subprocess.run(
+        ["squeue", "-h", "-t", "all", "-j", ",".join(str(j) for j in job_ids), "-O", fmt],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        # squeue cuts an array's task ids to 64 characters otherwise
+        env={**os.environ, "SLURM_BITSTR_LEN": "0"},
+        check=False,
+    )
 
 
 def ask_submission_facts(
@@ -51,21 +72,12 @@ def ask_submission_facts(
 ) -> tuple[dict[int, dict[str, str]], str | None]:
     """:func:`submission_facts`, and what went wrong when squeue could not be asked."""
     fields = (("jobid", "jobid"), ("arrayjobid", "arrayjobid"), *_FIELDS)
-    fmt = ",".join(f"{field}:0{_SEPARATOR}" for _, field in fields)
     facts: dict[int, dict[str, str]] = {}
     problem = None
     for first in range(0, len(job_ids), CHUNK):
         chunk = job_ids[first : first + CHUNK]
         try:
-            proc = subprocess.run(
-                ["squeue", "-h", "-t", "all", "-j", ",".join(str(j) for j in chunk), "-O", fmt],
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                # squeue cuts an array's task ids to 64 characters otherwise
-                env={**os.environ, "SLURM_BITSTR_LEN": "0"},
-                check=False,
-            )
+            proc = squeue_fields(chunk, [field for _, field in fields], timeout)
         except (OSError, subprocess.TimeoutExpired) as exc:
             problem = f"squeue could not be asked: {exc}"
             continue
@@ -73,7 +85,7 @@ def ask_submission_facts(
             problem = f"squeue failed: {proc.stderr.strip() or proc.returncode}"
             continue
         for line in proc.stdout.splitlines():
-            parts = line.split(_SEPARATOR)
+            parts = line.split(SEPARATOR)
             if len(parts) != len(fields) + 1:
                 continue  # a name with a newline in it
             values = dict(zip((key for key, _ in fields), parts, strict=False))
