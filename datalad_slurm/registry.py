@@ -73,6 +73,10 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN expand TEXT;
     """,
+    # 5: the scratch folder the job runs in (``schedule --alt-dir``; NULL: in the dataset)
+    """
+    ALTER TABLE jobs ADD COLUMN alt_dir TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -143,6 +147,9 @@ class Job:
     cron_reported: str | None = None
     #: which of inputs/outputs the record keeps with globs expanded (``datalad run --expand``)
     expand: str | None = None
+    #: the scratch folder (absolute, resolved) the job runs in, mirroring the dataset's
+    #: layout (``schedule --alt-dir``; None: it runs in the dataset)
+    alt_dir: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -172,6 +179,7 @@ class Job:
             ),
             cron_reported=row["cron_reported"] if "cron_reported" in columns else None,
             expand=row["expand"] if "expand" in columns else None,
+            alt_dir=row["alt_dir"] if "alt_dir" in columns else None,
         )
 
 
@@ -264,6 +272,7 @@ class Registry:
         dsid: str | None = None,
         submitted_from: str | None = None,
         expand: str | None = None,
+        alt_dir: str | None = None,
     ) -> Job:
         """Check the outputs against every open job and reserve them, atomically (a glob
         by its fixed leading folder)."""
@@ -279,6 +288,7 @@ class Registry:
                 dsid=dsid,
                 submitted_from=submitted_from,
                 expand=expand,
+                alt_dir=alt_dir,
             )
 
     def adopt(
@@ -296,6 +306,7 @@ class Registry:
         message: str | None,
         dsid: str | None,
         submission_facts: dict[str, Any],
+        alt_dir: str | None = None,
     ) -> Job | None:
         """Register a job that was submitted without us (by datalad-slurm 0.2.8) as open, its
         outputs reserved, in one transaction.  ``note`` names where it came from and is its
@@ -320,6 +331,7 @@ class Registry:
                 dsid=dsid,
                 note=note,
                 submission_facts=json.dumps(submission_facts),
+                alt_dir=alt_dir,
             )
 
     def _insert(

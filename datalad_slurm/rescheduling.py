@@ -134,8 +134,15 @@ def find_records(dataset_path: str, revision: str, since: str | None) -> list[Re
 
 
 def reschedule(
-    ds: Any, revision: str, since: str | None = None, report: bool = False
+    ds: Any,
+    revision: str,
+    since: str | None = None,
+    report: bool = False,
+    assume_ready: str | None = None,
+    alt_dir: str | None = None,
 ) -> Iterator[dict[str, Any]]:
+    """Submit the recorded jobs again; ``assume_ready`` and ``alt_dir`` as ``schedule``'s
+    (not taken from the record: as 0.2.8, a job runs in a scratch folder only when asked)."""
     dataset_path = str(ds.path)
     records = find_records(dataset_path, revision, since)
     if not records:
@@ -153,6 +160,7 @@ def reschedule(
         return
     for recorded in records:
         request = recorded.request(dataset_path)
+        request.assume_ready, request.alt_dir = assume_ready, alt_dir
         base = {
             "action": "reschedule",
             "path": dataset_path,

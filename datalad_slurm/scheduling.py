@@ -20,10 +20,10 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from datalad_slurm import joblogs
+from datalad_slurm import altdir, joblogs
 from datalad_slurm.git import run_git
 from datalad_slurm.gitlock import (
     clear_interrupted_writes,
@@ -58,6 +58,8 @@ ACTION = "schedule"
 
 #: the values of ``--expand``: which globs the record keeps expanded, as ``datalad run``
 EXPAND_CHOICES = ("inputs", "outputs", "both")
+#: the values of ``--assume-ready``: what needs no preparation, as ``datalad run``
+ASSUME_READY_CHOICES = ("inputs", "outputs", "both")
 
 
 class ScheduleError(RuntimeError):
@@ -78,6 +80,10 @@ class ScheduleRequest:
     dry_run: bool = False
     #: record these globs expanded (``inputs``, ``outputs``, ``both``), as ``datalad run --expand``
     expand: str | None = None
+    #: what needs no preparation (``inputs``: no get; ``outputs``: no unlock), as ``datalad run``
+    assume_ready: str | None = None
+    #: a scratch folder outside the dataset to run the job in (``--alt-dir``, see altdir.py)
+    alt_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -111,6 +117,31 @@ def _check_expand(value: str | None) -> None:
             f"--expand takes {', '.join(EXPAND_CHOICES)}, not {value!r}: which globs the record "
             "keeps expanded"
         )
+
+
+def _check_assume_ready(value: str | None) -> None:
+    if value not in (None, *ASSUME_READY_CHOICES):
+        raise ScheduleError(
+            f"--assume-ready takes {', '.join(ASSUME_READY_CHOICES)}, not {value!r}: what needs "
+            "no preparation before the submission"
+        )
+
+
+def _ready(assume_ready: str | None, what: str) -> bool:
+    """Whether ``--assume-ready`` spares the inputs' or the outputs' preparation."""
+    return assume_ready in (what, "both")
+
+
+def _scratch(request: ScheduleRequest, dataset_path: str, outputs: Sequence[str]) -> str | None:
+    """The resolved scratch folder of ``--alt-dir`` (None without), checked."""
+    if request.alt_dir is None:
+        return None
+    try:
+        root = altdir.scratch_root(request.alt_dir, dataset_path)
+        altdir.check_outputs(outputs)
+    except altdir.AltDirError as exc:
+        raise ScheduleError(str(exc)) from exc
+    return root
 
 
 def input_paths(dataset_path: str, inputs: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -284,22 +315,31 @@ class Submitter:
         outputs = normalise_all(request.outputs, dataset_path, cwd, "output")
         inputs = normalise_all(request.inputs, dataset_path, cwd, "input")
         _check_expand(request.expand)
+        _check_assume_ready(request.assume_ready)
         pwd = normalise(cwd, dataset_path, cwd)
+        scratch = _scratch(request, dataset_path, outputs)
+        # where the command runs: the scratch folder's place of the directory, with --alt-dir
+        run_dir = altdir.place(scratch, pwd) if scratch else cwd
         try:
             # the paths as given, as datalad run puts them into the command
             command = format_command(
                 request.cmd,
                 inputs=request.inputs,
                 outputs=request.outputs,
-                pwd=cwd,
+                pwd=run_dir,
                 dspath=dataset_path,
                 configured=self.substitutions(),
             )
         except PlaceholderError as exc:
             raise ScheduleError(str(exc)) from exc
-        to_get, unmatched = input_paths(dataset_path, inputs)
+        input_hits, unmatched = input_paths(dataset_path, inputs)
+        if _ready(request.assume_ready, "inputs"):
+            # as datalad run --assume-ready inputs: nothing is obtained, no glob checked
+            unmatched = []
         if request.dry_run:
-            return self._dry_run(command, cwd, pwd, inputs, outputs, to_get, unmatched)
+            return self._dry_run(
+                command, run_dir, pwd, inputs, outputs, input_hits, unmatched, request, scratch
+            )
         if unmatched:
             raise ScheduleError(_unmatched_inputs(dataset_path, unmatched))
         registry = self._shared()
@@ -319,11 +359,20 @@ class Submitter:
                 dsid=self._dsid,
                 submitted_from=self._head,
                 expand=request.expand,
+                alt_dir=scratch,
             )
         except OutputConflictError as exc:
             raise ScheduleError(str(exc)) from exc
         try:
-            _prepare_worktree(self.ds, to_get, outputs)
+            if scratch and not _ready(request.assume_ready, "outputs"):
+                _refuse_left_over(scratch, outputs, input_hits)
+            _prepare_worktree(
+                self.ds,
+                [] if _ready(request.assume_ready, "inputs") else input_hits,
+                # a job in a scratch folder writes nothing here: nothing to unlock
+                [] if scratch or _ready(request.assume_ready, "outputs") else outputs,
+            )
+            copied = _prepare_scratch(dataset_path, scratch, pwd, input_hits, outputs)
         except BaseException:
             registry.forget_submission(job)
             raise
@@ -333,7 +382,7 @@ class Submitter:
         proc = subprocess.run(
             command,
             shell=True,
-            cwd=cwd,
+            cwd=run_dir,
             capture_output=True,
             text=True,
             check=False,
@@ -348,6 +397,7 @@ class Submitter:
                 f"{proc.stderr.strip() or proc.stdout.strip() or '(no output)'}; "
                 "nothing was registered, the outputs are free again"
                 + _cancelled_note(printed_job_ids(proc.stdout), noted)
+                + _scratch_hint(run_dir if scratch else None)
             )
         try:
             submission = parse_submission(proc.stdout)
@@ -368,13 +418,15 @@ class Submitter:
             "path": dataset_path,
             "type": "dataset",
             "message": f"submitted Slurm job {submission.job_id}, outputs {', '.join(outputs)}"
-            + _glob_note(outputs),
+            + _glob_note(outputs)
+            + _scratch_note(run_dir if scratch else None, copied),
             "slurm_job_id": submission.job_id,
             "cluster": cluster,
             "cmd": request.cmd,
             "outputs": outputs,
             "inputs": inputs,
             "pwd": pwd,
+            **({"alt_dir": scratch} if scratch else {}),
         }
         self.unsettled.append(_Held(job, request, number, noted, spool_note, result))
         return None
@@ -410,6 +462,12 @@ class Submitter:
                 )
                 continue
             files = submitted_log_files(job_facts, held.job.job_id or 0)
+            if held.job.alt_dir:  # written in the scratch folder, brought back here by finish
+                root = held.job.alt_dir
+                files = [
+                    replace(f, path=altdir.to_dataset(f.path, root, self.dataset_path))
+                    for f in files
+                ]
             claims[held.job.id] = joblogs.in_dataset(files, self.dataset_path)
         # a log inside the job's own output is no collision: schedule unlocked what git tracks
         foreign = {
@@ -499,6 +557,13 @@ class Submitter:
             held.spool_note = held.spool_note or _spool_call(
                 self._spool, "register", held.job.cluster, held.job.job_id, held.job.token
             )
+        # Slurm makes no folder for a log: the dataset's folders of the logs of jobs that run
+        # in a scratch folder are made there too, before they are released
+        folders_note = {
+            held.job.id: _log_folders(self.dataset_path, held.job, claims[held.job.id])
+            for held in accepted
+            if held.job.alt_dir
+        }
         to_release = [
             held.job.job_id or 0
             for held in accepted
@@ -516,6 +581,8 @@ class Submitter:
             if outside:
                 result["message"] += f", log files {', '.join(outside)}"
             notes = [held.spool_note] if held.spool_note else []
+            if folders_note.get(held.job.id):
+                notes.append(folders_note[held.job.id] or "")
             if held.noted.user_hold:
                 notes.append(f"held, as asked: release it with 'scontrol release {job_id}'")
             elif job_id in to_release and problem:
@@ -539,14 +606,22 @@ class Submitter:
         outputs: list[str],
         input_hits: list[str],
         unmatched: list[str],
+        request: ScheduleRequest,
+        scratch: str | None,
     ) -> dict[str, Any]:
         """Every check a submission runs, with nothing reserved, obtained, unlocked or run."""
         problems = self._dry_conflicts(outputs)
         if unmatched:
             problems.append(_unmatched_inputs(self.dataset_path, unmatched))
-        logs, unread = self._dry_logs_of(command, cwd)
+        logs, unread = self._dry_logs_of(command, cwd, scratch)
         problems += self._dry_log_problems(logs, outputs)
-        missing, to_get, unknown = _inputs_to_get(self.ds, input_hits)
+        if scratch and not _ready(request.assume_ready, "outputs"):
+            try:
+                _refuse_left_over(scratch, outputs, input_hits)
+            except ScheduleError as exc:
+                problems.append(str(exc))
+        inputs_ready = _ready(request.assume_ready, "inputs")
+        missing, to_get, unknown = _inputs_to_get(self.ds, [] if inputs_ready else input_hits)
         if missing:
             problems.append(
                 "input(s) " + ", ".join(repr(p) for p in missing) + " do not exist in the "
@@ -578,8 +653,14 @@ class Submitter:
             }
         self._dry_reserved.append((len(self._dry_reserved) + 1, outputs))
         self._dry_logs.append((len(self._dry_reserved), logs))
-        to_unlock = _outputs_to_unlock(self.ds, outputs)
+        unlock = not scratch and not _ready(request.assume_ready, "outputs")
+        to_unlock = _outputs_to_unlock(self.ds, outputs) if unlock else []
         notes = [f"would submit {command!r} from {pwd} with outputs {outputs}"]
+        if scratch:
+            notes.append(
+                f"in the scratch folder {cwd}, with the input(s) {', '.join(input_hits) or '-'} "
+                "copied there"
+            )
         shown = [c.path if c.log.exact else c.what for c in joblogs.outside(logs, outputs)]
         if shown:
             notes.append(f"log files {', '.join(shown)}")
@@ -624,9 +705,12 @@ class Submitter:
                 )
         return problems
 
-    def _dry_logs_of(self, command: str, cwd: str) -> tuple[list[joblogs.LogClaim], str | None]:
+    def _dry_logs_of(
+        self, command: str, cwd: str, scratch: str | None
+    ) -> tuple[list[joblogs.LogClaim], str | None]:
         """The log files (inside the dataset) of the sbatch calls in a submit command, as sbatch
-        would read its options, script and environment; and why none could be told."""
+        would read its options, script and environment; and why none could be told.  Run in a
+        scratch folder, they are written there and brought back to the same places here."""
         calls = list(sbatch_calls(command))
         if not calls:
             return [], "its log files cannot be told before submission: it runs no sbatch itself"
@@ -640,6 +724,11 @@ class Submitter:
                 )
             except ValueError:
                 continue  # an array spec sbatch refuses: so does the submission
+        if scratch:
+            files = [
+                replace(f, path=altdir.to_dataset(f.path, scratch, self.dataset_path))
+                for f in files
+            ]
         return joblogs.in_dataset(files, self.dataset_path), None
 
     def _dry_log_problems(self, logs: list[joblogs.LogClaim], outputs: list[str]) -> list[str]:
@@ -765,6 +854,73 @@ def _spool_call(spool: UserSpool | None, method: str, *args: Any) -> str | None:
         getattr(spool, method)(*args)
     except (OSError, SpoolError) as exc:
         return f"not registered in the spool, finish will ask Slurm instead: {exc}"
+    return None
+
+
+def _refuse_left_over(scratch: str, outputs: Sequence[str], inputs: Sequence[str]) -> None:
+    """An output that the scratch folder holds files of already (a failed or closed job's,
+    left as they were) would be brought back as this job's: refused."""
+    left = altdir.left_over(scratch, outputs, inputs)
+    if left:
+        raise ScheduleError(
+            f"the scratch folder {scratch} holds files of the output(s) "
+            + ", ".join(repr(o) for o in left)
+            + " already (left there by an earlier job: a failed or closed job's files stay); "
+            "'datalad finish' would take them for this job's. Remove them from the scratch "
+            "folder, or give --assume-ready outputs to let the job use them"
+        )
+
+
+def _prepare_scratch(
+    dataset_path: str,
+    scratch: str | None,
+    pwd: str,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+) -> list[str]:
+    """The scratch folder made ready (``--alt-dir``): the directory the command runs in, the
+    dataset's folders the outputs go into, the inputs copied; returns the files copied."""
+    if scratch is None:
+        return []
+    folders = [reserved_path(o) if is_glob(o) else os.path.dirname(o) for o in outputs]
+    try:
+        os.makedirs(altdir.place(scratch, pwd), exist_ok=True)
+        altdir.make_folders(dataset_path, scratch, folders)
+        return altdir.copy_inputs(dataset_path, scratch, inputs)
+    except altdir.AltDirError as exc:
+        raise ScheduleError(f"{exc}; nothing was submitted") from exc
+    except OSError as exc:
+        raise ScheduleError(
+            f"the scratch folder {scratch} cannot be prepared: {exc}; nothing was submitted"
+        ) from exc
+
+
+def _scratch_note(run_dir: str | None, copied: Sequence[str]) -> str:
+    """Where a job run in a scratch folder runs, for the schedule's message."""
+    if run_dir is None:
+        return ""
+    return f", running in the scratch folder {run_dir} ({len(copied)} input file(s) copied there)"
+
+
+def _scratch_hint(run_dir: str | None) -> str:
+    """Why a submit command may fail in the scratch folder: the script is not there."""
+    if run_dir is None:
+        return ""
+    return (
+        f"; with --alt-dir the command runs in the scratch folder {run_dir}: a script it names "
+        "by a relative path must be declared an input (-i), which copies it there, or be "
+        "named by its absolute path"
+    )
+
+
+def _log_folders(dataset_path: str, job: Job, claims: Sequence[joblogs.LogClaim]) -> str | None:
+    """Make the folders of a scratch job's logs there (those the dataset has); why not."""
+    assert job.alt_dir is not None
+    folders = [os.path.dirname(c.path) if c.log.exact else c.path for c in claims]
+    try:
+        altdir.make_folders(dataset_path, job.alt_dir, folders)
+    except altdir.AltDirError as exc:
+        return f"{exc}: Slurm cannot write the job's log there"
     return None
 
 

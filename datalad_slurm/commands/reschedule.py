@@ -7,10 +7,11 @@ from typing import Any
 
 from datalad.distribution.dataset import EnsureDataset, datasetmethod, require_dataset
 from datalad.interface.base import Interface, build_doc, eval_results
-from datalad.support.constraints import EnsureNone, EnsureStr
+from datalad.support.constraints import EnsureChoice, EnsureNone, EnsureStr
 from datalad.support.param import Parameter
 
 from datalad_slurm.rescheduling import RescheduleError, reschedule
+from datalad_slurm.scheduling import ASSUME_READY_CHOICES
 
 
 @build_doc
@@ -67,6 +68,21 @@ class Reschedule(Interface):
             action="store_true",
             doc="""only show what would be submitted""",
         ),
+        assume_ready=Parameter(
+            args=("--assume-ready",),
+            doc="""as 'datalad schedule --assume-ready': the inputs need not be
+            obtained, the outputs not unlocked (or both)""",
+            constraints=EnsureChoice(None, *ASSUME_READY_CHOICES),
+        ),
+        alt_dir=Parameter(
+            args=("-a", "--alt-dir"),
+            metavar="DIR",
+            doc="""run the jobs in the scratch folder DIR, as 'datalad schedule
+            --alt-dir' does. As in datalad-slurm 0.2.8 this is not taken from
+            the record: a job runs in a scratch folder only when this is
+            given""",
+            constraints=EnsureStr() | EnsureNone(),
+        ),
     )
 
     @staticmethod
@@ -78,10 +94,19 @@ class Reschedule(Interface):
         dataset: Any = None,
         since: str | None = None,
         report: bool = False,
+        assume_ready: str | None = None,
+        alt_dir: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         ds = require_dataset(dataset, check_installed=True, purpose="reschedule a Slurm job")
         try:
-            yield from reschedule(ds, revision or "HEAD", since=since, report=report)
+            yield from reschedule(
+                ds,
+                revision or "HEAD",
+                since=since,
+                report=report,
+                assume_ready=assume_ready,
+                alt_dir=alt_dir,
+            )
         except RescheduleError as exc:
             yield {
                 "action": "reschedule",

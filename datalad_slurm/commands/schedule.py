@@ -16,6 +16,7 @@ from datalad.support.param import Parameter
 
 from datalad_slurm.jobspecs import read_job_specs
 from datalad_slurm.scheduling import (
+    ASSUME_READY_CHOICES,
     EXPAND_CHOICES,
     ScheduleError,
     ScheduleRequest,
@@ -47,6 +48,12 @@ class Schedule(Interface):
     (``out`` for ``out/*.csv``) until the job is finished; ``datalad finish``
     commits what it matches then. An input glob's matches are obtained now. The
     record keeps the globs as given, or with --expand what they matched.
+
+    With --alt-dir DIR the job runs in a scratch folder outside the dataset
+    that mirrors its layout: the inputs are copied to their places in DIR,
+    the command runs in DIR's place of the current directory, and ``datalad
+    finish`` brings the outputs (and the logs Slurm wrote there) back before
+    committing them (datalad-slurm 0.2.8's option).
     """
 
     _examples_ = [
@@ -61,6 +68,12 @@ class Schedule(Interface):
             text="Pass the declared paths to the job as arguments, one per path, as "
             "'datalad run' does",
             code_cmd="datalad schedule -i data/1 -o models/1 sbatch code/fit.sh {inputs} {outputs}",
+        ),
+        dict(
+            text="Run the job in a scratch folder outside the dataset: its inputs (the "
+            "script too) are copied there, 'datalad finish' brings models/1 back",
+            code_cmd="datalad schedule --alt-dir /scratch/me/ds -i code/fit.sh -i data/1 "
+            "-o models/1 sbatch code/fit.sh 1",
         ),
         dict(
             text="Check what would be submitted and refused, without submitting",
@@ -116,6 +129,29 @@ class Schedule(Interface):
             default the record keeps the globs.""",
             constraints=EnsureChoice(None, *EXPAND_CHOICES),
         ),
+        assume_ready=Parameter(
+            args=("--assume-ready",),
+            doc="""assume that the inputs need not be obtained ('inputs'), that
+            existing outputs need not be unlocked ('outputs'), or both, as
+            'datalad run --assume-ready' does: skip these preparations when you
+            know they are not needed. An input glob that matches nothing is
+            then not refused either. With --alt-dir, 'outputs' also lets the
+            job use what the scratch folder holds of its outputs already.""",
+            constraints=EnsureChoice(None, *ASSUME_READY_CHOICES),
+        ),
+        alt_dir=Parameter(
+            args=("-a", "--alt-dir"),
+            metavar="DIR",
+            doc="""run the job in DIR, an existing scratch folder outside the
+            dataset, as datalad-slurm 0.2.8 did: DIR mirrors the dataset (its
+            path p is DIR/p), each input is copied to its place there, and the
+            submit command runs in DIR's place of the current directory (so
+            the job script must be an input, or be given by its absolute
+            path). 'datalad finish' copies the outputs and the log files Slurm
+            wrote in DIR back into the dataset, commits them, then removes them
+            from DIR. A job that fails, or is closed, leaves DIR as it is.""",
+            constraints=EnsureStr() | EnsureNone(),
+        ),
         message=Parameter(
             args=("-m", "--message"),
             metavar="MESSAGE",
@@ -131,9 +167,9 @@ class Schedule(Interface):
             {"cmd": "sbatch job.sh 1", "outputs": ["out/1"]}. Paths are relative
             to "pwd", which is relative to the current directory. A bad line
             stops everything before the first submission; a submission that
-            fails is reported and the others go on. A line may give "expand"
-            (as --expand); --expand on the command line applies to the lines
-            without one.""",
+            fails is reported and the others go on. A line may give "expand",
+            "assume_ready" and "alt_dir" (as the options); those options on the
+            command line apply to the lines without them.""",
             constraints=EnsureStr() | EnsureNone(),
         ),
         dry_run=Parameter(
@@ -153,14 +189,17 @@ class Schedule(Interface):
         inputs: list[str] | None = None,
         outputs: list[str] | None = None,
         expand: str | None = None,
+        assume_ready: str | None = None,
+        alt_dir: str | None = None,
         message: str | None = None,
         jobs_from: str | None = None,
         dry_run: bool = False,
     ) -> Iterator[dict[str, Any]]:
         ds = require_dataset(dataset, check_installed=True, purpose="schedule a Slurm job")
         if jobs_from is not None:
+            defaults = {"expand": expand, "assume_ready": assume_ready, "alt_dir": alt_dir}
             yield from _schedule_from_file(
-                ds, jobs_from, cmd, inputs, outputs, message, dry_run, expand
+                ds, jobs_from, cmd, inputs, outputs, message, dry_run, defaults
             )
             return
         if not cmd:
@@ -175,6 +214,8 @@ class Schedule(Interface):
             message=message,
             dry_run=dry_run,
             expand=expand,
+            assume_ready=assume_ready,
+            alt_dir=alt_dir,
         )
         try:
             yield from schedule(ds, request)
@@ -190,7 +231,7 @@ def _schedule_from_file(
     outputs: list[str] | None,
     message: str | None,
     dry_run: bool,
-    expand: str | None,
+    defaults: dict[str, str | None],
 ) -> Iterator[dict[str, Any]]:
     if cmd or inputs or outputs or message:
         yield _error(
@@ -213,7 +254,9 @@ def _schedule_from_file(
         return
     for request in requests:
         request.dry_run = dry_run
-        request.expand = request.expand or expand
+        request.expand = request.expand or defaults["expand"]
+        request.assume_ready = request.assume_ready or defaults["assume_ready"]
+        request.alt_dir = request.alt_dir or defaults["alt_dir"]
     yield from schedule_many(ds, requests)
 
 

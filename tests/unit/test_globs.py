@@ -21,7 +21,7 @@ from datalad_slurm.globs import (
     unmatched,
 )
 from datalad_slurm.jobspecs import parse_job_spec
-from datalad_slurm.registry import SCHEMA_VERSION, OutputConflictError, Registry
+from datalad_slurm.registry import OutputConflictError, Registry
 from datalad_slurm.scheduling import ScheduleError, input_paths, normalise_all
 
 #: files (and, ending in "/", empty folders) of the tree every case globs in
@@ -231,8 +231,10 @@ def test_the_expand_column_is_added_to_an_older_registry(tmp_path: Path) -> None
     path = tmp_path / "registry.sqlite"
     Registry(str(path)).close()
     conn = sqlite3.connect(path)
-    conn.execute("ALTER TABLE jobs DROP COLUMN expand")
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    # schema 3: the columns of schema 4 (expand) and later gone
+    for column in ("alt_dir", "expand"):
+        conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
+    conn.execute("PRAGMA user_version = 3")
     conn.commit()
     conn.close()
     with Registry(str(path)) as registry:
