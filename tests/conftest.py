@@ -519,6 +519,12 @@ class Actor:
 
     def datalad(self, *args: str, cwd: str | Path) -> subprocess.CompletedProcess[str]:
         """``datalad ARGS`` as this account, with the cluster and its hook's spool."""
+        return subprocess.run(
+            self.command(*args), cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
+        )
+
+    def command(self, *args: str) -> list[str]:
+        """The command line of ``datalad ARGS`` as this account (for a process of its own)."""
         env = {
             "PATH": f"{os.path.dirname(sys.executable)}:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": self.user.pw_dir if self.user else os.environ.get("HOME", "/root"),
@@ -541,9 +547,7 @@ class Actor:
             command = ["runuser", "-u", self.user.pw_name, "--", *command]
         if self.login:
             command = [self.login, *command]
-        return subprocess.run(
-            command, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
-        )
+        return command
 
     def ok(self, *args: str, cwd: str | Path) -> str:
         """``datalad ARGS`` that must succeed without a traceback; its standard output."""
