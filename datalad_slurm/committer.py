@@ -27,6 +27,7 @@ from datalad.log import log_progress
 
 from datalad_slurm import altdir, jobbranches
 from datalad_slurm.commitwriter import (
+    WORK_REF,
     Change,
     StagingProblem,
     WorktreeChanges,
@@ -657,6 +658,9 @@ def recover(dataset_path: str, registry: Registry) -> list[Job]:
     interrupted = registry.jobs(states=("committing",))
     if not interrupted:
         return []
+    # a fast-import killed before its commits were placed leaves its work ref behind, which
+    # would keep them (unused) reachable
+    run_git(dataset_path, "update-ref", "-d", WORK_REF, check=False)
     # a finish killed between save's commit on an adjusted branch and its sync left the commit
     # on the adjusted branch alone: the sync moves it where save would have
     if _on_adjusted_branch(dataset_path):
