@@ -18,6 +18,7 @@ import hashlib
 import os
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,34 @@ def _tree(folder: Path) -> dict[str, str]:
         if path.is_file():
             found[str(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return found
+
+
+def kill_swept(
+    actor: Actor, ds: Path, args: Sequence[str], check: Callable[[int], None] | None = None
+) -> int:
+    """``datalad ARGS`` as the account, its whole process group SIGKILLed after 0.3 s, then
+    0.45 s, ... (kills swept over its run, 0.15 s apart) until one run ends on its own;
+    ``check(trial)`` after each kill.  How many were killed (at least 3: else the sweep
+    missed the run)."""
+    killed = 0
+    for trial in range(60):
+        proc = subprocess.Popen(
+            actor.command(*args),
+            cwd=ds,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.3 + 0.15 * trial)
+        if proc.poll() is not None:
+            break
+        os.killpg(proc.pid, 9)
+        proc.wait()
+        killed += 1
+        if check is not None:
+            check(trial)
+    assert killed >= 3, f"{args} ended before the kills could reach it ({killed} killed)"
+    return killed
 
 
 def _committed(ds: Path, rev: str = "HEAD") -> list[str]:
@@ -231,26 +260,13 @@ def test_a_finish_killed_while_it_brings_the_outputs_back_loses_nothing(actor: A
     made = {k: v for k, v in _tree(scratch).items() if k.startswith("out/") or k.endswith(".out")}
     assert len(made) == 61
     subject = f"[DATALAD SLURM RUN] Slurm job {job}: Completed"
-    # kills swept over the whole run, 0.15 s apart, until a finish ends on its own
-    killed = 0
-    for trial in range(40):
-        proc = subprocess.Popen(
-            actor.command("finish"),
-            cwd=ds,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(0.3 + 0.15 * trial)
-        if proc.poll() is not None:
-            break
-        os.killpg(proc.pid, 9)
-        proc.wait()
-        killed += 1
+
+    def whole_until_committed(trial: int) -> None:
         if not _git(ds, "log", "--format=%s", "--fixed-strings", f"--grep={subject}"):
             now = _tree(scratch)
             assert {k: now.get(k) for k in made} == made, f"trial {trial}: scratch copy damaged"
-    assert killed >= 3, f"finish ended before the kills could reach it ({killed} killed)"
+
+    kill_swept(actor, ds, ["finish"], whole_until_committed)
     results = _finish(actor, ds)
     assert all(r["status"] == "ok" for r in results), results
     assert _git(ds, "log", "--format=%s").splitlines().count(subject) == 1

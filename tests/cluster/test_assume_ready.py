@@ -55,34 +55,11 @@ def _schedule(actor: Actor, ds: Path, *args: str) -> dict[str, Any]:
 def test_assume_ready_inputs_obtains_nothing(actor: Actor) -> None:
     _origin, ds = _datasets(actor)
     assert not _here(actor, ds, "data/in.dat")
-    dry = _schedule(
-        actor,
-        ds,
-        "--dry-run",
-        "--assume-ready",
-        "inputs",
-        "-i",
-        "data/in.dat",
-        "-o",
-        "res/1/",
-        "sbatch",
-        "code/write.sh",
-        "res/1/",
-    )
+    first = ["--assume-ready", "inputs", "-i", "data/in.dat", "-o", "res/1/"]
+    first += ["sbatch", "code/write.sh", "res/1/"]
+    dry = _schedule(actor, ds, "--dry-run", *first)
     assert dry["status"] == "ok" and dry["would_get"] == [], dry
-    ready = _schedule(
-        actor,
-        ds,
-        "--assume-ready",
-        "inputs",
-        "-i",
-        "data/in.dat",
-        "-o",
-        "res/1/",
-        "sbatch",
-        "code/write.sh",
-        "res/1/",
-    )
+    ready = _schedule(actor, ds, *first)
     assert ready["status"] == "ok", ready
     assert not _here(actor, ds, "data/in.dat"), "--assume-ready inputs obtained the input"
     # an input glob without a match: refused as datalad run refuses it, unless assumed ready

@@ -15,15 +15,13 @@ Every scenario runs the ``datalad`` command line as root and as the unprivileged
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from datalad_slurm.registry import Registry
+from tests.cluster.test_alt_dir import kill_swept
 from tests.cluster.test_cli_answers import _git, _json
 from tests.cluster.test_globs import _as_owner, _clean, _record
 from tests.conftest import Actor, assert_fsck_clean
@@ -186,22 +184,7 @@ def test_a_finish_killed_midway_is_completed_once(actor: Actor, mode: str) -> No
     it, the registry agrees, and nothing is left staged."""
     ds, jobs = _submitted(actor)
     base = _git(ds, "rev-parse", "HEAD").strip()
-    killed = 0
-    for trial in range(60):
-        proc = subprocess.Popen(
-            actor.command("finish", mode),
-            cwd=ds,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(0.3 + 0.15 * trial)
-        if proc.poll() is not None:
-            break
-        os.killpg(proc.pid, 9)
-        proc.wait()
-        killed += 1
-    assert killed >= 3, f"finish ended before the kills could reach it ({killed} killed)"
+    kill_swept(actor, ds, ["finish", mode])
     # once more: what the last kill left is settled (recovery), nothing else to do
     assert all(r["status"] == "ok" for r in _finish(actor, ds, mode))
     records = _git(ds, "log", "--all", "--format=%H %s", "--grep=DATALAD SLURM RUN").splitlines()
