@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from datalad_slurm.globs import DOT, hits, in_git_dir, is_glob, reserved_path
+from datalad_slurm.globs import DOT, hits, in_git_dir, is_glob
 from datalad_slurm.paths import overlaps
 
 #: what the scratch folder is called in messages (the option that names it)
@@ -109,20 +109,24 @@ def holds_files(path: str) -> bool:
 
 def left_over(root: str, outputs: Sequence[str], inputs: Sequence[str]) -> list[str]:
     """The outputs that the scratch folder holds files of already (an earlier job's, not
-    copied back): the job would find them, and ``finish`` would take them for its own.  An
-    output that is (in) an input, or holds one, is the input's copy."""
+    copied back): the job would find them, and ``finish`` would take them for its own.  What
+    is (in) an input, or holds one, is the input's copy."""
     found = []
     for output in outputs:
-        held = reserved_path(output)
-        if any(overlaps(held, given) for given in inputs):
-            continue
-        if is_glob(output):
-            present = [h for h in hits(output, root) if holds_files(place(root, h.rstrip("/")))]
-        else:
-            present = [output] if holds_files(place(root, output)) else []
-        if present:
+        if any(
+            holds_files(place(root, candidate))
+            and not any(overlaps(candidate, given) for given in inputs)
+            for candidate in _in_scratch(root, output)
+        ):
             found.append(output)
     return found
+
+
+def _in_scratch(root: str, output: str) -> list[str]:
+    """What a declared output stands for in the scratch folder: itself, a glob its hits."""
+    if not is_glob(output):
+        return [output]
+    return [h.rstrip("/") for h in hits(output, root) if h.rstrip("/") and not in_git_dir(h)]
 
 
 def make_folders(dataset_path: str, root: str, folders: Iterable[str]) -> None:
@@ -268,14 +272,16 @@ def bring_back(
 
     A folder is merged into the dataset's: files the job did not write stay.  Symlinks are
     followed (``cp -L`` in 0.2.8); one that points to nothing is copied as the link."""
+    if not os.path.isdir(root):
+        # not mounted here, or removed: nothing can be told about the outputs, the job waits
+        raise AltDirError(
+            f"its scratch folder {root} ({OPTION}) is not there; run 'datalad finish' where it "
+            "is reachable (the job stays open)"
+        )
     brought = BroughtBack()
     dataset = os.path.realpath(dataset_path)
     for output in outputs:
-        if is_glob(output):
-            found = [h.rstrip("/") for h in hits(output, root)]
-            found = [h for h in found if h and not in_git_dir(h)]
-        else:
-            found = [output] if os.path.lexists(place(root, output)) else []
+        found = [p for p in _in_scratch(root, output) if os.path.lexists(place(root, p))]
         if not found:
             brought.missing.append(output)
         for relative in found:
@@ -345,8 +351,7 @@ def clear(root: str, paths: Iterable[str]) -> list[str]:
     itself."""
     problems = []
     for path in paths:
-        found = [h.rstrip("/") for h in hits(path, root)] if is_glob(path) else [path]
-        for relative in found:
+        for relative in _in_scratch(root, path):
             if relative in ("", DOT) or relative.startswith("../") or relative == "..":
                 continue
             target = place(root, relative)
