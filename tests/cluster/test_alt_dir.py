@@ -108,12 +108,12 @@ def _tree(folder: Path) -> dict[str, str]:
 def kill_swept(
     actor: Actor, ds: Path, args: Sequence[str], check: Callable[[int], None] | None = None
 ) -> int:
-    """``datalad ARGS`` as the account, its whole process group SIGKILLed after 0.3 s, then
-    0.45 s, ... (kills swept over its run, 0.15 s apart) until one run ends on its own;
+    """``datalad ARGS`` as the account, its whole process group SIGKILLed after 0.2 s, then
+    0.28 s, ... (kills swept over its run, 0.08 s apart) until one run ends on its own;
     ``check(trial)`` after each kill.  How many were killed (at least 3: else the sweep
     missed the run)."""
     killed = 0
-    for trial in range(60):
+    for trial in range(100):
         proc = subprocess.Popen(
             actor.command(*args),
             cwd=ds,
@@ -121,7 +121,7 @@ def kill_swept(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(0.3 + 0.15 * trial)
+        time.sleep(0.2 + 0.08 * trial)
         if proc.poll() is not None:
             break
         os.killpg(proc.pid, 9)

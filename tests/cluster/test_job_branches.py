@@ -179,7 +179,7 @@ def test_octopus_merges_every_job_at_once(actor: Actor) -> None:
 
 @pytest.mark.parametrize("mode", ["--branches", "--octopus"])
 def test_a_finish_killed_midway_is_completed_once(actor: Actor, mode: str) -> None:
-    """SIGKILL to the finish's process group at moments swept over its run (0.15 s apart)
+    """SIGKILL to the finish's process group at moments swept over its run (0.08 s apart)
     until one ends on its own; then every job is committed exactly once, where the mode puts
     it, the registry agrees, and nothing is left staged."""
     ds, jobs = _submitted(actor)
