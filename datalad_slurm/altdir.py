@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.globs import DOT, hits, in_git_dir, is_glob
 from datalad_slurm.paths import overlaps
 
@@ -35,7 +36,7 @@ TMP_SUFFIX = ".datalad-slurm-tmp"
 _BLOCK = 1 << 20
 
 
-class AltDirError(RuntimeError):
+class AltDirError(DataladSlurmError, RuntimeError):
     """The scratch folder cannot be used, or a copy failed; the message says what to do."""
 
 

@@ -42,6 +42,7 @@ from datalad_slurm.commitwriter import (
     worktree_changes,
     write_commits,
 )
+from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.git import GitError, is_utf8, run_git, shown
 from datalad_slurm.gitlock import git_writes
 from datalad_slurm.globs import is_glob, reserved_path
@@ -168,11 +169,9 @@ def commit_jobs(
             item = prepare_commit(
                 dataset_path, job, status, message, gone, brought.missing if brought else None
             )
-        except altdir.AltDirError as exc:
+        except DataladSlurmError as exc:  # its env.json cannot be written, the dataset moved,
+            # its scratch folder (--alt-dir) is not there or could not be copied back
             yield _not_committed(dataset_path, job, str(exc))
-            continue
-        except OSError as exc:
-            yield _not_committed(dataset_path, job, f"its env.json could not be written ({exc})")
             continue
         item.brought_back = brought.paths if brought else []
         prepared.append(item)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datalad_slurm import altdir
-from datalad_slurm.committer import commit_jobs, recover
+from datalad_slurm.committer import commit_jobs, find_commits_with_tokens, recover
+from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.gitlock import (
     GitLockTimeout,
     clear_interrupted_writes,
@@ -50,7 +51,7 @@ STALE_SUBMISSION_SECONDS = STALE_INFLIGHT_SECONDS
 STALE_EVENT_SECONDS = 30 * 24 * 3600.0
 
 
-class FinishError(RuntimeError):
+class FinishError(DataladSlurmError, RuntimeError):
     """A request finish cannot carry out; the message says what to do."""
 
 
@@ -380,15 +381,54 @@ def _commit_batch(
             yield result
     except Exception as exc:
         left = [job for job, _ in batch if job.id not in reported]
-        registry.reopen_many(left)
-        for job in left:
-            yield _result(
-                str(ds.path),
-                "error",
-                f"job {_job_name(job)} could not be committed: {exc}; it stays open",
-                slurm_job_id=job.job_id,
-                cluster=job.cluster,
+        yield from _after_failed_commit(str(ds.path), registry, left, exc)
+
+
+def _after_failed_commit(
+    dataset_path: str, registry: Registry, jobs: Sequence[Job], exc: Exception
+) -> Iterator[dict[str, Any]]:
+    """The commit failed, perhaps after HEAD moved (the registry failed on a full disk): a
+    job whose commit is in HEAD's history must never be reopened, or the next finish commits
+    it twice.  The rows are settled by their tokens as after a crash (``committer.recover``);
+    if the registry still fails they stay 'committing' for the next finish's recovery."""
+    try:
+        recover(dataset_path, registry)
+        rows = {job.id: registry.get(job.id) for job in jobs}
+        committed = {
+            job.id: row.commit_sha
+            for job in jobs
+            if (row := rows[job.id]).state == "finished" and row.commit_sha
+        }
+        recorded = True
+    except DataladSlurmError:
+        found = find_commits_with_tokens(
+            dataset_path, {job.token for job in jobs}, {job.submitted_from for job in jobs}
+        )
+        committed = {job.id: found[job.token] for job in jobs if job.token in found}
+        recorded = False
+    for job in jobs:
+        sha = committed.get(job.id)
+        if sha is None:
+            message = (
+                f"job {_job_name(job)} could not be committed: {exc}; it stays open, fix the "
+                "problem and run 'datalad finish' again"
             )
+        elif recorded:
+            message = f"Slurm job {job.job_id} was committed as {sha[:8]}, then: {exc}"
+        else:
+            message = (
+                f"Slurm job {job.job_id} was committed as {sha[:8]}, but the registry could "
+                f"not record that: {exc}; the next 'datalad finish' records it (it is not "
+                "committed twice)"
+            )
+        yield _result(
+            dataset_path,
+            "error",
+            message,
+            slurm_job_id=job.job_id,
+            cluster=job.cluster,
+            **({"commit": sha} if sha else {}),
+        )
 
 
 def _job_name(job: Job) -> str:

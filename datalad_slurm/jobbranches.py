@@ -44,10 +44,6 @@ MERGE_SUBJECT = "Merge all branches from finished jobs"
 MODES = ("branches", "octopus")
 
 
-class BranchError(RuntimeError):
-    """A job cannot have its branch; the message says what to do."""
-
-
 def branch_name(job_id: int | None) -> str:
     return f"{BRANCH_PREFIX}{job_id}"
 

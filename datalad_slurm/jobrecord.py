@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datalad_slurm import altdir
+from datalad_slurm.errors import DataladSlurmError, os_advice
 from datalad_slurm.globs import expand, output_paths, unmatched
 from datalad_slurm.paths import PathOutsideDatasetError, normalise
 from datalad_slurm.records import REGISTRATION_KEY, RunRecord, format_message
@@ -41,12 +42,13 @@ def status_word(status: JobStatus) -> str:
     return status.summary_state.replace("_", " ").capitalize()
 
 
-def log_candidates(dataset_path: str, job: Job, status: JobStatus) -> list[str]:
-    """Where the job's log files may be, as absolute paths, in order: Slurm's names for each
-    task, the names kept at submission (for backends without them), the default name, the
-    files datalad-slurm 0.2.8 found.  A job run in a scratch folder (``--alt-dir``) wrote them
-    there (relative names are relative to its work folder there)."""
-    found: list[str] = []
+def log_candidates(dataset_path: str, job: Job, status: JobStatus) -> list[tuple[str, str]]:
+    """Where the job's log files may be, as (the task's work folder, absolute path), in
+    order: Slurm's names for each task, the names kept at submission (for backends without
+    them), the default name, the files datalad-slurm 0.2.8 found.  A job run in a scratch
+    folder (``--alt-dir``) wrote them there (relative names are relative to its work folder
+    there)."""
+    found: list[tuple[str, str]] = []
     base = job.alt_dir or dataset_path
     # a job taken over from datalad-slurm 0.2.8: the log files it found at submission
     imported = [altdir.place(base, p) for p in job.submission_facts.get("imported_logs", ())]
@@ -64,8 +66,8 @@ def log_candidates(dataset_path: str, job: Job, status: JobStatus) -> list[str]:
         for candidate in candidates:
             if candidate:
                 absolute = os.path.join(work_dir, candidate)
-                if absolute not in found:
-                    found.append(absolute)
+                if absolute not in (path for _, path in found):
+                    found.append((work_dir, absolute))
     return found
 
 
@@ -75,7 +77,7 @@ def scratch_logs(dataset_path: str, job: Job, status: JobStatus) -> list[str]:
     if not job.alt_dir:
         return []
     logs = []
-    for absolute in log_candidates(dataset_path, job, status):
+    for _, absolute in log_candidates(dataset_path, job, status):
         if not os.path.isfile(absolute):
             continue
         mapped = altdir.to_dataset(absolute, job.alt_dir, dataset_path)
@@ -93,11 +95,15 @@ def scratch_logs(dataset_path: str, job: Job, status: JobStatus) -> list[str]:
 def find_job_files(dataset_path: str, job: Job, status: JobStatus) -> JobFiles:
     """The job's log files that exist inside the dataset, and where env.json goes."""
     logs: list[str] = []
-    for absolute in log_candidates(dataset_path, job, status):
+    for work_dir, absolute in log_candidates(dataset_path, job, status):
         if job.alt_dir:  # brought back from the scratch folder to the same place here
             absolute = altdir.to_dataset(absolute, job.alt_dir, dataset_path)
         # a log already annexed by an interrupted finish is a symlink by now
-        if not os.path.lexists(absolute) or os.path.isdir(absolute):
+        if not os.path.lexists(absolute):
+            if not job.alt_dir:  # a job run in a scratch folder ran elsewhere on purpose
+                _refuse_if_moved(dataset_path, job, work_dir, absolute)
+            continue
+        if os.path.isdir(absolute):
             continue
         try:
             relative = normalise(absolute, dataset_path)
@@ -108,6 +114,35 @@ def find_job_files(dataset_path: str, job: Job, status: JobStatus) -> JobFiles:
     env_dir = posixpath.dirname(logs[0]) if logs else job.pwd
     env_json = posixpath.normpath(posixpath.join(env_dir, f"slurm-job-{job.job_id}.env.json"))
     return JobFiles(logs=logs, env_json=env_json)
+
+
+class MovedDatasetError(DataladSlurmError):
+    """The dataset was moved after the job was scheduled: its logs are not where Slurm
+    wrote them, and committing without them would lose them."""
+
+
+def _refuse_if_moved(dataset_path: str, job: Job, work_dir: str, log: str) -> None:
+    """A log Slurm names is missing; if the dataset was moved (the job's folder less its
+    ``pwd`` is another place, and the dataset holds the log at the same relative path),
+    say so instead of committing the job without it."""
+    ran_in = os.path.normpath(work_dir)
+    if os.path.realpath(ran_in) == os.path.realpath(os.path.join(dataset_path, job.pwd)):
+        return
+    old_root = ran_in
+    if job.pwd not in (".", ""):
+        if not ran_in.endswith("/" + job.pwd):
+            return  # the job ran elsewhere on purpose (sbatch --chdir, a cd in the command)
+        old_root = ran_in[: -len(job.pwd) - 1] or "/"
+    relative = os.path.relpath(os.path.normpath(log), old_root)
+    if relative.startswith("..") or not os.path.lexists(os.path.join(dataset_path, relative)):
+        return
+    raise MovedDatasetError(
+        f"Slurm job {job.job_id} ran in {ran_in}, but the dataset is at {dataset_path} now: "
+        f"its log {relative} is not where Slurm wrote it",
+        path=old_root,
+        advice=f"move the dataset back to {old_root}, run 'datalad finish' there, and move "
+        "it after that",
+    )
 
 
 def _submitted_log_names(job: Job, task: TaskState) -> list[str]:
@@ -209,6 +244,10 @@ def build_record(
     )
 
 
+class JobFileError(DataladSlurmError):
+    """A file finish writes for the job (its env.json) cannot be written."""
+
+
 @dataclass
 class PreparedCommit:
     """One job's commit, ready to be written: its message and the paths it covers."""
@@ -274,9 +313,16 @@ def prepare_commit(
     """
     files = find_job_files(dataset_path, job, status)
     env_path = os.path.join(dataset_path, files.env_json)
-    os.makedirs(os.path.dirname(env_path), exist_ok=True)
     text = json.dumps(job_facts(job, status), indent=1, sort_keys=True) + "\n"
-    replace_file(env_path, text.encode("utf-8"))
+    try:
+        os.makedirs(os.path.dirname(env_path), exist_ok=True)
+        replace_file(env_path, text.encode("utf-8"))
+    except OSError as exc:
+        raise JobFileError(
+            f"its env.json {env_path} could not be written ({exc.strerror or exc})",
+            path=env_path,
+            advice=os_advice(exc, os.path.dirname(env_path)),
+        ) from exc
     record = build_record(job, status, files, record_outputs(dataset_path, job))
     text = format_message(record, status_word(status), message or job.message)
     return PreparedCommit(

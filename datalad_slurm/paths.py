@@ -11,8 +11,10 @@ import os
 import posixpath
 from collections.abc import Iterable, Iterator
 
+from datalad_slurm.errors import DataladSlurmError
 
-class PathOutsideDatasetError(ValueError):
+
+class PathOutsideDatasetError(DataladSlurmError, ValueError):
     """A path given by the user does not lie inside the dataset."""
 
 

@@ -21,12 +21,13 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.globs import expand
 
 SUBSTITUTIONS_PREFIX = "datalad.run.substitutions."
 
 
-class PlaceholderError(ValueError):
+class PlaceholderError(DataladSlurmError, ValueError):
     """A command whose placeholders cannot be filled; the message says why."""
 
 

@@ -9,6 +9,7 @@ write run under ``BEGIN IMMEDIATE``.  The schema version lives in
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from datalad_slurm.errors import DataladSlurmError, os_advice
 from datalad_slurm.globs import is_glob, reserved_path, reserved_paths
 from datalad_slurm.paths import ancestors, collapse, lies_in
 
@@ -82,8 +84,40 @@ _MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
-class RegistryError(RuntimeError):
+class RegistryError(DataladSlurmError, RuntimeError):
     """The registry cannot do what was asked (the message says why)."""
+
+
+def _failure(path: str, exc: sqlite3.Error | OSError) -> RegistryError:
+    """What SQLite (or the file system) said, with the registry's path and what to do."""
+    folder = os.path.dirname(path)
+    if isinstance(exc, OSError):
+        why = exc.strerror or str(exc)
+        return RegistryError(
+            f"the job registry {path} failed ({why})", path=path, advice=os_advice(exc, folder)
+        )
+    why = str(exc)
+    words = why.lower()
+    if "full" in words:
+        advice = os_advice(OSError(errno.ENOSPC, why), folder)
+    elif "readonly" in words or "unable to open" in words:
+        advice = (
+            f"{folder} and the file in it must be writable for you (datalad-slurm keeps its "
+            "state there): fix their permissions, or run the command as the dataset's owner"
+        )
+    elif "locked" in words or "busy" in words:
+        advice = "another datalad-slurm command holds it: try again when that has ended"
+    elif isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return RegistryError(
+            f"the job registry {path} is damaged ({why})",
+            path=path,
+            advice=f"put back a copy from a backup, or move it aside ('mv {path} "
+            f"{path}.damaged'): the next command starts a new registry, which knows none of "
+            "the open jobs (commit their outputs with 'datalad save')",
+        )
+    else:
+        advice = f"check the file and the disk that holds {folder}"
+    return RegistryError(f"the job registry {path} failed ({why})", path=path, advice=advice)
 
 
 class OutputConflictError(RegistryError):
@@ -197,19 +231,20 @@ class Registry:
 
     def __init__(self, path: str, timeout: float = 120.0, read_only: bool = False) -> None:
         self.path = path
-        if read_only:
-            # nothing created, nothing migrated: for looks that must change nothing
-            uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
-            self._conn = sqlite3.connect(uri, timeout=timeout, isolation_level=None, uri=True)
+        with self._translated():
+            if read_only:
+                # nothing created, nothing migrated: for looks that must change nothing
+                uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+                self._conn = sqlite3.connect(uri, timeout=timeout, isolation_level=None, uri=True)
+                self._conn.row_factory = sqlite3.Row
+                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                self._refuse_newer(version)
+                return
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self._conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
             self._conn.row_factory = sqlite3.Row
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            self._refuse_newer(version)
-            return
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        self._conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA foreign_keys = ON")
-        self._migrate()
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
 
     @classmethod
     def for_git_dir(cls, git_dir: str) -> Registry:
@@ -225,15 +260,28 @@ class Registry:
         self.close()
 
     @contextmanager
-    def transaction(self, immediate: bool = True) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    def _translated(self) -> Iterator[None]:
+        """SQLite's and the file system's errors as a :class:`RegistryError` that names the
+        file and says what to do ("file is not a database" alone helps nobody)."""
         try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        else:
-            self._conn.execute("COMMIT")
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            raise _failure(self.path, exc) from exc
+
+    @contextmanager
+    def transaction(self, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+        with self._translated():
+            self._conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            try:
+                yield self._conn
+            except BaseException:
+                # SQLite already rolled back after some errors (a full disk): a second
+                # ROLLBACK would hide the first error behind "no transaction is active"
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         with self.transaction() as conn:
@@ -248,8 +296,10 @@ class Registry:
     def _refuse_newer(self, version: int) -> None:
         if version > SCHEMA_VERSION:
             raise RegistryError(
-                f"the registry {self.path} has schema version {version}, newer than this "
-                f"datalad-slurm understands ({SCHEMA_VERSION}); upgrade datalad-slurm"
+                f"the job registry {self.path} has schema version {version}, newer than this "
+                f"datalad-slurm understands ({SCHEMA_VERSION})",
+                path=self.path,
+                advice="a newer datalad-slurm wrote it: upgrade datalad-slurm to use it",
             )
 
     # -- schedule -------------------------------------------------------------
@@ -462,14 +512,16 @@ class Registry:
 
     def jobs(self, states: Sequence[str] = HOLDING_STATES, job_id: int | None = None) -> list[Job]:
         where, args = self._selection(states, job_id)
-        rows = self._conn.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY id", args)
-        return [Job.from_row(row) for row in rows]
+        with self._translated():
+            rows = self._conn.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY id", args)
+            return [Job.from_row(row) for row in rows]
 
     def has_jobs(self, states: Sequence[str] = HOLDING_STATES, job_id: int | None = None) -> bool:
         """Whether :meth:`jobs` would return any (without reading them)."""
         where, args = self._selection(states, job_id)
         query = f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {where})"
-        return bool(self._conn.execute(query, args).fetchone()[0])
+        with self._translated():
+            return bool(self._conn.execute(query, args).fetchone()[0])
 
     @staticmethod
     def _selection(states: Sequence[str], job_id: int | None) -> tuple[str, list[Any]]:
@@ -481,7 +533,8 @@ class Registry:
         return where, args
 
     def get(self, row_id: int) -> Job:
-        row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (row_id,)).fetchone()
+        with self._translated():
+            row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (row_id,)).fetchone()
         if row is None:
             raise RegistryError(f"no registry entry {row_id}")
         return Job.from_row(row)
@@ -536,12 +589,13 @@ class Registry:
         job.cron_reported = report
 
     def reservations(self, job: Job) -> list[str]:
-        return [
-            row["path"]
-            for row in self._conn.execute(
-                "SELECT path FROM reservations WHERE job = ? ORDER BY path", (job.id,)
-            )
-        ]
+        with self._translated():
+            return [
+                row["path"]
+                for row in self._conn.execute(
+                    "SELECT path FROM reservations WHERE job = ? ORDER BY path", (job.id,)
+                )
+            ]
 
 
 def _split_sql(script: str) -> list[str]:

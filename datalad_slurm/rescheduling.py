@@ -8,13 +8,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.git import GitError, run_git
 from datalad_slurm.records import RecordError, RunRecord, is_record_message, parse_message
 from datalad_slurm.scheduling import ScheduleError, ScheduleRequest, schedule
 from datalad_slurm.slurm.jobid import JobIdError, parse_job_id
 
 
-class RescheduleError(RuntimeError):
+class RescheduleError(DataladSlurmError, RuntimeError):
     """The revision names no Slurm run record that can be submitted again."""
 
 

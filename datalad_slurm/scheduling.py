@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from datalad_slurm import altdir, joblogs
+from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.git import run_git
 from datalad_slurm.gitlock import (
     clear_interrupted_writes,
@@ -62,7 +63,7 @@ EXPAND_CHOICES = ("inputs", "outputs", "both")
 ASSUME_READY_CHOICES = ("inputs", "outputs", "both")
 
 
-class ScheduleError(RuntimeError):
+class ScheduleError(DataladSlurmError, RuntimeError):
     """A request that cannot be scheduled; the message says what to change."""
 
 
@@ -396,8 +397,14 @@ class Submitter:
                 f"the submit command {command!r} failed with exit code {proc.returncode}: "
                 f"{proc.stderr.strip() or proc.stdout.strip() or '(no output)'}; "
                 "nothing was registered, the outputs are free again"
-                + _cancelled_note(printed_job_ids(proc.stdout), noted)
-                + _scratch_hint(run_dir if scratch else None)
+                + _cancelled_note(printed_job_ids(proc.stdout), noted),
+                advice=(
+                    "the shell did not find a command: put Slurm's client commands (sbatch) "
+                    f"on PATH (now {os.environ.get('PATH', '')}), then schedule again"
+                    if proc.returncode == 127
+                    else _scratch_hint(run_dir if scratch else None)
+                    or "schedule again when the submit command works"
+                ),
             )
         try:
             submission = parse_submission(proc.stdout)
@@ -411,7 +418,15 @@ class Submitter:
             ) from exc
         cluster = submission.cluster or self._cluster
         # the job id goes on record at once; the job is held until settle reserved its logs
-        registry.note_held(job, submission.job_id, cluster)
+        try:
+            registry.note_held(job, submission.job_id, cluster)
+        except RegistryError as exc:
+            raise ScheduleError(
+                f"Slurm accepted job {submission.job_id}, but the registry could not record "
+                f"it: {exc}. Cancel it ('scancel {submission.job_id}'), or commit its outputs "
+                "by hand when it has ended; 10 minutes from now "
+                "'datalad finish --close-failed-jobs' releases its outputs"
+            ) from exc
         result = {
             "action": ACTION,
             "status": "ok",
@@ -907,9 +922,9 @@ def _scratch_hint(run_dir: str | None) -> str:
     if run_dir is None:
         return ""
     return (
-        f"; with --alt-dir the command runs in the scratch folder {run_dir}: a script it names "
+        f"with --alt-dir the command runs in the scratch folder {run_dir}: a script it names "
         "by a relative path must be declared an input (-i), which copies it there, or be "
-        "named by its absolute path"
+        "named by its absolute path; then schedule again"
     )
 
 

@@ -10,8 +10,11 @@ from datalad.interface.base import Interface, build_doc, eval_results
 from datalad.support.constraints import EnsureFloat, EnsureInt, EnsureNone, EnsureStr
 from datalad.support.param import Parameter
 
-from datalad_slurm.finishing import FinishError, FinishRequest, finish, list_open_jobs
+from datalad_slurm.commands.failures import error_result
+from datalad_slurm.errors import DataladSlurmError
+from datalad_slurm.finishing import FinishRequest, finish, list_open_jobs
 from datalad_slurm.slurm.backend import BackendError
+from datalad_slurm.slurm.conf import cluster_name, conf_path
 from datalad_slurm.slurm.jobid import JobIdError, parse_job_id
 from datalad_slurm.slurm.select import choose_backend
 
@@ -181,8 +184,10 @@ class Finish(Interface):
                 if cron:
                     result["cron"] = True  # for the renderers
                 yield result
-        except (FinishError, BackendError) as exc:
-            yield _error(ds.path, str(exc))
+        except BackendError as exc:
+            yield _error(ds.path, _slurm_unreachable(ds.path, exc))
+        except DataladSlurmError as exc:
+            yield _error(ds.path, exc)
 
     @staticmethod
     def custom_result_renderer(res: dict[str, Any], **kwargs: Any) -> None:
@@ -289,11 +294,17 @@ def _source(result: dict[str, Any]) -> str:
     return f"{backend}, data_parser {layout}" if layout else backend
 
 
-def _error(path: Any, message: str) -> dict[str, Any]:
-    return {
-        "action": "finish",
-        "status": "error",
-        "path": str(path),
-        "type": "dataset",
-        "message": message,
-    }
+def _slurm_unreachable(path: Any, exc: BackendError) -> DataladSlurmError:
+    """Slurm did not answer (controller or accounting down, tools missing): which Slurm, and
+    that nothing changed.  Asked before any job is committed or closed."""
+    conf = conf_path()
+    return DataladSlurmError(
+        f"Slurm could not be asked about the jobs of {path}: {exc}",
+        path=conf,
+        advice=f"nothing was committed or closed, the jobs stay open; run the command again "
+        f"when Slurm answers (cluster {cluster_name(conf) or '?'}, config {conf})",
+    )
+
+
+def _error(path: Any, failure: DataladSlurmError | str) -> dict[str, Any]:
+    return error_result("finish", path, failure)

@@ -10,7 +10,9 @@ from datalad.interface.base import Interface, build_doc, eval_results
 from datalad.support.constraints import EnsureChoice, EnsureNone, EnsureStr
 from datalad.support.param import Parameter
 
-from datalad_slurm.rescheduling import RescheduleError, reschedule
+from datalad_slurm.commands.failures import error_result
+from datalad_slurm.errors import DataladSlurmError
+from datalad_slurm.rescheduling import reschedule
 from datalad_slurm.scheduling import ASSUME_READY_CHOICES
 
 
@@ -107,11 +109,5 @@ class Reschedule(Interface):
                 assume_ready=assume_ready,
                 alt_dir=alt_dir,
             )
-        except RescheduleError as exc:
-            yield {
-                "action": "reschedule",
-                "status": "error",
-                "path": str(ds.path),
-                "type": "dataset",
-                "message": str(exc),
-            }
+        except DataladSlurmError as exc:
+            yield error_result("reschedule", ds.path, exc)

@@ -14,6 +14,8 @@ from datalad.interface.base import Interface, build_doc, eval_results
 from datalad.support.constraints import EnsureChoice, EnsureNone, EnsureStr
 from datalad.support.param import Parameter
 
+from datalad_slurm.commands.failures import error_result
+from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.jobspecs import read_job_specs
 from datalad_slurm.scheduling import (
     ASSUME_READY_CHOICES,
@@ -198,9 +200,12 @@ class Schedule(Interface):
         ds = require_dataset(dataset, check_installed=True, purpose="schedule a Slurm job")
         if jobs_from is not None:
             defaults = {"expand": expand, "assume_ready": assume_ready, "alt_dir": alt_dir}
-            yield from _schedule_from_file(
-                ds, jobs_from, cmd, inputs, outputs, message, dry_run, defaults
-            )
+            try:
+                yield from _schedule_from_file(
+                    ds, jobs_from, cmd, inputs, outputs, message, dry_run, defaults
+                )
+            except DataladSlurmError as exc:
+                yield _error(ds.path, exc)
             return
         if not cmd:
             yield _error(
@@ -219,8 +224,8 @@ class Schedule(Interface):
         )
         try:
             yield from schedule(ds, request)
-        except ScheduleError as exc:
-            yield _error(ds.path, str(exc))
+        except DataladSlurmError as exc:
+            yield _error(ds.path, exc)
 
 
 def _schedule_from_file(
@@ -260,11 +265,5 @@ def _schedule_from_file(
     yield from schedule_many(ds, requests)
 
 
-def _error(path: Any, message: str) -> dict[str, Any]:
-    return {
-        "action": "schedule",
-        "status": "error",
-        "path": str(path),
-        "type": "dataset",
-        "message": message,
-    }
+def _error(path: Any, failure: DataladSlurmError | str) -> dict[str, Any]:
+    return error_result("schedule", path, failure)

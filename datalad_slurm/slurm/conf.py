@@ -36,6 +36,12 @@ def slurm_conf_path() -> str | None:
     return next((path for path in DEFAULT_SLURM_CONFIGS if os.path.isfile(path)), None)
 
 
+def conf_path() -> str:
+    """The slurm.conf Slurm's client commands read here, for messages: the one found, else
+    what SLURM_CONF names, else the first default."""
+    return slurm_conf_path() or os.environ.get("SLURM_CONF") or DEFAULT_SLURM_CONFIGS[0]
+
+
 def conf_value(key: str, path: str | None = None) -> str | None:
     """The value of ``key`` (case-insensitive) in a slurm.conf, None if not set or unreadable.
     ``Include``d files are not read."""
