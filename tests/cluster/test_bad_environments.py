@@ -391,7 +391,9 @@ def _finish_waits_for_slurm(actor: Actor, ds: Path, cluster: Cluster) -> None:
 def test_slurmctld_stopped_during_schedule_and_finish(account: str) -> None:
     """slurmctld down: schedule fails as sbatch does, registering nothing; finish names the
     Slurm config and leaves the jobs open.  slurmctld stopped right after sbatch took a job:
-    the job is registered all the same.  With slurmctld back, every job commits once."""
+    the job, submitted held, cannot have its logs reserved, so it is refused, stays held and is
+    registered nowhere; the error says to cancel it.  With slurmctld back, every job scheduled
+    again commits once."""
     with spare_cluster() as cluster, acting(account, cluster) as actor:
         ds = actor.dataset()
         first = actor.schedule(ds, "out-a", *_write("out-a"))
@@ -424,11 +426,25 @@ def test_slurmctld_stopped_during_schedule_and_finish(account: str) -> None:
             with _stopped(cluster, "slurmctld"):
                 (flags / "go").touch()
                 proc = running.result(timeout=300)
-        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc
-        second = int(json.loads(proc.stdout.splitlines()[-1])["slurm_job_id"])
-        cluster.wait_done([second])
+        # sbatch submitted the job held (its log files are reserved before it may start), and
+        # nobody could say where it writes them: refused, registered nowhere, still held
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc
+        refused = json.loads(proc.stdout.splitlines()[-1])
+        second = int(refused["slurm_job_id"])
+        assert refused["status"] == "error", refused
+        for words in (f"scancel {second}", "held", "nothing was registered"):
+            assert words in refused["message"], refused
+        assert f"\n{second} " not in actor.ok("finish", "--list-open-jobs", cwd=ds)
+        # with slurmctld back the job is still held, it never ran; the user cancels it as told
+        # and schedules again
+        held = cluster.run("squeue", "-h", "-j", str(second), "-o", "%T %r").stdout.split()
+        assert held[:1] == ["PENDING"] and "Held" in held[1], held
+        assert not (ds / "out-b" / "result").exists()
+        cluster.run("scancel", str(second))
+        third = actor.schedule(ds, "out-b", *_write("out-b"))
+        cluster.wait_done([third])
         actor.ok("finish", cwd=ds)
-        _settled(actor, ds, {first: "out-a", second: "out-b"})
+        _settled(actor, ds, {first: "out-a", third: "out-b"})
 
 
 @pytest.mark.parametrize("account", ACCOUNTS)
