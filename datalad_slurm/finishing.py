@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from datalad_slurm import altdir
 from datalad_slurm.committer import commit_jobs, find_commits_with_tokens, recover
 from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.gitlock import (
@@ -68,6 +69,8 @@ class FinishRequest:
     #: with close_failed_jobs: cancel in Slurm the jobs that will never start (a job they
     #: wait for failed) before closing them
     cancel: bool = False
+    #: ``branches``: each job's commit on a branch of its own; ``octopus``: then merged
+    branches: str | None = None
 
 
 @dataclass
@@ -281,7 +284,7 @@ def _drain(
         if job.state == "closed":
             open_rows.discard(job.id)
             _consume(view.spool, job, resolution.events.get(job.id, []))
-    yield from _commit(ds, registry, to_commit, request.message)
+    yield from _commit(ds, registry, to_commit, request.message, request.branches)
     yield from reports
     for job, _ in to_commit:
         if job.state == "finished":
@@ -361,7 +364,11 @@ def _to_be_committed(status: JobStatus, request: FinishRequest) -> bool:
 
 
 def _commit(
-    ds: Any, registry: Registry, to_commit: Sequence[tuple[Job, JobStatus]], message: str | None
+    ds: Any,
+    registry: Registry,
+    to_commit: Sequence[tuple[Job, JobStatus]],
+    message: str | None,
+    branches: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """All completed jobs at once; trouble the committer did not foresee leaves them open.
 
@@ -369,7 +376,7 @@ def _commit(
     only, so jobs that share an id (two clusters) go to it in separate batches.
     """
     for batch in _batches_of_distinct_ids(to_commit):
-        yield from _commit_batch(ds, registry, batch, message)
+        yield from _commit_batch(ds, registry, batch, message, branches)
 
 
 def _batches_of_distinct_ids(
@@ -393,12 +400,16 @@ def _batches_of_distinct_ids(
 
 
 def _commit_batch(
-    ds: Any, registry: Registry, batch: Sequence[tuple[Job, JobStatus]], message: str | None
+    ds: Any,
+    registry: Registry,
+    batch: Sequence[tuple[Job, JobStatus]],
+    message: str | None,
+    branches: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     by_id = {job.job_id: job for job, _ in batch}
     reported: set[int] = set()
     try:
-        for result in commit_jobs(ds, registry, batch, message):
+        for result in commit_jobs(ds, registry, batch, message, branches):
             job = by_id.get(result.get("slurm_job_id")) if result.get("action") == ACTION else None
             if job is not None:
                 reported.add(job.id)
@@ -550,10 +561,12 @@ def _handle_job(
         yield _result(
             dataset_path,
             "ok",
-            f"Closing failed / cancelled jobs. Statuses: {status.statuses()}",
+            f"Closing failed / cancelled jobs. Statuses: {status.statuses()}"
+            + _scratch_note(job, "; remove them once you no longer need them"),
             slurm_job_id=job.job_id,
             cluster=job.cluster,
             state=status.summary_state,
+            **_scratch_key(job),
         )
         return
     if verdict is Verdict.UNKNOWN:
@@ -571,10 +584,11 @@ def _handle_job(
     yield _result(
         dataset_path,
         "impossible",
-        message,
+        message + _scratch_note(job, ""),
         slurm_job_id=job.job_id,
         cluster=job.cluster,
         state=status.summary_state,
+        **_scratch_key(job),
     )
 
 
@@ -657,6 +671,21 @@ def _handle_never_starting(
         cancelled=False,
         **facts,
     )
+
+
+def _scratch_note(job: Job, advice: str) -> str:
+    """Where a job run in a scratch folder (``--alt-dir``) left its files, untouched."""
+    if not job.alt_dir:
+        return ""
+    ran = f", where it ran in {altdir.place(job.alt_dir, job.pwd)}" if job.pwd != "." else ""
+    return (
+        f". Its outputs and logs are left as they are in its scratch folder "
+        f"{job.alt_dir}{ran}{advice}"
+    )
+
+
+def _scratch_key(job: Job) -> dict[str, str]:
+    return {"alt_dir": job.alt_dir} if job.alt_dir else {}
 
 
 def _held_by_interrupted_schedule(job: Job, status: JobStatus) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from datalad_slurm import altdir
 from datalad_slurm.errors import DataladSlurmError, os_advice
 from datalad_slurm.globs import expand, output_paths, unmatched
 from datalad_slurm.paths import PathOutsideDatasetError, normalise
@@ -41,15 +42,18 @@ def status_word(status: JobStatus) -> str:
     return status.summary_state.replace("_", " ").capitalize()
 
 
-def find_job_files(dataset_path: str, job: Job, status: JobStatus) -> JobFiles:
-    """The job's log files that exist inside the dataset, and where env.json goes."""
-    logs: list[str] = []
+def log_candidates(dataset_path: str, job: Job, status: JobStatus) -> list[tuple[str, str]]:
+    """Where the job's log files may be, as (the task's work folder, absolute path), in
+    order: Slurm's names for each task, the names kept at submission (for backends without
+    them), the default name, the files datalad-slurm 0.2.8 found.  A job run in a scratch
+    folder (``--alt-dir``) wrote them there (relative names are relative to its work folder
+    there)."""
+    found: list[tuple[str, str]] = []
+    base = job.alt_dir or dataset_path
     # a job taken over from datalad-slurm 0.2.8: the log files it found at submission
-    imported = [
-        os.path.join(dataset_path, p) for p in job.submission_facts.get("imported_logs", ())
-    ]
+    imported = [altdir.place(base, p) for p in job.submission_facts.get("imported_logs", ())]
     for _, task in sorted_tasks(status.tasks):
-        work_dir = task.work_dir or os.path.join(dataset_path, job.pwd)
+        work_dir = task.work_dir or altdir.place(base, job.pwd)
         candidates = [task.stdout, task.stderr, *imported]
         if not task.stdout:
             candidates += _submitted_log_names(job, task)
@@ -58,23 +62,55 @@ def find_job_files(dataset_path: str, job: Job, status: JobStatus) -> JobFiles:
                 if task.task_id is None
                 else f"slurm-{task.job_id}_{task.task_id}.out"
             )
-            candidates.append(os.path.join(work_dir, default))
+            candidates.append(default)
         for candidate in candidates:
-            if not candidate:
-                continue
-            absolute = os.path.join(work_dir, candidate)
-            # a log already annexed by an interrupted finish is a symlink by now
-            if not os.path.lexists(absolute):
+            if candidate:
+                absolute = os.path.join(work_dir, candidate)
+                if absolute not in (path for _, path in found):
+                    found.append((work_dir, absolute))
+    return found
+
+
+def scratch_logs(dataset_path: str, job: Job, status: JobStatus) -> list[str]:
+    """The log files a job run in a scratch folder left there, as the dataset-relative paths
+    they are brought back to (``finish`` copies them with the outputs)."""
+    if not job.alt_dir:
+        return []
+    logs = []
+    for _, absolute in log_candidates(dataset_path, job, status):
+        if not os.path.isfile(absolute):
+            continue
+        mapped = altdir.to_dataset(absolute, job.alt_dir, dataset_path)
+        if mapped == absolute:
+            continue  # outside the scratch folder: left alone, as a log outside the dataset
+        try:
+            relative = normalise(mapped, dataset_path)
+        except (PathOutsideDatasetError, ValueError):
+            continue
+        if relative not in logs:
+            logs.append(relative)
+    return logs
+
+
+def find_job_files(dataset_path: str, job: Job, status: JobStatus) -> JobFiles:
+    """The job's log files that exist inside the dataset, and where env.json goes."""
+    logs: list[str] = []
+    for work_dir, absolute in log_candidates(dataset_path, job, status):
+        if job.alt_dir:  # brought back from the scratch folder to the same place here
+            absolute = altdir.to_dataset(absolute, job.alt_dir, dataset_path)
+        # a log already annexed by an interrupted finish is a symlink by now
+        if not os.path.lexists(absolute):
+            if not job.alt_dir:  # a job run in a scratch folder ran elsewhere on purpose
                 _refuse_if_moved(dataset_path, job, work_dir, absolute)
-                continue
-            if os.path.isdir(absolute):
-                continue
-            try:
-                relative = normalise(absolute, dataset_path)
-            except (PathOutsideDatasetError, ValueError):
-                continue
-            if relative not in logs:
-                logs.append(relative)
+            continue
+        if os.path.isdir(absolute):
+            continue
+        try:
+            relative = normalise(absolute, dataset_path)
+        except (PathOutsideDatasetError, ValueError):
+            continue
+        if relative not in logs:
+            logs.append(relative)
     env_dir = posixpath.dirname(logs[0]) if logs else job.pwd
     env_json = posixpath.normpath(posixpath.join(env_dir, f"slurm-job-{job.job_id}.env.json"))
     return JobFiles(logs=logs, env_json=env_json)
@@ -206,6 +242,8 @@ def build_record(
             "slurm_submitted_from": job.submitted_from,
             REGISTRATION_KEY: job.token,
             **_dependency_keys(job),
+            # where it ran instead of the dataset (--alt-dir), as 0.2.8 recorded it
+            **({"slurm_alt_dir": job.alt_dir} if job.alt_dir else {}),
         },
     )
 
@@ -239,6 +277,9 @@ class PreparedCommit:
     #: declared outputs that were not there at finish, globs that match nothing (the commit
     #: holds what exists)
     missing_outputs: list[str] = field(default_factory=list)
+    #: what was copied back from the job's scratch folder (``--alt-dir``), to be removed
+    #: there once the commit exists
+    brought_back: list[str] = field(default_factory=list)
 
     @property
     def paths(self) -> list[str]:
@@ -277,11 +318,14 @@ def prepare_commit(
     status: JobStatus,
     message: str | None = None,
     gone: Collection[str] = (),
+    missing: Sequence[str] | None = None,
 ) -> PreparedCommit:
     """Write the job's env.json and compose its commit message.
 
     ``gone``: tracked paths that are no longer on disk, for the job's output globs to match
-    (a file the job deleted is part of its commit).
+    (a file the job deleted is part of its commit). ``missing``: the declared outputs the
+    job did not leave, where they are not to be looked up in the dataset (a job run in a
+    scratch folder: those it did not leave there).
     """
     files = find_job_files(dataset_path, job, status)
     env_path = os.path.join(dataset_path, files.env_json)
@@ -303,7 +347,7 @@ def prepare_commit(
         files,
         text,
         outputs=output_paths(dataset_path, job.outputs, gone),
-        missing_outputs=missing_outputs(dataset_path, job),
+        missing_outputs=(missing_outputs(dataset_path, job) if missing is None else list(missing)),
     )
 
 

@@ -9,7 +9,8 @@ skipped)::
 ``cmd`` and ``outputs`` are required; ``outputs`` and ``inputs`` are a path or
 a list of paths (or globs), relative to ``pwd`` (a directory relative to where
 the command runs; default: there), exactly as ``-o``/``-i`` would be;
-``expand`` is ``--expand``'s value for the line.
+``expand``, ``assume_ready`` and ``alt_dir`` are the values of ``--expand``,
+``--assume-ready`` and ``--alt-dir`` for the line.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import os
 from collections.abc import Iterable
 
 from datalad_slurm.scheduling import (
+    ASSUME_READY_CHOICES,
     EXPAND_CHOICES,
     ScheduleError,
     ScheduleRequest,
     join_command,
 )
 
-KEYS = frozenset({"cmd", "outputs", "inputs", "message", "pwd", "expand"})
+KEYS = frozenset(
+    {"cmd", "outputs", "inputs", "message", "pwd", "expand", "assume_ready", "alt_dir"}
+)
 
 
 def _paths(value: object, key: str, where: str) -> list[str]:
@@ -60,6 +64,14 @@ def parse_job_spec(line: str, where: str, base: str) -> ScheduleRequest:
     expand = spec.get("expand")
     if expand is not None and expand not in EXPAND_CHOICES:
         raise ScheduleError(f"{where}: 'expand' must be one of {', '.join(EXPAND_CHOICES)}")
+    assume_ready = spec.get("assume_ready")
+    if assume_ready is not None and assume_ready not in ASSUME_READY_CHOICES:
+        raise ScheduleError(
+            f"{where}: 'assume_ready' must be one of {', '.join(ASSUME_READY_CHOICES)}"
+        )
+    alt_dir = spec.get("alt_dir")
+    if alt_dir is not None and not isinstance(alt_dir, str):
+        raise ScheduleError(f"{where}: 'alt_dir' must be a folder (a string)")
     pwd = spec.get("pwd", ".")
     if not isinstance(pwd, str):
         raise ScheduleError(f"{where}: 'pwd' must be a directory (a string)")
@@ -70,6 +82,9 @@ def parse_job_spec(line: str, where: str, base: str) -> ScheduleRequest:
         message=message,
         cwd=os.path.normpath(os.path.join(base, pwd)),
         expand=expand,
+        assume_ready=assume_ready,
+        # relative to where the command runs, as --alt-dir is
+        alt_dir=None if alt_dir is None else os.path.normpath(os.path.join(base, alt_dir)),
     )
 
 

@@ -8,7 +8,9 @@ unexpanded), ``dsid``, ``pwd`` (the directory submitted from, relative to the da
 JSON lists ``chain``, ``inputs`` and ``extra_inputs`` (relative to ``pwd``), ``outputs``
 (relative to the root: ``./out``, ``sub/out``) and ``slurm_outputs`` (the job's log files as
 scontrol named them at submission, then ``slurm-job-<id>.env.json``, relative to ``pwd``),
-and ``alt_dir`` (the folder the job ran in instead, or ``''``).  Its reservations
+and ``alt_dir`` (the folder the job ran in instead, or ``''``: the same layout as our
+``schedule --alt-dir``, so such a job is taken over with it and ``finish`` brings its outputs
+back from there).  Its reservations
 (``locked_names``, ``locked_prefixes``) are the outputs again, and are not read.
 
 Each such job becomes an open job of our registry with its outputs reserved, keyed by where
@@ -31,6 +33,7 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from datalad_slurm import altdir
 from datalad_slurm.paths import PathOutsideDatasetError, normalise
 from datalad_slurm.registry import OutputConflictError, Registry
 from datalad_slurm.settings import spool_config
@@ -85,6 +88,8 @@ class Adopted:
     extra_inputs: list[str]
     outputs: list[str]
     logs: list[str]
+    #: the scratch folder it ran in (0.2.8's ``--alt-dir``, resolved), None: the dataset
+    alt_dir: str | None = None
 
 
 def old_registries(ds: Any) -> list[str]:
@@ -159,13 +164,7 @@ def _old_job(row: sqlite3.Row) -> OldJob:
 
 def adopted(dataset_path: str, old: OldJob) -> Adopted:
     """Our frame for an old job's paths; raises MigrationError for a job we cannot take."""
-    if old.alt_dir:
-        raise MigrationError(
-            f"it ran in 0.2.8's --alt-dir {old.alt_dir}, whose outputs only 0.2.8's slurm-finish "
-            "copies back; finish it with datalad-slurm 0.2.8 "
-            f"('datalad slurm-finish --slurm-job-id {old.job_id}'), then run 'datalad finish' "
-            "again"
-        )
+    scratch = _scratch(dataset_path, old)
     if not old.cmd:
         raise MigrationError("its command is empty")
     if not old.outputs:
@@ -183,11 +182,14 @@ def adopted(dataset_path: str, old: OldJob) -> Adopted:
         ) from exc
     logs: list[str] = []
     env_json = f"slurm-job-{old.job_id}.env.json"
+    # 0.2.8 noted the logs of a job run in its --alt-dir relative to that folder, which
+    # mirrors the dataset: relative to the dataset's root here
+    logs_from = dataset_path if scratch else workdir
     for path in old.slurm_outputs:
         if not path or posixpath.basename(path) == env_json:
             continue  # finish writes its own env.json, in the same place
         try:
-            log = normalise(path, dataset_path, workdir)
+            log = normalise(path, dataset_path, logs_from)
         except (PathOutsideDatasetError, ValueError):
             continue  # a log outside the dataset is not committed, as by 0.2.8
         if log not in logs:
@@ -198,7 +200,23 @@ def adopted(dataset_path: str, old: OldJob) -> Adopted:
         extra_inputs=_unique(extra),
         outputs=_unique(outputs),
         logs=logs,
+        alt_dir=scratch,
     )
+
+
+def _scratch(dataset_path: str, old: OldJob) -> str | None:
+    """The folder a job run with 0.2.8's ``--alt-dir`` ran in (0.2.8's finish read a relative
+    one from the dataset's root), resolved; it must be there to bring the outputs back from."""
+    if not old.alt_dir:
+        return None
+    try:
+        return altdir.scratch_root(old.alt_dir, dataset_path, dataset_path)
+    except altdir.AltDirError as exc:
+        raise MigrationError(
+            f"it ran in 0.2.8's --alt-dir {old.alt_dir}, which cannot be used here ({exc}); make "
+            "the folder reachable at that path and run 'datalad finish' again, or finish the job "
+            f"with datalad-slurm 0.2.8 ('datalad slurm-finish --slurm-job-id {old.job_id}')"
+        ) from exc
 
 
 def _unique(paths: list[str]) -> list[str]:
@@ -309,6 +327,7 @@ def _take_jobs(
                 message=old.message,
                 dsid=old.dsid,
                 submission_facts={IMPORTED_LOGS: new.logs} if new.logs else {},
+                alt_dir=new.alt_dir,
             )
         except (MigrationError, OutputConflictError) as exc:
             left += 1
@@ -331,7 +350,12 @@ def _take_jobs(
             dataset_path,
             "ok",
             f"took over job {old.job_id} from datalad-slurm 0.2.8 ({shown}): outputs "
-            f"{', '.join(new.outputs)} reserved; 'datalad finish' commits it once it completed",
+            f"{', '.join(new.outputs)} reserved; 'datalad finish' commits it once it completed"
+            + (
+                f" (its outputs brought back from its --alt-dir {new.alt_dir})"
+                if new.alt_dir
+                else ""
+            ),
             slurm_job_id=old.job_id,
             cluster=cluster,
             outputs=new.outputs,

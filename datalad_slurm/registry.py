@@ -82,6 +82,10 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN depends_on TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE jobs ADD COLUMN dependency TEXT;
     """,
+    # 6: the scratch folder the job runs in (``schedule --alt-dir``; NULL: in the dataset)
+    """
+    ALTER TABLE jobs ADD COLUMN alt_dir TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -189,6 +193,9 @@ class Job:
     depends_on: list[tuple[int, int]] = field(default_factory=list)
     #: the ``--dependency`` Slurm was given for it by schedule (None: none set)
     dependency: str | None = None
+    #: the scratch folder (absolute, resolved) the job runs in, mirroring the dataset's
+    #: layout (``schedule --alt-dir``; None: it runs in the dataset)
+    alt_dir: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -225,6 +232,7 @@ class Job:
                 )
             ],
             dependency=row["dependency"] if "dependency" in columns else None,
+            alt_dir=row["alt_dir"] if "alt_dir" in columns else None,
         )
 
 
@@ -334,6 +342,7 @@ class Registry:
         submitted_from: str | None = None,
         expand: str | None = None,
         depends_on: Sequence[tuple[int, int]] = (),
+        alt_dir: str | None = None,
     ) -> Job:
         """Check the outputs against every open job and reserve them, atomically (a glob
         by its fixed leading folder).  ``depends_on``: (row id, Slurm job id) of the open jobs
@@ -351,6 +360,7 @@ class Registry:
                 submitted_from=submitted_from,
                 expand=expand,
                 depends_on=json.dumps([list(pair) for pair in depends_on]),
+                alt_dir=alt_dir,
             )
 
     def adopt(
@@ -368,6 +378,7 @@ class Registry:
         message: str | None,
         dsid: str | None,
         submission_facts: dict[str, Any],
+        alt_dir: str | None = None,
     ) -> Job | None:
         """Register a job that was submitted without us (by datalad-slurm 0.2.8) as open, its
         outputs reserved, in one transaction.  ``note`` names where it came from and is its
@@ -392,6 +403,7 @@ class Registry:
                 dsid=dsid,
                 note=note,
                 submission_facts=json.dumps(submission_facts),
+                alt_dir=alt_dir,
             )
 
     def _insert(

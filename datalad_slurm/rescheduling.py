@@ -142,10 +142,14 @@ def reschedule(
     since: str | None = None,
     report: bool = False,
     auto_dependency: bool = True,
+    assume_ready: str | None = None,
+    alt_dir: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Submit the recorded jobs again, oldest first, each registered before the next is
     submitted: a job whose inputs an earlier one writes waits for it (``pipelines.py``), as
-    the recorded jobs did, and one whose inputs a failed one writes is refused."""
+    the recorded jobs did, and one whose inputs a failed one writes is refused.
+    ``assume_ready`` and ``alt_dir`` as ``schedule``'s (not taken from the record: as 0.2.8,
+    a job runs in a scratch folder only when asked)."""
     dataset_path = str(ds.path)
     records = find_records(dataset_path, revision, since)
     if not records:
@@ -167,7 +171,9 @@ def reschedule(
     with Submitter(ds) as submitter:
         yield from submitter.take_over()
         for recorded in records:
-            yield from _submit(submitter, dataset_path, recorded, auto_dependency)
+            yield from _submit(
+                submitter, dataset_path, recorded, auto_dependency, assume_ready, alt_dir
+            )
 
 
 def _base(dataset_path: str, recorded: RecordedJob) -> dict[str, Any]:
@@ -200,11 +206,14 @@ def _submit(
     dataset_path: str,
     recorded: RecordedJob,
     auto_dependency: bool,
+    assume_ready: str | None,
+    alt_dir: str | None,
 ) -> Iterator[dict[str, Any]]:
     """One record submitted again and registered (its result), or its error; a failure is
     noted, so that the records that read its outputs are refused."""
     base = _base(dataset_path, recorded)
     request = recorded.request(dataset_path, auto_dependency)
+    request.assume_ready, request.alt_dir = assume_ready, alt_dir
     try:
         submitted = submitter.submit(request)
         # settled at once: the next record may wait for this job

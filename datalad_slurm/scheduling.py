@@ -20,10 +20,10 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from datalad_slurm import joblogs
+from datalad_slurm import altdir, joblogs
 from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.git import run_git
 from datalad_slurm.gitlock import (
@@ -67,6 +67,8 @@ ACTION = "schedule"
 
 #: the values of ``--expand``: which globs the record keeps expanded, as ``datalad run``
 EXPAND_CHOICES = ("inputs", "outputs", "both")
+#: the values of ``--assume-ready``: what needs no preparation, as ``datalad run``
+ASSUME_READY_CHOICES = ("inputs", "outputs", "both")
 
 
 class ScheduleError(DataladSlurmError, RuntimeError):
@@ -92,6 +94,10 @@ class ScheduleRequest:
     auto_dependency: bool = True
     #: how messages name it among the others of one run (a rescheduled record's commit)
     name: str | None = None
+    #: what needs no preparation (``inputs``: no get; ``outputs``: no unlock), as ``datalad run``
+    assume_ready: str | None = None
+    #: a scratch folder outside the dataset to run the job in (``--alt-dir``, see altdir.py)
+    alt_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -125,6 +131,31 @@ def _check_expand(value: str | None) -> None:
             f"--expand takes {', '.join(EXPAND_CHOICES)}, not {value!r}: which globs the record "
             "keeps expanded"
         )
+
+
+def _check_assume_ready(value: str | None) -> None:
+    if value not in (None, *ASSUME_READY_CHOICES):
+        raise ScheduleError(
+            f"--assume-ready takes {', '.join(ASSUME_READY_CHOICES)}, not {value!r}: what needs "
+            "no preparation before the submission"
+        )
+
+
+def _ready(assume_ready: str | None, what: str) -> bool:
+    """Whether ``--assume-ready`` spares the inputs' or the outputs' preparation."""
+    return assume_ready in (what, "both")
+
+
+def _scratch(request: ScheduleRequest, dataset_path: str, outputs: Sequence[str]) -> str | None:
+    """The resolved scratch folder of ``--alt-dir`` (None without), checked."""
+    if request.alt_dir is None:
+        return None
+    try:
+        root = altdir.scratch_root(request.alt_dir, dataset_path)
+        altdir.check_outputs(outputs)
+    except altdir.AltDirError as exc:
+        raise ScheduleError(str(exc)) from exc
+    return root
 
 
 def input_paths(dataset_path: str, inputs: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -324,30 +355,42 @@ class Submitter:
         outputs = normalise_all(request.outputs, dataset_path, cwd, "output")
         inputs = normalise_all(request.inputs, dataset_path, cwd, "input")
         _check_expand(request.expand)
+        _check_assume_ready(request.assume_ready)
         pwd = normalise(cwd, dataset_path, cwd)
+        scratch = _scratch(request, dataset_path, outputs)
+        # where the command runs: the scratch folder's place of the directory, with --alt-dir
+        run_dir = altdir.place(scratch, pwd) if scratch else cwd
         try:
             # the paths as given, as datalad run puts them into the command
             command = format_command(
                 request.cmd,
                 inputs=request.inputs,
                 outputs=request.outputs,
-                pwd=cwd,
+                pwd=run_dir,
                 dspath=dataset_path,
                 configured=self.substitutions(),
             )
         except PlaceholderError as exc:
             raise ScheduleError(str(exc)) from exc
-        to_get, unmatched = input_paths(dataset_path, inputs)
+        input_hits, unmatched = input_paths(dataset_path, inputs)
+        if _ready(request.assume_ready, "inputs"):
+            # as datalad run --assume-ready inputs: nothing is obtained, no glob checked
+            unmatched = []
         if request.dry_run:
-            return self._dry_run(command, cwd, pwd, inputs, outputs, to_get, unmatched, request)
+            return self._dry_run(
+                command, run_dir, pwd, inputs, outputs, input_hits, unmatched, request, scratch
+            )
         registry = self._shared()
         spool = self._spool
         # inputs that open jobs are still to write are neither obtained nor required to exist
         products = registry.providers(inputs, None) if inputs else []
-        to_get, unmatched = _not_made_yet(to_get, unmatched, [held for _, held, _ in products])
+        input_hits, unmatched = _not_made_yet(
+            input_hits, unmatched, [held for _, held, _ in products]
+        )
         if unmatched:
             raise ScheduleError(_unmatched_inputs(dataset_path, unmatched))
         waits = self._waits(inputs, request, products)
+        _refuse_scratch_waits(scratch, request, products)
         try:
             job = registry.reserve(
                 cmd=request.cmd,
@@ -364,11 +407,20 @@ class Submitter:
                 submitted_from=self._head,
                 expand=request.expand,
                 depends_on=waits.depends_on,
+                alt_dir=scratch,
             )
         except OutputConflictError as exc:
             raise ScheduleError(str(exc)) from exc
         try:
-            _prepare_worktree(self.ds, to_get, outputs)
+            if scratch and not _ready(request.assume_ready, "outputs"):
+                _refuse_left_over(scratch, outputs, input_hits)
+            _prepare_worktree(
+                self.ds,
+                [] if _ready(request.assume_ready, "inputs") else input_hits,
+                # a job in a scratch folder writes nothing here: nothing to unlock
+                [] if scratch or _ready(request.assume_ready, "outputs") else outputs,
+            )
+            copied = _prepare_scratch(dataset_path, scratch, pwd, input_hits, outputs)
         except BaseException:
             registry.forget_submission(job)
             raise
@@ -378,7 +430,7 @@ class Submitter:
         proc = subprocess.run(
             command,
             shell=True,
-            cwd=cwd,
+            cwd=run_dir,
             capture_output=True,
             text=True,
             check=False,
@@ -397,7 +449,8 @@ class Submitter:
                     "the shell did not find a command: put Slurm's client commands (sbatch) "
                     f"on PATH (now {os.environ.get('PATH', '')}), then schedule again"
                     if proc.returncode == 127
-                    else "schedule again when the submit command works"
+                    else _scratch_hint(run_dir if scratch else None)
+                    or "schedule again when the submit command works"
                 ),
             )
         try:
@@ -427,7 +480,8 @@ class Submitter:
             "path": dataset_path,
             "type": "dataset",
             "message": f"submitted Slurm job {submission.job_id}, outputs {', '.join(outputs)}"
-            + _glob_note(outputs),
+            + _glob_note(outputs)
+            + _scratch_note(run_dir if scratch else None, copied),
             "slurm_job_id": submission.job_id,
             "cluster": cluster,
             "cmd": request.cmd,
@@ -435,6 +489,7 @@ class Submitter:
             "inputs": inputs,
             "pwd": pwd,
             "depends_on": [job_id for _, job_id in waits.depends_on],
+            **({"alt_dir": scratch} if scratch else {}),
         }
         self.unsettled.append(_Held(job, request, number, noted, spool_note, result, waits))
         return None
@@ -502,6 +557,12 @@ class Submitter:
                 )
                 continue
             files = submitted_log_files(job_facts, held.job.job_id or 0)
+            if held.job.alt_dir:  # written in the scratch folder, brought back here by finish
+                root = held.job.alt_dir
+                files = [
+                    replace(f, path=altdir.to_dataset(f.path, root, self.dataset_path))
+                    for f in files
+                ]
             claims[held.job.id] = joblogs.in_dataset(files, self.dataset_path)
         # a log inside the job's own output is no collision: schedule unlocked what git tracks
         foreign = {
@@ -642,6 +703,13 @@ class Submitter:
             held.spool_note = held.spool_note or _spool_call(
                 self._spool, "register", held.job.cluster, held.job.job_id, held.job.token
             )
+        # Slurm makes no folder for a log: the dataset's folders of the logs of jobs that run
+        # in a scratch folder are made there too, before they are released
+        folders_note = {
+            held.job.id: _log_folders(self.dataset_path, held.job, claims[held.job.id])
+            for held in accepted
+            if held.job.alt_dir
+        }
         to_release = [
             held.job.job_id or 0
             for held in accepted
@@ -660,6 +728,8 @@ class Submitter:
                 result["message"] += f", log files {', '.join(outside)}"
             result["message"] += _waits_note(held.waits, result.get("dependency"))
             notes = [held.spool_note] if held.spool_note else []
+            if folders_note.get(held.job.id):
+                notes.append(folders_note[held.job.id] or "")
             if held.noted.user_hold:
                 notes.append(f"held, as asked: release it with 'scontrol release {job_id}'")
             elif job_id in to_release and problem:
@@ -684,12 +754,13 @@ class Submitter:
         input_hits: list[str],
         unmatched: list[str],
         request: ScheduleRequest,
+        scratch: str | None,
     ) -> dict[str, Any]:
         """Every check a submission runs, with nothing reserved, obtained, unlocked or run."""
         problems = self._dry_conflicts(outputs)
         waits: list[str] = []
         if inputs:
-            waits, problem, held = self._dry_waits(inputs)
+            waits, problem, held = self._dry_waits(inputs, request, scratch)
             input_hits, unmatched = _not_made_yet(input_hits, unmatched, held)
             if request.auto_dependency and problem:
                 problems.append(problem)
@@ -697,9 +768,15 @@ class Submitter:
                 waits = []
         if unmatched:
             problems.append(_unmatched_inputs(self.dataset_path, unmatched))
-        logs, unread = self._dry_logs_of(command, cwd)
+        logs, unread = self._dry_logs_of(command, cwd, scratch)
         problems += self._dry_log_problems(logs, outputs)
-        missing, to_get, unknown = _inputs_to_get(self.ds, input_hits)
+        if scratch and not _ready(request.assume_ready, "outputs"):
+            try:
+                _refuse_left_over(scratch, outputs, input_hits)
+            except ScheduleError as exc:
+                problems.append(str(exc))
+        inputs_ready = _ready(request.assume_ready, "inputs")
+        missing, to_get, unknown = _inputs_to_get(self.ds, [] if inputs_ready else input_hits)
         if missing:
             problems.append(
                 "input(s) " + ", ".join(repr(p) for p in missing) + " do not exist in the "
@@ -731,8 +808,14 @@ class Submitter:
             }
         self._dry_reserved.append((len(self._dry_reserved) + 1, outputs))
         self._dry_logs.append((len(self._dry_reserved), logs))
-        to_unlock = _outputs_to_unlock(self.ds, outputs)
+        unlock = not scratch and not _ready(request.assume_ready, "outputs")
+        to_unlock = _outputs_to_unlock(self.ds, outputs) if unlock else []
         notes = [f"would submit {command!r} from {pwd} with outputs {outputs}"]
+        if scratch:
+            notes.append(
+                f"in the scratch folder {cwd}, with the input(s) {', '.join(input_hits) or '-'} "
+                "copied there"
+            )
         shown = [c.path if c.log.exact else c.what for c in joblogs.outside(logs, outputs)]
         if shown:
             notes.append(f"log files {', '.join(shown)}")
@@ -752,7 +835,9 @@ class Submitter:
             "would_unlock": to_unlock,
         }
 
-    def _dry_waits(self, inputs: list[str]) -> tuple[list[str], str | None, list[str]]:
+    def _dry_waits(
+        self, inputs: list[str], request: ScheduleRequest, scratch: str | None
+    ) -> tuple[list[str], str | None, list[str]]:
         """The jobs a submission would wait for (open jobs, earlier dry-run jobs of this
         process), why it could not, as :meth:`_waits` decides, and the paths of the inputs
         that those jobs hold (they are to write them), with nothing written."""
@@ -771,10 +856,11 @@ class Submitter:
             with Registry(path, read_only=True) as registry:
                 products = registry.providers(inputs, None)
             held += [path for _, path, _ in products]
+            _refuse_scratch_waits(scratch, request, products)
             found = plan(products, inputs, cluster_name(), (), self._standings)
         except (RegistryError, sqlite3.Error) as exc:
             raise ScheduleError(f"the job registry {path} cannot be read: {exc}") from exc
-        except DependencyRefusal as exc:
+        except (DependencyRefusal, ScheduleError) as exc:
             return waits, str(exc), held
         return [f"job {job_id}" for _, job_id in found.depends_on] + waits, None, held
 
@@ -805,9 +891,12 @@ class Submitter:
                 )
         return problems
 
-    def _dry_logs_of(self, command: str, cwd: str) -> tuple[list[joblogs.LogClaim], str | None]:
+    def _dry_logs_of(
+        self, command: str, cwd: str, scratch: str | None
+    ) -> tuple[list[joblogs.LogClaim], str | None]:
         """The log files (inside the dataset) of the sbatch calls in a submit command, as sbatch
-        would read its options, script and environment; and why none could be told."""
+        would read its options, script and environment; and why none could be told.  Run in a
+        scratch folder, they are written there and brought back to the same places here."""
         calls = list(sbatch_calls(command))
         if not calls:
             return [], "its log files cannot be told before submission: it runs no sbatch itself"
@@ -821,6 +910,11 @@ class Submitter:
                 )
             except ValueError:
                 continue  # an array spec sbatch refuses: so does the submission
+        if scratch:
+            files = [
+                replace(f, path=altdir.to_dataset(f.path, scratch, self.dataset_path))
+                for f in files
+            ]
         return joblogs.in_dataset(files, self.dataset_path), None
 
     def _dry_log_problems(self, logs: list[joblogs.LogClaim], outputs: list[str]) -> list[str]:
@@ -854,6 +948,33 @@ class Submitter:
                     + "; ".join(f"{a!r} overlaps {b!r}" for a, b in clashes)
                 )
         return problems
+
+
+def _refuse_scratch_waits(
+    scratch: str | None, request: ScheduleRequest, products: Sequence[tuple[str, str, Job]]
+) -> None:
+    """A job cannot wait for a product that goes through a scratch folder (``--alt-dir``):
+    its own inputs are copied there at submission, and a provider that runs in one puts its
+    outputs into the dataset only when ``finish`` commits it."""
+    if not request.auto_dependency or not products:
+        return
+    providers = {job.id: job for _, _, job in products}
+    if scratch:
+        ids = _ids([job.job_id for job in providers.values() if job.job_id is not None])
+        raise ScheduleError(
+            f"its inputs are outputs of open job(s) {ids}, not committed yet, and a job run in "
+            "a scratch folder (--alt-dir) gets copies of its inputs when it is submitted, so it "
+            "cannot wait for them; run 'datalad finish' for those jobs first and schedule it "
+            "then, or run it in the dataset (without --alt-dir)"
+        )
+    in_scratch = [job for job in providers.values() if job.alt_dir]
+    if in_scratch:
+        named = "; ".join(f"job {job.job_id} in {job.alt_dir}" for job in in_scratch)
+        raise ScheduleError(
+            f"its inputs are outputs of open jobs that run in a scratch folder ({named}): their "
+            "outputs reach the dataset only when 'datalad finish' commits them, so it cannot "
+            "wait for them; finish those jobs first and schedule it then"
+        )
 
 
 def _not_made_yet(
@@ -990,6 +1111,73 @@ def _spool_call(spool: UserSpool | None, method: str, *args: Any) -> str | None:
         getattr(spool, method)(*args)
     except (OSError, SpoolError) as exc:
         return f"not registered in the spool, finish will ask Slurm instead: {exc}"
+    return None
+
+
+def _refuse_left_over(scratch: str, outputs: Sequence[str], inputs: Sequence[str]) -> None:
+    """An output that the scratch folder holds files of already (a failed or closed job's,
+    left as they were) would be brought back as this job's: refused."""
+    left = altdir.left_over(scratch, outputs, inputs)
+    if left:
+        raise ScheduleError(
+            f"the scratch folder {scratch} holds files of the output(s) "
+            + ", ".join(repr(o) for o in left)
+            + " already (left there by an earlier job: a failed or closed job's files stay); "
+            "'datalad finish' would take them for this job's. Remove them from the scratch "
+            "folder, or give --assume-ready outputs to let the job use them"
+        )
+
+
+def _prepare_scratch(
+    dataset_path: str,
+    scratch: str | None,
+    pwd: str,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+) -> list[str]:
+    """The scratch folder made ready (``--alt-dir``): the directory the command runs in, the
+    dataset's folders the outputs go into, the inputs copied; returns the files copied."""
+    if scratch is None:
+        return []
+    folders = [reserved_path(o) if is_glob(o) else os.path.dirname(o) for o in outputs]
+    try:
+        os.makedirs(altdir.place(scratch, pwd), exist_ok=True)
+        altdir.make_folders(dataset_path, scratch, folders)
+        return altdir.copy_inputs(dataset_path, scratch, inputs)
+    except altdir.AltDirError as exc:
+        raise ScheduleError(f"{exc}; nothing was submitted") from exc
+    except OSError as exc:
+        raise ScheduleError(
+            f"the scratch folder {scratch} cannot be prepared: {exc}; nothing was submitted"
+        ) from exc
+
+
+def _scratch_note(run_dir: str | None, copied: Sequence[str]) -> str:
+    """Where a job run in a scratch folder runs, for the schedule's message."""
+    if run_dir is None:
+        return ""
+    return f", running in the scratch folder {run_dir} ({len(copied)} input file(s) copied there)"
+
+
+def _scratch_hint(run_dir: str | None) -> str:
+    """Why a submit command may fail in the scratch folder: the script is not there."""
+    if run_dir is None:
+        return ""
+    return (
+        f"with --alt-dir the command runs in the scratch folder {run_dir}: a script it names "
+        "by a relative path must be declared an input (-i), which copies it there, or be "
+        "named by its absolute path; then schedule again"
+    )
+
+
+def _log_folders(dataset_path: str, job: Job, claims: Sequence[joblogs.LogClaim]) -> str | None:
+    """Make the folders of a scratch job's logs there (those the dataset has); why not."""
+    assert job.alt_dir is not None
+    folders = [os.path.dirname(c.path) if c.log.exact else c.path for c in claims]
+    try:
+        altdir.make_folders(dataset_path, job.alt_dir, folders)
+    except altdir.AltDirError as exc:
+        return f"{exc}: Slurm cannot write the job's log there"
     return None
 
 

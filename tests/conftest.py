@@ -554,18 +554,35 @@ class Actor:
         without the hook: none); ``env`` adds to or replaces the environment."""
         return self.python(_CLI, *args, cwd=cwd, env=env)
 
+    def command(self, *args: str) -> list[str]:
+        """The command line of ``datalad ARGS`` as this account (for a process of its own)."""
+        return self.command_line(self._python(), "-c", _CLI, *args)
+
+    def _python(self) -> str:
+        # the venv's interpreter may live in root's home; Debian's is the same version
+        return sys.executable if self.user is None else "/usr/bin/python3"
+
     def python(
         self, code: str, *args: str, cwd: str | Path, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         """``python -c CODE ARGS`` as this account, in the environment of :meth:`datalad`."""
-        # the venv's interpreter may live in root's home; Debian's is the same version
-        python = sys.executable if self.user is None else "/usr/bin/python3"
-        return self.run(python, "-c", code, *args, cwd=cwd, env=env)
+        return self.run(self._python(), "-c", code, *args, cwd=cwd, env=env)
 
     def run(
         self, *argv: str, cwd: str | Path, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         """A command as this account, in the environment of :meth:`datalad`."""
+        return subprocess.run(
+            self.command_line(*argv, env=env),
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def command_line(self, *argv: str, env: dict[str, str] | None = None) -> list[str]:
+        """The command line that runs ARGV as this account, in the environment of
+        :meth:`datalad`."""
         env = {
             "PATH": f"{os.path.dirname(sys.executable)}:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": self.user.pw_dir if self.user else os.environ.get("HOME", "/root"),
@@ -586,9 +603,7 @@ class Actor:
             command = ["runuser", "-u", self.user.pw_name, "--", *command]
         if self.login:
             command = [self.login, *command]
-        return subprocess.run(
-            command, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
-        )
+        return command
 
     def ok(self, *args: str, cwd: str | Path) -> str:
         """``datalad ARGS`` that must succeed without a traceback; its standard output."""

@@ -60,6 +60,11 @@ class Finish(Interface):
             code_cmd="datalad finish --close-failed-jobs --cancel",
         ),
         dict(
+            text="Commit each completed job onto a branch of its own "
+            "(slurm-job-branch-<id>), or merge those commits at once with one octopus merge",
+            code_cmd="datalad finish --branches",
+        ),
+        dict(
             text="From cron: print only problems, and a failed job only once",
             code_cmd="cd /path/to/dataset && datalad finish --cron",
         ),
@@ -118,6 +123,23 @@ class Finish(Interface):
             takes; with --cron: do not wait.""",
             constraints=EnsureFloat() | EnsureNone(),
         ),
+        branches=Parameter(
+            args=("--branches",),
+            action="store_true",
+            doc="""commit each job onto a branch of its own,
+            slurm-job-branch-<job id>, made from the current commit, as
+            datalad-slurm 0.2.8 did; the current branch stays where it is and
+            the jobs' files leave its worktree ('git merge' brings them
+            back)""",
+        ),
+        octopus=Parameter(
+            args=("--octopus",),
+            action="store_true",
+            doc="""as --branches, then merge all the jobs' commits into the
+            current branch with one octopus merge; no branch is left, as
+            datalad-slurm 0.2.8 deleted its branches after the merge (with
+            --branches too, --octopus decides)""",
+        ),
         cron=Parameter(
             args=("--cron",),
             action="store_true",
@@ -143,6 +165,8 @@ class Finish(Interface):
         message: str | None = None,
         lock_timeout: float | None = None,
         cron: bool = False,
+        branches: bool = False,
+        octopus: bool = False,
     ) -> Iterator[dict[str, Any]]:
         ds = require_dataset(dataset, check_installed=True, purpose="finish Slurm jobs")
         if close_failed_jobs and commit_failed_jobs:
@@ -179,6 +203,7 @@ class Finish(Interface):
                 message=message,
                 lock_timeout=0.0 if cron and lock_timeout is None else lock_timeout,
                 cron=cron,
+                branches="octopus" if octopus else "branches" if branches else None,
             )
             for result in finish(ds, request, backend):
                 if cron:

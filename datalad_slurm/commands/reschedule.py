@@ -7,12 +7,13 @@ from typing import Any
 
 from datalad.distribution.dataset import EnsureDataset, datasetmethod, require_dataset
 from datalad.interface.base import Interface, build_doc, eval_results
-from datalad.support.constraints import EnsureNone, EnsureStr
+from datalad.support.constraints import EnsureChoice, EnsureNone, EnsureStr
 from datalad.support.param import Parameter
 
 from datalad_slurm.commands.failures import error_result
 from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.rescheduling import reschedule
+from datalad_slurm.scheduling import ASSUME_READY_CHOICES
 
 
 @build_doc
@@ -81,6 +82,21 @@ class Reschedule(Interface):
             doc="""do not make a job wait for the open jobs (rescheduled before
             it, or others) whose outputs its inputs are""",
         ),
+        assume_ready=Parameter(
+            args=("--assume-ready",),
+            doc="""as 'datalad schedule --assume-ready': the inputs need not be
+            obtained, the outputs not unlocked (or both)""",
+            constraints=EnsureChoice(None, *ASSUME_READY_CHOICES),
+        ),
+        alt_dir=Parameter(
+            args=("-a", "--alt-dir"),
+            metavar="DIR",
+            doc="""run the jobs in the scratch folder DIR, as 'datalad schedule
+            --alt-dir' does. As in datalad-slurm 0.2.8 this is not taken from
+            the record: a job runs in a scratch folder only when this is
+            given""",
+            constraints=EnsureStr() | EnsureNone(),
+        ),
     )
 
     @staticmethod
@@ -93,6 +109,8 @@ class Reschedule(Interface):
         since: str | None = None,
         report: bool = False,
         no_auto_dependency: bool = False,
+        assume_ready: str | None = None,
+        alt_dir: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         ds = require_dataset(dataset, check_installed=True, purpose="reschedule a Slurm job")
         try:
@@ -102,6 +120,8 @@ class Reschedule(Interface):
                 since=since,
                 report=report,
                 auto_dependency=not no_auto_dependency,
+                assume_ready=assume_ready,
+                alt_dir=alt_dir,
             )
         except DataladSlurmError as exc:
             yield error_result("reschedule", ds.path, exc)

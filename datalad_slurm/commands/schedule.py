@@ -18,6 +18,7 @@ from datalad_slurm.commands.failures import error_result
 from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.jobspecs import read_job_specs
 from datalad_slurm.scheduling import (
+    ASSUME_READY_CHOICES,
     EXPAND_CHOICES,
     ScheduleError,
     ScheduleRequest,
@@ -55,6 +56,12 @@ class Schedule(Interface):
     (``out`` for ``out/*.csv``) until the job is finished; ``datalad finish``
     commits what it matches then. An input glob's matches are obtained now. The
     record keeps the globs as given, or with --expand what they matched.
+
+    With --alt-dir DIR the job runs in a scratch folder outside the dataset
+    that mirrors its layout: the inputs are copied to their places in DIR,
+    the command runs in DIR's place of the current directory, and ``datalad
+    finish`` brings the outputs (and the logs Slurm wrote there) back before
+    committing them (datalad-slurm 0.2.8's option).
     """
 
     _examples_ = [
@@ -76,6 +83,12 @@ class Schedule(Interface):
             "that order",
             code_cmd="datalad schedule -o prep sbatch code/prep.sh && "
             "datalad schedule -i prep -o fit sbatch code/fit.sh",
+        ),
+        dict(
+            text="Run the job in a scratch folder outside the dataset: its inputs (the "
+            "script too) are copied there, 'datalad finish' brings models/1 back",
+            code_cmd="datalad schedule --alt-dir /scratch/me/ds -i code/fit.sh -i data/1 "
+            "-o models/1 sbatch code/fit.sh 1",
         ),
         dict(
             text="Check what would be submitted and refused, without submitting",
@@ -131,6 +144,29 @@ class Schedule(Interface):
             default the record keeps the globs.""",
             constraints=EnsureChoice(None, *EXPAND_CHOICES),
         ),
+        assume_ready=Parameter(
+            args=("--assume-ready",),
+            doc="""assume that the inputs need not be obtained ('inputs'), that
+            existing outputs need not be unlocked ('outputs'), or both, as
+            'datalad run --assume-ready' does: skip these preparations when you
+            know they are not needed. An input glob that matches nothing is
+            then not refused either. With --alt-dir, 'outputs' also lets the
+            job use what the scratch folder holds of its outputs already.""",
+            constraints=EnsureChoice(None, *ASSUME_READY_CHOICES),
+        ),
+        alt_dir=Parameter(
+            args=("-a", "--alt-dir"),
+            metavar="DIR",
+            doc="""run the job in DIR, an existing scratch folder outside the
+            dataset, as datalad-slurm 0.2.8 did: DIR mirrors the dataset (its
+            path p is DIR/p), each input is copied to its place there, and the
+            submit command runs in DIR's place of the current directory (so
+            the job script must be an input, or be given by its absolute
+            path). 'datalad finish' copies the outputs and the log files Slurm
+            wrote in DIR back into the dataset, commits them, then removes them
+            from DIR. A job that fails, or is closed, leaves DIR as it is.""",
+            constraints=EnsureStr() | EnsureNone(),
+        ),
         message=Parameter(
             args=("-m", "--message"),
             metavar="MESSAGE",
@@ -146,11 +182,11 @@ class Schedule(Interface):
             {"cmd": "sbatch job.sh 1", "outputs": ["out/1"]}. Paths are relative
             to "pwd", which is relative to the current directory. A bad line
             stops everything before the first submission; a submission that
-            fails is reported and the others go on. A line may give "expand"
-            (as --expand); --expand on the command line applies to the lines
-            without one. A line whose inputs an earlier line writes waits for
-            that job (a line reading what a failed line would have written is
-            refused).""",
+            fails is reported and the others go on. A line may give "expand",
+            "assume_ready" and "alt_dir" (as the options); those options on the
+            command line apply to the lines without them. A line whose inputs
+            an earlier line writes waits for that job (a line reading what a
+            failed line would have written is refused).""",
             constraints=EnsureStr() | EnsureNone(),
         ),
         no_auto_dependency=Parameter(
@@ -178,6 +214,8 @@ class Schedule(Interface):
         inputs: list[str] | None = None,
         outputs: list[str] | None = None,
         expand: str | None = None,
+        assume_ready: str | None = None,
+        alt_dir: str | None = None,
         message: str | None = None,
         jobs_from: str | None = None,
         no_auto_dependency: bool = False,
@@ -185,6 +223,7 @@ class Schedule(Interface):
     ) -> Iterator[dict[str, Any]]:
         ds = require_dataset(dataset, check_installed=True, purpose="schedule a Slurm job")
         if jobs_from is not None:
+            defaults = {"expand": expand, "assume_ready": assume_ready, "alt_dir": alt_dir}
             try:
                 yield from _schedule_from_file(
                     ds,
@@ -194,7 +233,7 @@ class Schedule(Interface):
                     outputs,
                     message,
                     dry_run,
-                    expand,
+                    defaults,
                     no_auto_dependency,
                 )
             except DataladSlurmError as exc:
@@ -213,6 +252,8 @@ class Schedule(Interface):
             dry_run=dry_run,
             expand=expand,
             auto_dependency=not no_auto_dependency,
+            assume_ready=assume_ready,
+            alt_dir=alt_dir,
         )
         try:
             yield from schedule(ds, request)
@@ -228,7 +269,7 @@ def _schedule_from_file(
     outputs: list[str] | None,
     message: str | None,
     dry_run: bool,
-    expand: str | None,
+    defaults: dict[str, str | None],
     no_auto_dependency: bool,
 ) -> Iterator[dict[str, Any]]:
     if cmd or inputs or outputs or message:
@@ -252,7 +293,9 @@ def _schedule_from_file(
         return
     for request in requests:
         request.dry_run = dry_run
-        request.expand = request.expand or expand
+        request.expand = request.expand or defaults["expand"]
+        request.assume_ready = request.assume_ready or defaults["assume_ready"]
+        request.alt_dir = request.alt_dir or defaults["alt_dir"]
         request.auto_dependency = not no_auto_dependency
     yield from schedule_many(ds, requests)
 

@@ -318,3 +318,52 @@ def test_jobs_scheduled_by_028_are_taken_over_once(actor: Actor, old_venv: Path)
     fsck = _as(actor, "git", "annex", "fsck", "--json", cwd=ds)
     checked = [json.loads(line) for line in fsck.splitlines() if line.strip()]
     assert checked and all(c["success"] for c in checked), fsck
+
+
+def test_jobs_028_ran_in_its_alt_dir_are_brought_back(actor: Actor, old_venv: Path) -> None:
+    """0.2.8's --alt-dir mirrors the dataset as ours does: finish takes such jobs over with
+    their scratch folder, brings their outputs and logs back, commits them and empties it."""
+    ds = actor.dataset()
+    actor.write(ds / "sub" / ".keep", "")
+    actor.write(ds / "code/work.sh", WORK)
+    os.chmod(ds / "code/work.sh", 0o755)
+    actor.ok("save", "-m", "work script", "--to-git", "code", "sub", cwd=ds)
+    scratch = actor.folder()
+
+    def old_schedule(where: Path, line: str) -> int:
+        return _old_schedule(actor, old_venv, where, "--alt-dir", str(scratch), *shlex.split(line))
+
+    top = old_schedule(ds, "-i code/work.sh -o res/alt sbatch code/work.sh res/alt alt 0")
+    in_sub = old_schedule(ds / "sub", "-i ../code/work.sh -o out sbatch ../code/work.sh out sub 0")
+    actor.cluster.wait_done([top, in_sub])
+    # 0.2.8 ran them in its alt-dir: nothing in the dataset yet
+    assert (scratch / "res/alt/result-0.txt").read_text() == "alt\n"
+    assert (scratch / "sub/out/result-0.txt").read_text() == "sub\n"
+    assert not (ds / "res").exists() and not (ds / "sub/out").exists()
+
+    first = _finish(actor, ds)
+    taken = {
+        r["slurm_job_id"]: r for r in first if r.get("action") == "migrate" and "slurm_job_id" in r
+    }
+    assert {job: r["status"] for job, r in taken.items()} == {top: "ok", in_sub: "ok"}, first
+    assert f"--alt-dir {os.path.realpath(scratch)}" in taken[top]["message"]
+    by_job = {r.get("slurm_job_id"): r for r in first if r.get("action") == "finish"}
+    assert {job: by_job[job]["status"] for job in (top, in_sub)} == {top: "ok", in_sub: "ok"}
+    _, files = _committed(actor, ds, top)
+    assert files == sorted(
+        ["res/alt/result-0.txt", f"slurm-{top}.out", f"slurm-job-{top}.env.json"]
+    )
+    _, files = _committed(actor, ds, in_sub)
+    assert files == sorted(
+        ["sub/out/result-0.txt", f"sub/slurm-{in_sub}.out", f"sub/slurm-job-{in_sub}.env.json"]
+    )
+    assert (ds / "sub/out/result-0.txt").read_text() == "sub\n"
+    # brought back: gone from the scratch folder (0.2.8's own env.json files stay there)
+    for gone in ("res/alt", f"slurm-{top}.out", "sub/out", f"sub/slurm-{in_sub}.out"):
+        assert not (scratch / gone).exists(), gone
+    assert _open_jobs(actor, ds) == []
+    assert _as(actor, "git", "status", "--porcelain", cwd=ds) == ""
+    _as(actor, "git", "fsck", "--strict", "--no-dangling", cwd=ds)
+    fsck = _as(actor, "git", "annex", "fsck", "--json", cwd=ds)
+    checked = [json.loads(line) for line in fsck.splitlines() if line.strip()]
+    assert checked and all(c["success"] for c in checked), fsck

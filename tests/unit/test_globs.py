@@ -232,7 +232,7 @@ def test_the_expand_column_is_added_to_an_older_registry(tmp_path: Path) -> None
     Registry(str(path)).close()
     conn = sqlite3.connect(path)
     # back to schema 3: the columns of migration 4 (expand) and of the later ones go
-    for column in ("expand", "depends_on", "dependency"):
+    for column in ("expand", "depends_on", "dependency", "alt_dir"):
         conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
     conn.execute("PRAGMA user_version = 3")
     conn.commit()

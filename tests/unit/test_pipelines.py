@@ -221,7 +221,7 @@ def test_dependencies_are_kept_and_an_older_registry_gains_them(tmp_path: Path) 
     path = tmp_path / "r.sqlite"
     Registry(str(path)).close()
     conn = sqlite3.connect(path)
-    for column in ("depends_on", "dependency"):
+    for column in ("depends_on", "dependency", "alt_dir"):
         conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
     conn.execute("PRAGMA user_version = 4")
     conn.commit()
@@ -396,3 +396,26 @@ def _subjects(top: str) -> list[str]:
         ["git", "log", "--format=%s"], cwd=top, capture_output=True, text=True, check=True
     ).stdout
     return [line.removeprefix("[DATALAD SLURM RUN] ") for line in log.splitlines()]
+
+
+# -- scratch folders (--alt-dir) ------------------------------------------------------------
+
+
+def test_a_scratch_job_cannot_wait_and_no_job_waits_for_a_scratch_job() -> None:
+    from datalad_slurm.scheduling import ScheduleError, ScheduleRequest, _refuse_scratch_waits
+
+    plain = _job(1, 101)
+    in_scratch = _job(2, 102)
+    in_scratch.alt_dir = "/scratch/me/ds"
+    request = ScheduleRequest(cmd="sbatch x.sh", outputs=["o9"], inputs=["o1"])
+    # a job of the dataset reading a job of the dataset: nothing refused
+    _refuse_scratch_waits(None, request, [("o1", "o1", plain)])
+    # the new job runs in a scratch folder: its inputs are copied at submission
+    with pytest.raises(ScheduleError, match=r"open job\(s\) 101, not committed yet.*--alt-dir"):
+        _refuse_scratch_waits("/scratch/me/ds2", request, [("o1", "o1", plain)])
+    # the provider runs in a scratch folder: its outputs reach the dataset at finish
+    with pytest.raises(ScheduleError, match=r"job 102 in /scratch/me/ds\).*finish those jobs"):
+        _refuse_scratch_waits(None, request, [("o2", "o2", in_scratch)])
+    # --no-auto-dependency: the user's choice, nothing refused
+    request.auto_dependency = False
+    _refuse_scratch_waits("/scratch/me/ds2", request, [("o2", "o2", in_scratch)])
