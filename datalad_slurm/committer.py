@@ -20,16 +20,19 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from typing import Any
 
 from datalad.log import log_progress
 
+from datalad_slurm import altdir, jobbranches
 from datalad_slurm.commitwriter import (
+    WORK_REF,
     Change,
     StagingProblem,
     WorktreeChanges,
     advance_head,
+    chunked,
     covering_paths,
     relock,
     run_auto_maintenance,
@@ -39,10 +42,24 @@ from datalad_slurm.commitwriter import (
     worktree_changes,
     write_commits,
 )
+from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.git import GitError, is_utf8, run_git, shown
 from datalad_slurm.gitlock import git_writes
-from datalad_slurm.jobrecord import PreparedCommit, plan_commit, status_word, write_record
-from datalad_slurm.records import REGISTRATION_KEY, registration_token
+from datalad_slurm.globs import is_glob, reserved_path
+from datalad_slurm.jobrecord import (
+    PreparedCommit,
+    plan_commit,
+    scratch_logs,
+    status_word,
+    write_record,
+)
+from datalad_slurm.pipelines import dependants
+from datalad_slurm.records import (
+    REGISTRATION_KEY,
+    RecordError,
+    parse_message,
+    registration_token,
+)
 from datalad_slurm.registry import Job, Registry
 from datalad_slurm.slurm.state import JobStatus
 from datalad_slurm.slurm.usage import Usage
@@ -64,24 +81,31 @@ def _result(dataset_path: str, job: Job, status: str, message: str, **extra: Any
     }
 
 
-def _committed(dataset_path: str, prepared: PreparedCommit, sha: str) -> dict[str, Any]:
+def _committed(
+    dataset_path: str, prepared: PreparedCommit, sha: str, branch: str | None = None
+) -> dict[str, Any]:
     status = prepared.status
+    where = f" on branch {branch}" if branch else ""
     return _result(
         dataset_path,
         prepared.job,
         "ok",
-        f"Slurm job {prepared.job.job_id}: {status_word(status)}, committed as {sha[:8]}",
+        f"Slurm job {prepared.job.job_id}: {status_word(status)}, committed as {sha[:8]}{where}",
         commit=sha,
         state=status.summary_state,
         backend=status.backend,
         data_parser=status.data_parser,
+        **({"branch": branch} if branch else {}),
+        **({"alt_dir": prepared.job.alt_dir} if prepared.job.alt_dir else {}),
     )
 
 
 def _missing(dataset_path: str, prepared: PreparedCommit) -> Iterator[dict[str, Any]]:
-    """One warning per declared output the job did not leave: what existed was committed."""
+    """One warning per declared output the job did not leave (a glob: that matches nothing):
+    what existed was committed."""
     job = prepared.job
     for output in prepared.missing_outputs:
+        what = "a glob that matches nothing" if is_glob(output) else "which does not exist"
         yield {
             "action": ACTION,
             "status": "impossible",
@@ -91,8 +115,8 @@ def _missing(dataset_path: str, prepared: PreparedCommit) -> Iterator[dict[str, 
             "slurm_job_id": job.job_id,
             "missing_output": output,
             "message": (
-                f"warning: Slurm job {job.job_id} declared the output {output!r}, which does "
-                "not exist; the job was committed without it (as 'datalad run' does)"
+                f"warning: Slurm job {job.job_id} declared the output {output!r}, {what}; "
+                "the job was committed without it (as 'datalad run' does)"
             ),
         }
 
@@ -131,17 +155,47 @@ def commit_jobs(
     registry: Registry,
     finished: Sequence[tuple[Job, JobStatus]],
     message: str | None = None,
+    branches: str | None = None,
     usage: Usage | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Commit each job with its record; one ``finish`` result per job.
 
     A job that cannot be committed gets an ``error`` result and stays open;
-    the others are committed all the same.  ``usage``: accounting's answer about
-    what the jobs used, asked before; the batch stages the jobs' outputs while it
-    comes, and writes the records (env.json, message) after.
+    the others are committed all the same, except the jobs that wait for it
+    (``pipelines.py``: the jobs come in dependency order, and a job is never
+    committed before one it waits for).  ``branches``: ``branches`` or ``octopus``
+    (``finish --branches``/``--octopus``, :mod:`datalad_slurm.jobbranches`).
+    ``usage``: accounting's answer about what the jobs used, asked before; the batch
+    stages the jobs' outputs while it comes, and writes the records (env.json, message)
+    after.
     """
     dataset_path = str(ds.path)
-    prepared = [plan_commit(dataset_path, job, status) for job, status in finished]
+    prepared: list[PreparedCommit] = []
+    try:
+        gone = _deleted_under_globs(dataset_path, [job for job, _ in finished])
+    except GitError as exc:
+        for job, _ in finished:
+            yield _not_committed(dataset_path, job, str(exc))
+        return
+    failed: set[int] = set()
+    for job, status in finished:
+        upstream = _upstream_of(job, failed)
+        if upstream:
+            failed.add(job.id)
+            yield _not_committed(dataset_path, job, upstream)
+            continue
+        try:
+            brought = _bring_back(dataset_path, job, status)
+            item = plan_commit(
+                dataset_path, job, status, gone, brought.missing if brought else None
+            )
+        except DataladSlurmError as exc:  # the dataset moved,
+            # its scratch folder (--alt-dir) is not there or could not be copied back
+            failed.add(job.id)
+            yield _not_committed(dataset_path, job, str(exc))
+            continue
+        item.brought_back = brought.paths if brought else []
+        prepared.append(item)
     if not prepared:
         return
 
@@ -151,8 +205,8 @@ def commit_jobs(
             item.status = usage.added_to(item.status)
         try:
             write_record(dataset_path, item, message)
-        except OSError as exc:
-            return f"its env.json could not be written ({exc})"
+        except DataladSlurmError as exc:
+            return str(exc)
         return None
 
     head = _head(dataset_path)
@@ -161,26 +215,113 @@ def commit_jobs(
         batch, one_by_one = [], prepared
     else:
         submodules = _submodule_paths(dataset_path)
-        batch = [p for p in prepared if not _touches_submodule(p.paths, submodules)]
-        one_by_one = [p for p in prepared if _touches_submodule(p.paths, submodules)]
+        slow = {p.job.id for p in prepared if _touches_submodule(p.paths, submodules)}
+        # a job that waits for one committed through datalad save goes that way too, after it
+        slow |= dependants(slow, [p.job for p in prepared])
+        batch = [p for p in prepared if p.job.id not in slow]
+        one_by_one = [p for p in prepared if p.job.id in slow]
+    if branches:
+        for item in one_by_one:
+            failed.add(item.job.id)
+            yield _not_committed(dataset_path, item.job, _NO_BRANCH)
+        one_by_one = []
     with git_writes(dataset_path):
         if batch:
             assert head is not None
             # jobs that made a git repository go through datalad save, which registers it as
             # a subdataset
             later: list[PreparedCommit] = []
-            yield from _commit_batch(dataset_path, registry, batch, head, annex, later, record)
-            one_by_one = [*one_by_one, *later]
+            yield from _commit_batch(
+                dataset_path, registry, batch, head, annex, later, failed, record, branches
+            )
+            if branches:
+                for item in later:
+                    failed.add(item.job.id)
+                    yield _not_committed(dataset_path, item.job, _NO_BRANCH)
+                later = []
+            # in registry order again: the dependency order
+            one_by_one = sorted([*one_by_one, *later], key=lambda p: p.job.id)
             # inside git_writes: if finish is killed meanwhile, the next run removes the
             # objects/maintenance.lock it leaves (a gc that detached is not in our process
             # group and ends on its own); datalad save's commits ran it for the others
             run_auto_maintenance(dataset_path)
         for item in one_by_one:
+            upstream = _upstream_of(item.job, failed)
+            if upstream:
+                failed.add(item.job.id)
+                yield _not_committed(dataset_path, item.job, upstream)
+                continue
             why = record(item)
             if why is not None:
+                failed.add(item.job.id)
                 yield _not_committed(dataset_path, item.job, why)
                 continue
-            yield from _commit_with_save(ds, registry, item)
+            for result in _commit_with_save(ds, registry, item):
+                if result.get("status") == "error" and result.get("action") == ACTION:
+                    failed.add(item.job.id)
+                yield result
+
+
+def _upstream_of(job: Job, failed: Collection[int]) -> str | None:
+    """Why a job is not committed when a job it waits for was not: None if none was not."""
+    upstream = [job_id for row, job_id in job.depends_on if row in failed]
+    if not upstream:
+        return None
+    return (
+        f"it read the outputs of job(s) {', '.join(map(str, upstream))}, which could not be "
+        "committed (see there), and is committed only after them"
+    )
+
+
+#: why a job that needs ``datalad save`` cannot go onto a branch of its own
+_NO_BRANCH = (
+    "with --branches or --octopus only jobs of this dataset's own files on a plain branch can "
+    "be committed (this one's paths lie in a subdataset or make a git repository, or the "
+    "dataset is on an adjusted branch); run 'datalad finish' without them for this job"
+)
+
+
+def _bring_back(dataset_path: str, job: Job, status: JobStatus) -> altdir.BroughtBack | None:
+    """A job run in a scratch folder: its outputs and logs copied from there into the
+    dataset (the scratch copy stays until the commit exists: :func:`_clear_scratch`)."""
+    if not job.alt_dir:
+        return None
+    return altdir.bring_back(
+        dataset_path, job.alt_dir, job.outputs, scratch_logs(dataset_path, job, status)
+    )
+
+
+def _clear_scratch(dataset_path: str, job: Job, paths: Sequence[str]) -> list[dict[str, Any]]:
+    """The job is committed: what it brought back leaves its scratch folder; a warning for
+    what could not be removed (the commit stands)."""
+    if not job.alt_dir:
+        return []
+    problems = altdir.clear(job.alt_dir, paths)
+    if not problems:
+        return []
+    return [
+        _result(
+            dataset_path,
+            job,
+            "impossible",
+            f"warning: Slurm job {job.job_id} is committed, but its files could not all be "
+            f"removed from the scratch folder {job.alt_dir}: {'; '.join(problems)}; remove "
+            "them by hand",
+            alt_dir=job.alt_dir,
+        )
+    ]
+
+
+def _deleted_under_globs(dataset_path: str, jobs: Sequence[Job]) -> set[str]:
+    """Tracked files gone from disk in the folders the jobs' output globs hold (one
+    ``git ls-files -d`` for all; none without globs): a glob output covers files the job
+    deleted, as ``datalad run`` commits them."""
+    folders = covering_paths(reserved_path(o) for job in jobs for o in job.outputs if is_glob(o))
+    found: set[str] = set()
+    for chunk in chunked(folders) if folders else []:
+        listing = run_git(dataset_path, "--literal-pathspecs", "ls-files", "-d", "-z", "--", *chunk)
+        found.update(path for path in listing.split("\0") if path)
+    return found
 
 
 def _is_annex(ds: Any) -> bool:
@@ -348,14 +489,22 @@ def _commit_batch(
     head: str,
     annex: bool,
     later: list[PreparedCommit],
+    not_committed: set[int],
     record: Callable[[PreparedCommit], str | None],
+    branches: str | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Commit the jobs in one go; jobs that made a git repository are put in ``later``.
+    """Commit the jobs in one go; jobs that made a git repository are put in ``later``, and
+    so are the jobs that wait for them.  The row ids of the jobs that are not committed are
+    added to ``not_committed``.  ``branches``: each job on a branch of its own
+    (``branches``), then merged (``octopus``).
 
-    The jobs' own files are staged first, then ``record`` writes each job's env.json
-    and message (what accounting says of its usage may arrive meanwhile), which are
-    staged after.
+    The jobs' own files are staged first, then ``record`` writes each job's env.json and
+    message (what accounting says of its usage may arrive meanwhile), which are staged after.
     """
+    if branches == "branches":
+        free = yield from _without_free_branch(dataset_path, prepared)
+        not_committed.update(item.job.id for item in prepared if item not in free)
+        prepared = free
     owners = _Owners(prepared)
     records = {item.files.env_json for item in prepared}
     paths = sorted({path for item in prepared for path in item.paths})
@@ -366,12 +515,19 @@ def _commit_batch(
         found = worktree_changes(dataset_path, pathspecs)
     except (GitError, OSError) as exc:
         for item in prepared:
+            not_committed.add(item.job.id)
             yield _not_committed(dataset_path, item.job, str(exc))
         return
     refused, nested = _unfit(dataset_path, owners, found)
+    for item in prepared:
+        upstream = _upstream_of(item.job, refused)
+        if item.job.id not in refused and upstream:
+            refused[item.job.id] = upstream
+    nested |= dependants(nested, [item.job for item in prepared]) - set(refused)
     later.extend(item for item in prepared if item.job.id in nested)
     for item in prepared:
         if item.job.id in refused:
+            not_committed.add(item.job.id)
             yield _not_committed(dataset_path, item.job, refused[item.job.id])
     prepared = [item for item in prepared if item.job.id not in refused.keys() | nested]
     if not prepared:
@@ -412,35 +568,63 @@ def _commit_batch(
             owner = owners.of(problem.path)
             if owner is not None:
                 failed.setdefault(owner.job.id, f"{shown(problem.path)}: {problem.message}")
+        for item in prepared:  # in dependency order: what a job waits for came before it
+            upstream = _upstream_of(item.job, failed)
+            if item.job.id not in failed and upstream:
+                failed[item.job.id] = upstream
         by_job: dict[int, list[Change]] = {item.job.id: [] for item in prepared}
         for _old_mode, change in staged:
             owner = owners.of(change.path)
             if owner is not None and owner.job.id in by_job:
                 by_job[owner.job.id].append(change)
         to_commit = [item for item in prepared if item.job.id not in failed]
-        shas = write_commits(
-            dataset_path, head, [(item.message, by_job[item.job.id]) for item in to_commit]
-        )
+        chain = [(item.message, by_job[item.job.id]) for item in to_commit]
+        merge = None
+        if branches is None:
+            shas = write_commits(dataset_path, head, chain)
+        else:
+            shas, merge = jobbranches.write(dataset_path, head, chain, branches == "octopus")
         progress.commits_done()
-        if shas:
-            advance_head(dataset_path, head, shas[-1], "datalad-slurm: finish")
+        if branches == "branches":
+            jobbranches.publish(
+                dataset_path,
+                [(_branch(item), sha) for item, sha in zip(to_commit, shas, strict=True)],
+            )
+        elif shas:
+            advance_head(dataset_path, head, merge or shas[-1], "datalad-slurm: finish")
     except (GitError, OSError) as exc:
         registry.reopen_many(jobs)
         for job in jobs:
+            not_committed.add(job.id)
             yield _not_committed(dataset_path, job, str(exc))
         return
     finally:
         progress.end()
+    warnings: list[dict[str, Any]] = []
+    if branches == "branches":
+        # committed on their branches: their files leave this branch's index and worktree
+        try:
+            jobbranches.restore(
+                dataset_path, [c.path for item in to_commit for c in by_job[item.job.id]]
+            )
+        except GitError as exc:
+            warnings.append(_restore_warning(dataset_path, exc))
+    for item in to_commit:
+        warnings += _clear_scratch(dataset_path, item.job, item.brought_back)
     registry.mark_finished_many(
         [(item.job, sha) for item, sha in zip(to_commit, shas, strict=True)]
     )
     registry.reopen_many([item.job for item in prepared if item.job.id in failed])
     for item, sha in zip(to_commit, shas, strict=True):
         yield from _saved(dataset_path, by_job[item.job.id])
-        yield _committed(dataset_path, item, sha)
+        yield _committed(dataset_path, item, sha, _branch(item) if branches == "branches" else None)
         yield from _missing(dataset_path, item)
+    if merge:
+        yield _merged(dataset_path, merge, to_commit)
+    yield from warnings
     for item in prepared:
         if item.job.id in failed:
+            not_committed.add(item.job.id)
             yield _not_committed(dataset_path, item.job, failed[item.job.id])
 
 
@@ -454,6 +638,58 @@ def _records_found(dataset_path: str, prepared: Sequence[PreparedCommit]) -> Wor
     return WorktreeChanges(
         [p for p in found.to_add if p in wanted], [], [p for p in found.untracked if p in wanted]
     )
+
+
+def _branch(item: PreparedCommit) -> str:
+    return jobbranches.branch_name(item.job.job_id)
+
+
+def _without_free_branch(
+    dataset_path: str, prepared: list[PreparedCommit]
+) -> Generator[dict[str, Any], None, list[PreparedCommit]]:
+    """``--branches``: a job whose branch exists already is refused (it stays open); the
+    others."""
+    taken = jobbranches.existing(dataset_path, [_branch(item) for item in prepared])
+    for item in prepared:
+        if _branch(item) in taken:
+            yield _not_committed(
+                dataset_path,
+                item.job,
+                f"the branch {_branch(item)} exists already (of an earlier job with this id?); "
+                f"rename or delete it ('git branch -m {_branch(item)} NEW'), then finish the "
+                "job again",
+            )
+    return [item for item in prepared if _branch(item) not in taken]
+
+
+def _merged(dataset_path: str, sha: str, merged: Sequence[PreparedCommit]) -> dict[str, Any]:
+    branch = run_git(dataset_path, "symbolic-ref", "-q", "--short", "HEAD", check=False).strip()
+    return {
+        "action": ACTION,
+        "status": "ok",
+        "path": dataset_path,
+        "type": "dataset",
+        "message": (
+            f"merged the commits of {len(merged)} Slurm jobs into {branch or 'HEAD'} as "
+            f"{sha[:8]} (one octopus merge)"
+        ),
+        "commit": sha,
+        "merged": [item.job.job_id for item in merged],
+    }
+
+
+def _restore_warning(dataset_path: str, exc: Exception) -> dict[str, Any]:
+    return {
+        "action": ACTION,
+        "status": "impossible",
+        "path": dataset_path,
+        "type": "dataset",
+        "message": (
+            f"warning: the jobs are committed on their branches, but their files could not be "
+            f"taken out of the current branch's index and worktree ({exc}); 'git status' shows "
+            "them: 'git restore --staged --worktree PATH' does it by hand"
+        ),
+    }
 
 
 def _commit_with_save(
@@ -511,9 +747,11 @@ def _commit_with_save(
             dataset_path, job, "; ".join(failures) or "datalad save made no commit"
         )
         return
+    warnings = _clear_scratch(dataset_path, job, prepared.brought_back)
     registry.mark_finished_many([(job, sha)])
     yield _committed(dataset_path, prepared, sha)
     yield from _missing(dataset_path, prepared)
+    yield from warnings
 
 
 def sync_adjusted_branch(repo: Any) -> None:
@@ -531,6 +769,9 @@ def recover(dataset_path: str, registry: Registry) -> list[Job]:
     interrupted = registry.jobs(states=("committing",))
     if not interrupted:
         return []
+    # a fast-import killed before its commits were placed leaves its work ref behind, which
+    # would keep them (unused) reachable
+    run_git(dataset_path, "update-ref", "-d", WORK_REF, check=False)
     # a finish killed between save's commit on an adjusted branch and its sync left the commit
     # on the adjusted branch alone: the sync moves it where save would have
     if _on_adjusted_branch(dataset_path):
@@ -542,11 +783,29 @@ def recover(dataset_path: str, registry: Registry) -> list[Job]:
         {job.token for job in interrupted},
         {job.submitted_from for job in interrupted},
     )
+    # a finish --branches killed before it took the jobs' files out of the index
+    jobbranches.settle(
+        dataset_path, [found[job.token] for job in interrupted if job.token in found]
+    )
+    for job in interrupted:
+        if job.token in found and job.alt_dir:
+            # a finish killed before it emptied the scratch folder of a job it committed
+            altdir.clear(job.alt_dir, _brought_back(dataset_path, job, found[job.token]))
     registry.mark_finished_many(
         [(job, found[job.token]) for job in interrupted if job.token in found]
     )
     registry.reopen_many([job for job in interrupted if job.token not in found])
     return interrupted
+
+
+def _brought_back(dataset_path: str, job: Job, sha: str) -> list[str]:
+    """What a committed job run in a scratch folder brought back: its declared outputs (a
+    glob: its hits there) and its files (logs) as its record lists them."""
+    try:
+        record = parse_message(run_git(dataset_path, "log", "-1", "--format=%B", sha))
+    except (GitError, RecordError):
+        return list(job.outputs)
+    return [*job.outputs, *record.slurm_outputs]
 
 
 def _on_adjusted_branch(dataset_path: str) -> bool:
@@ -578,6 +837,8 @@ def find_commits_with_tokens(
         "--format=%H %B",
         f"--grep={REGISTRATION_KEY}",
         "HEAD",
+        # where finish --branches puts the jobs' commits
+        f"--branches={jobbranches.BRANCH_GLOB}",
         *excluded,
         check=False,
     )

@@ -280,30 +280,49 @@ def _quote(path: str) -> bytes:
     return b'"' + escaped.encode("utf-8", "surrogateescape") + b'"'
 
 
-def fast_import_stream(parent: str, commits: CommitChain, author: bytes, committer: bytes) -> bytes:
-    """The fast-import commands for a chain of commits on top of ``parent``."""
-    parts: list[bytes] = []
-    for number, (message, changes) in enumerate(commits, start=1):
-        text = message.encode("utf-8", "surrogateescape")
-        parts += [
-            b"commit %s\nmark :%d\nauthor %s\ncommitter %s\ndata %d\n%s\n"
-            % (WORK_REF.encode(), number, author, committer, len(text), text)
-        ]
-        if number == 1:
-            parts.append(b"from %s\n" % parent.encode())
-        # removals first, as in write_pack: a file replaced by a folder, or the reverse
-        for change in sorted(changes, key=lambda c: not c.deleted):
-            if change.deleted:
-                parts.append(b"D %s\n" % _quote(change.path))
-            else:
-                assert change.mode is not None and change.sha is not None
-                parts.append(
-                    b"M %s %s %s\n"
-                    % (change.mode.encode(), change.sha.encode(), _quote(change.path))
-                )
-        parts.append(b"\n")
-    parts.append(b"done\n")
+def commit_command(
+    number: int,
+    message: str,
+    changes: Sequence[Change],
+    idents: tuple[bytes, bytes],
+    parent: str | None = None,
+    merges: Sequence[str] = (),
+) -> bytes:
+    """One fast-import ``commit`` (mark ``number``) on :data:`WORK_REF`: its parent (None:
+    the previous commit of the stream), further parents (``merges``: shas or ``:marks``) and
+    its changes to the first parent's tree."""
+    author, committer = idents
+    text = message.encode("utf-8", "surrogateescape")
+    parts = [
+        b"commit %s\nmark :%d\nauthor %s\ncommitter %s\ndata %d\n%s\n"
+        % (WORK_REF.encode(), number, author, committer, len(text), text)
+    ]
+    if parent is not None:
+        parts.append(b"from %s\n" % parent.encode())
+    parts += [b"merge %s\n" % merge.encode() for merge in merges]
+    # removals first, as in write_pack: a file replaced by a folder, or the reverse
+    for change in sorted(changes, key=lambda c: not c.deleted):
+        if change.deleted:
+            parts.append(b"D %s\n" % _quote(change.path))
+        else:
+            assert change.mode is not None and change.sha is not None
+            parts.append(
+                b"M %s %s %s\n" % (change.mode.encode(), change.sha.encode(), _quote(change.path))
+            )
+    parts.append(b"\n")
     return b"".join(parts)
+
+
+def import_commits(repo: str, commands: Sequence[bytes]) -> list[str]:
+    """Feed ``commit`` commands (marks 1 to N) to ``git fast-import``; their shas, in order.
+    Nothing points at them afterwards."""
+    with tempfile.TemporaryDirectory(prefix="datalad-slurm-") as tmp:
+        marks = os.path.join(tmp, "marks")
+        fast_import(repo, b"".join([*commands, b"done\n"]), f"--export-marks={marks}")
+        with open(marks, encoding="ascii") as stream_in:
+            by_mark = dict(line.split() for line in stream_in if line.strip())
+    run_git(repo, "update-ref", "-d", WORK_REF, check=False)
+    return [by_mark[f":{number}"] for number in range(1, len(commands) + 1)]
 
 
 def write_commits(repo: str, parent: str, commits: CommitChain) -> list[str]:
@@ -325,14 +344,15 @@ def write_with_fast_import(
     repo: str, parent: str, commits: CommitChain, author: bytes, committer: bytes
 ) -> list[str]:
     """:func:`write_commits` through ``git fast-import`` (any object format)."""
-    stream = fast_import_stream(parent, commits, author, committer)
-    with tempfile.TemporaryDirectory(prefix="datalad-slurm-") as tmp:
-        marks = os.path.join(tmp, "marks")
-        fast_import(repo, stream, f"--export-marks={marks}")
-        with open(marks, encoding="ascii") as stream_in:
-            by_mark = dict(line.split() for line in stream_in if line.strip())
-    run_git(repo, "update-ref", "-d", WORK_REF, check=False)
-    return [by_mark[f":{number}"] for number in range(1, len(commits) + 1)]
+    return import_commits(
+        repo,
+        [
+            commit_command(
+                number, message, changes, (author, committer), parent if number == 1 else None
+            )
+            for number, (message, changes) in enumerate(commits, start=1)
+        ],
+    )
 
 
 def advance_head(repo: str, old: str, new: str, reason: str) -> None:

@@ -9,12 +9,15 @@ problem with one job becomes that job's result and never stops the others.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from datalad_slurm.committer import commit_jobs, recover
+from datalad_slurm import altdir
+from datalad_slurm.committer import commit_jobs, find_commits_with_tokens, recover
+from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.gitlock import (
     GitLockTimeout,
     clear_interrupted_writes,
@@ -22,10 +25,14 @@ from datalad_slurm.gitlock import (
     open_registry,
 )
 from datalad_slurm.jobrecord import status_word
-from datalad_slurm.registry import Job, Registry
+from datalad_slurm.migration import take_over, waiting
+from datalad_slurm.pipelines import NeverStarts, never_starting, waiting_for
+from datalad_slurm.registry import HOLDING_STATES, Job, Registry
 from datalad_slurm.settings import asks_usage, hook_uids, spool_config
 from datalad_slurm.slurm.backend import Backend
+from datalad_slurm.slurm.conf import has_accounting, min_job_age, shown_config
 from datalad_slurm.slurm.events import JobKey, match_events, resolve
+from datalad_slurm.slurm.holding import cancel
 from datalad_slurm.slurm.select import choose_backend
 from datalad_slurm.slurm.state import JobState, JobStatus, Verdict
 from datalad_slurm.slurm.usage import Usage
@@ -37,6 +44,8 @@ from datalad_slurm.spool import (
     UserSpool,
 )
 
+lgr = logging.getLogger("datalad.slurm.finish")
+
 ACTION = "finish"
 #: a reservation still 'submitting' after this long was interrupted
 STALE_SUBMISSION_SECONDS = STALE_INFLIGHT_SECONDS
@@ -44,7 +53,7 @@ STALE_SUBMISSION_SECONDS = STALE_INFLIGHT_SECONDS
 STALE_EVENT_SECONDS = 30 * 24 * 3600.0
 
 
-class FinishError(RuntimeError):
+class FinishError(DataladSlurmError, RuntimeError):
     """A request finish cannot carry out; the message says what to do."""
 
 
@@ -58,6 +67,11 @@ class FinishRequest:
     lock_timeout: float | None = None
     #: run by cron: a job's trouble is reported once, and again only when it changes
     cron: bool = False
+    #: with close_failed_jobs: cancel in Slurm the jobs that will never start (a job they
+    #: wait for failed) before closing them
+    cancel: bool = False
+    #: ``branches``: each job's commit on a branch of its own; ``octopus``: then merged
+    branches: str | None = None
 
 
 @dataclass
@@ -127,6 +141,7 @@ def list_open_jobs(
         jobs = registry.jobs(job_id=job_id)
     view = read_spool(ds)
     statuses = job_statuses(jobs, view.events, backend).statuses
+    yield from waiting(ds)  # datalad-slurm 0.2.8's open jobs, until finish takes them over
     for job in jobs:
         if job.job_id is None:
             status = JobStatus(0, backend=backend.name)
@@ -202,6 +217,7 @@ def _drain(
             cleared_locks=cleared,
         )
     recover(dataset_path, registry)
+    yield from take_over(ds, registry)  # open jobs of datalad-slurm 0.2.8, once
     jobs = registry.jobs(states=("submitting", "open"), job_id=request.job_id)
     if request.job_id is not None and not jobs:
         raise FinishError(_not_open(dataset_path, registry, request.job_id))
@@ -213,6 +229,8 @@ def _drain(
     backend = backend or choose_backend()
     submitted = [j for j in jobs if j.job_id is not None]
     resolution = job_statuses(submitted, view.events, backend)
+    if view.spool is None and view.problem is None:  # no hook: slurmctld alone may know
+        _warn_if_slurm_forgets(resolution.statuses)
     # what the steps of the jobs to be committed used: accounting is asked now, and answers
     # while the committer stages their outputs
     usage = Usage.ask(
@@ -222,6 +240,15 @@ def _drain(
     to_commit: list[tuple[Job, JobStatus]] = []
     # the commits' results come first, the other jobs' reports after them (as in 0.2.8)
     reports: list[dict[str, Any]] = []
+    # jobs that wait for others (pipelines.py): those never to start, and which jobs are open
+    # (a job is committed only after the open jobs it waits for)
+    never = never_starting(registry, jobs, resolution.statuses)
+    open_rows = (
+        {j.id for j in registry.jobs(states=HOLDING_STATES)}
+        if any(j.depends_on for j in jobs)
+        else set()
+    )
+    to_commit_rows: set[int] = set()
     for job in jobs:
         if job.job_id is None:
             reports += _news_only(
@@ -233,8 +260,28 @@ def _drain(
             )
             continue
         status = resolution.statuses.get(job.id, JobStatus(job.job_id, backend=backend.name))
+        if _held_by_interrupted_schedule(job, status):
+            reports += list(_handle_unreleased(dataset_path, registry, job, request))
+            continue
+        if job.id in never and not (request.commit_failed_jobs and not never[job.id].pending):
+            reports += _news_only(
+                registry,
+                job,
+                f"never starts: {never[job.id].why}",
+                list(_handle_never_starting(dataset_path, registry, job, never[job.id], request)),
+                request,
+            )
+            if job.state == "closed":
+                open_rows.discard(job.id)
+                _consume(view.spool, job, resolution.events.get(job.id, []))
+            continue
         if _to_be_committed(status, request):
+            upstream = waiting_for(job, to_commit_rows, open_rows)
+            if upstream:
+                reports.append(_waits_for_upstream(dataset_path, job, status, upstream))
+                continue
             to_commit.append((job, status))
+            to_commit_rows.add(job.id)
             continue
         try:
             reports += _news_only(
@@ -256,8 +303,9 @@ def _drain(
                 )
             )
         if job.state == "closed":
+            open_rows.discard(job.id)
             _consume(view.spool, job, resolution.events.get(job.id, []))
-    yield from _commit(ds, registry, to_commit, request.message, usage)
+    yield from _commit(ds, registry, to_commit, request.message, request.branches, usage)
     yield from reports
     for job, _ in to_commit:
         if job.state == "finished":
@@ -341,6 +389,7 @@ def _commit(
     registry: Registry,
     to_commit: Sequence[tuple[Job, JobStatus]],
     message: str | None,
+    branches: str | None = None,
     usage: Usage | None = None,
 ) -> Iterator[dict[str, Any]]:
     """All completed jobs at once; trouble the committer did not foresee leaves them open.
@@ -349,21 +398,26 @@ def _commit(
     only, so jobs that share an id (two clusters) go to it in separate batches.
     """
     for batch in _batches_of_distinct_ids(to_commit):
-        yield from _commit_batch(ds, registry, batch, message, usage)
+        yield from _commit_batch(ds, registry, batch, message, branches, usage)
 
 
 def _batches_of_distinct_ids(
     to_commit: Sequence[tuple[Job, JobStatus]],
 ) -> list[list[tuple[Job, JobStatus]]]:
-    """The jobs in as few batches as possible, no job id twice in one (almost always one)."""
+    """The jobs in as few batches as possible, no job id twice in one (almost always one);
+    a job never in a batch before that of a job it waits for (batches commit in order)."""
     batches: list[list[tuple[Job, JobStatus]]] = []
+    batch_of: dict[int, int] = {}
     for job, status in to_commit:
-        for batch in batches:
-            if all(other.job_id != job.job_id for other, _ in batch):
-                batch.append((job, status))
+        first = max((batch_of[row] for row, _ in job.depends_on if row in batch_of), default=0)
+        for index in range(first, len(batches)):
+            if all(other.job_id != job.job_id for other, _ in batches[index]):
+                batches[index].append((job, status))
+                batch_of[job.id] = index
                 break
         else:
             batches.append([(job, status)])
+            batch_of[job.id] = len(batches) - 1
     return batches
 
 
@@ -372,12 +426,13 @@ def _commit_batch(
     registry: Registry,
     batch: Sequence[tuple[Job, JobStatus]],
     message: str | None,
+    branches: str | None,
     usage: Usage | None,
 ) -> Iterator[dict[str, Any]]:
     by_id = {job.job_id: job for job, _ in batch}
     reported: set[int] = set()
     try:
-        for result in commit_jobs(ds, registry, batch, message, usage):
+        for result in commit_jobs(ds, registry, batch, message, branches, usage):
             job = by_id.get(result.get("slurm_job_id")) if result.get("action") == ACTION else None
             if job is not None:
                 reported.add(job.id)
@@ -385,15 +440,54 @@ def _commit_batch(
             yield result
     except Exception as exc:
         left = [job for job, _ in batch if job.id not in reported]
-        registry.reopen_many(left)
-        for job in left:
-            yield _result(
-                str(ds.path),
-                "error",
-                f"job {_job_name(job)} could not be committed: {exc}; it stays open",
-                slurm_job_id=job.job_id,
-                cluster=job.cluster,
+        yield from _after_failed_commit(str(ds.path), registry, left, exc)
+
+
+def _after_failed_commit(
+    dataset_path: str, registry: Registry, jobs: Sequence[Job], exc: Exception
+) -> Iterator[dict[str, Any]]:
+    """The commit failed, perhaps after HEAD moved (the registry failed on a full disk): a
+    job whose commit is in HEAD's history must never be reopened, or the next finish commits
+    it twice.  The rows are settled by their tokens as after a crash (``committer.recover``);
+    if the registry still fails they stay 'committing' for the next finish's recovery."""
+    try:
+        recover(dataset_path, registry)
+        rows = {job.id: registry.get(job.id) for job in jobs}
+        committed = {
+            job.id: row.commit_sha
+            for job in jobs
+            if (row := rows[job.id]).state == "finished" and row.commit_sha
+        }
+        recorded = True
+    except DataladSlurmError:
+        found = find_commits_with_tokens(
+            dataset_path, {job.token for job in jobs}, {job.submitted_from for job in jobs}
+        )
+        committed = {job.id: found[job.token] for job in jobs if job.token in found}
+        recorded = False
+    for job in jobs:
+        sha = committed.get(job.id)
+        if sha is None:
+            message = (
+                f"job {_job_name(job)} could not be committed: {exc}; it stays open, fix the "
+                "problem and run 'datalad finish' again"
             )
+        elif recorded:
+            message = f"Slurm job {job.job_id} was committed as {sha[:8]}, then: {exc}"
+        else:
+            message = (
+                f"Slurm job {job.job_id} was committed as {sha[:8]}, but the registry could "
+                f"not record that: {exc}; the next 'datalad finish' records it (it is not "
+                "committed twice)"
+            )
+        yield _result(
+            dataset_path,
+            "error",
+            message,
+            slurm_job_id=job.job_id,
+            cluster=job.cluster,
+            **({"commit": sha} if sha else {}),
+        )
 
 
 def _job_name(job: Job) -> str:
@@ -490,10 +584,12 @@ def _handle_job(
         yield _result(
             dataset_path,
             "ok",
-            f"Closing failed / cancelled jobs. Statuses: {status.statuses()}",
+            f"Closing failed / cancelled jobs. Statuses: {status.statuses()}"
+            + _scratch_note(job, "; remove them once you no longer need them"),
             slurm_job_id=job.job_id,
             cluster=job.cluster,
             state=status.summary_state,
+            **_scratch_key(job),
         )
         return
     if verdict is Verdict.UNKNOWN:
@@ -511,11 +607,141 @@ def _handle_job(
     yield _result(
         dataset_path,
         "impossible",
-        message,
+        message + _scratch_note(job, ""),
         slurm_job_id=job.job_id,
         cluster=job.cluster,
         state=status.summary_state,
+        **_scratch_key(job),
     )
+
+
+def _waits_for_upstream(
+    dataset_path: str, job: Job, status: JobStatus, upstream: Sequence[int]
+) -> dict[str, Any]:
+    """A completed job that waits for open jobs not committed in this drain: it is committed
+    after them, never before."""
+    names = ", ".join(map(str, upstream))
+    return _result(
+        dataset_path,
+        "impossible",
+        f"Slurm job {job.job_id} ended {status.summary_state}, but it read the outputs of job(s) "
+        f"{names}, which are not committed yet: it is committed after them. Run "
+        f"'datalad finish' for those (or close them: 'datalad finish --close-failed-jobs'), "
+        "then again for this one",
+        slurm_job_id=job.job_id,
+        cluster=job.cluster,
+        state=status.summary_state,
+        waits_for=list(upstream),
+    )
+
+
+def _handle_never_starting(
+    dataset_path: str,
+    registry: Registry,
+    job: Job,
+    never: NeverStarts,
+    request: FinishRequest,
+) -> Iterator[dict[str, Any]]:
+    """A job that waits for a job that failed: Slurm will never start it.  Reported, or
+    closed (``--close-failed-jobs``), and cancelled in Slurm first with ``--cancel``."""
+    name = f"Slurm job {job.job_id}"
+    facts = {"slurm_job_id": job.job_id, "cluster": job.cluster, "never_starts": never.why}
+    if not request.close_failed_jobs:
+        what_to_do = (
+            "'datalad finish --close-failed-jobs --cancel' cancels it in Slurm and closes it"
+            if never.pending
+            else "Slurm cancelled it; 'datalad finish --close-failed-jobs' closes it"
+        )
+        yield _result(
+            dataset_path,
+            "impossible",
+            f"{name} will never start: {never.why}. {what_to_do}",
+            state=JobState.PENDING.value if never.pending else JobState.CANCELLED.value,
+            **facts,
+        )
+        return
+    if never.pending and request.cancel:
+        problem = cancel([job.job_id]) if job.job_id is not None else "no job id"
+        if problem:
+            yield _result(
+                dataset_path,
+                "error",
+                f"{name}, which will never start ({never.why}), could not be cancelled "
+                f"({problem}); it stays open",
+                **facts,
+            )
+            return
+        registry.mark_finished(job, None, state="closed")
+        yield _result(
+            dataset_path,
+            "ok",
+            f"Cancelled and closed {name}, which would never start: {never.why}",
+            cancelled=True,
+            **facts,
+        )
+        return
+    registry.mark_finished(job, None, state="closed")
+    left = (
+        f"; it stays pending in Slurm, never to start: cancel it with 'scancel {job.job_id}' "
+        "(or close such jobs with --cancel)"
+        if never.pending
+        else ""
+    )
+    yield _result(
+        dataset_path,
+        "ok",
+        f"Closed {name}, which would never start: {never.why}{left}",
+        cancelled=False,
+        **facts,
+    )
+
+
+def _scratch_note(job: Job, advice: str) -> str:
+    """Where a job run in a scratch folder (``--alt-dir``) left its files, untouched."""
+    if not job.alt_dir:
+        return ""
+    ran = f", where it ran in {altdir.place(job.alt_dir, job.pwd)}" if job.pwd != "." else ""
+    return (
+        f". Its outputs and logs are left as they are in its scratch folder "
+        f"{job.alt_dir}{ran}{advice}"
+    )
+
+
+def _scratch_key(job: Job) -> dict[str, str]:
+    return {"alt_dir": job.alt_dir} if job.alt_dir else {}
+
+
+def _held_by_interrupted_schedule(job: Job, status: JobStatus) -> bool:
+    """A job submitted held whose schedule died before it reserved the job's logs and released
+    it: the row is still 'submitting' and every task still pending."""
+    return (
+        job.state == "submitting"
+        and time.time() - job.submitted_at >= STALE_SUBMISSION_SECONDS
+        and bool(status.tasks)
+        and all(t.state is JobState.PENDING for t in status.tasks.values())
+    )
+
+
+def _handle_unreleased(
+    dataset_path: str, registry: Registry, job: Job, request: FinishRequest
+) -> Iterator[dict[str, Any]]:
+    what = f"Slurm job {job.job_id} ({job.cmd!r}, outputs {', '.join(job.outputs)})"
+    status, message = (
+        "impossible",
+        (
+            f"the schedule of {what} was interrupted before the job's log files were reserved; the "
+            "job is held and has not started. 'datalad finish --close-failed-jobs' cancels it and "
+            "releases the outputs; then schedule it again"
+        ),
+    )
+    if request.close_failed_jobs:
+        problem = cancel([job.job_id]) if job.job_id is not None else "no job id"
+        if problem:
+            status, message = "error", f"{what} could not be cancelled ({problem}); it stays open"
+        else:
+            registry.mark_finished(job, None, state="closed")
+            status, message = "ok", f"Cancelled and closed {what}: its schedule was interrupted"
+    yield _result(dataset_path, status, message, slurm_job_id=job.job_id, cluster=job.cluster)
 
 
 def _handle_interrupted_submission(
@@ -537,7 +763,52 @@ def _handle_interrupted_submission(
         dataset_path,
         "impossible",
         f"the submission of {job.cmd!r} (outputs {', '.join(job.outputs)}) was interrupted "
-        "before its job id was recorded; if a job was submitted, commit its outputs by hand. "
+        "before its job id was recorded; a job it submitted through sbatch is held and has not "
+        "started ('squeue -t PD' lists it; cancel it with scancel). "
         "'datalad finish --close-failed-jobs' releases the outputs",
         slurm_job_id=None,
     )
+
+
+def _warn_if_slurm_forgets(statuses: Mapping[int, JobStatus]) -> None:
+    """Without the hook's events and without accounting, only slurmctld knows how a job ended,
+    and only for MinJobAge seconds after: warn when a job ended longer ago than that (finish
+    runs too seldom: the next ones will be forgotten) or was forgotten already."""
+    now = time.time()
+    ended_ago: dict[int, float] = {}
+    forgotten: list[int] = []
+    for status in statuses.values():
+        if status.verdict is Verdict.UNKNOWN:
+            forgotten.append(status.job_id)
+            continue
+        ends = [t.end_time for t in status.tasks.values() if t.end_time is not None]
+        if status.verdict is not Verdict.ACTIVE and ends:
+            ended_ago[status.job_id] = now - max(ends)
+    if not ended_ago and not forgotten:
+        return
+    shown = shown_config()  # one question to slurmctld, only when there is something to judge
+    keeps = min_job_age(shown)
+    if keeps is None or has_accounting(shown) is not False:
+        return
+    late = sorted(job for job, ago in ended_ago.items() if ago > keeps)
+    if not late and not forgotten:
+        return
+    seen = []
+    if late:
+        ago = max(ended_ago[job] for job in late)
+        seen.append(f"job(s) {_ids(late)} ended up to {ago:.0f} s before this finish")
+    if forgotten:
+        seen.append(f"Slurm had forgotten job(s) {_ids(forgotten)} already")
+    lgr.warning(
+        "%s. Without accounting and without datalad-slurm's Slurm hook, slurmctld forgets a "
+        "finished job MinJobAge (%d s here) after it ended, and then nothing tells whether it "
+        "completed: run 'datalad finish' more often than every %d s (a cron interval shorter "
+        "than MinJobAge), or ask your admin for the hook (docs/admin.md) or accounting",
+        "; ".join(seen),
+        keeps,
+        keeps,
+    )
+
+
+def _ids(jobs: Sequence[int]) -> str:
+    return ", ".join(map(str, sorted(jobs)[:10])) + (", ..." if len(jobs) > 10 else "")

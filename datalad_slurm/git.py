@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 
+from datalad_slurm.errors import DataladSlurmError
 
-class GitError(RuntimeError):
+
+class GitError(DataladSlurmError, RuntimeError):
     """A git command failed; the message carries git's own words."""
 
 

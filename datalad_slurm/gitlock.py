@@ -7,18 +7,20 @@ never in the worktree.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 from filelock import FileLock, Timeout
 
+from datalad_slurm.errors import DataladSlurmError, os_advice
 from datalad_slurm.packwriter import TMP_PACK_PREFIX
 from datalad_slurm.registry import REGISTRY_DIRNAME, Registry
 
 __all__ = [
+    "GitLockError",
     "GitLockTimeout",
     "clear_interrupted_writes",
     "git_dir",
@@ -30,31 +32,61 @@ __all__ = [
 GitLockTimeout = Timeout
 
 
+class GitLockError(DataladSlurmError, RuntimeError):
+    """Our state folder in the git directory, or the lock in it, cannot be used."""
+
+
 def git_dir(dataset_path: str) -> str:
-    proc = subprocess.run(
-        ["git", "rev-parse", "--absolute-git-dir"],
-        cwd=dataset_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "--absolute-git-dir"],
+            cwd=dataset_path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as exc:  # the dataset's folder is gone, or git is
+        proc = subprocess.CompletedProcess([], 1, "", exc.strerror or str(exc))
     if proc.returncode != 0:
-        raise RuntimeError(
-            f"{dataset_path} is not a git repository ({proc.stderr.strip()}); "
-            "run the command inside a DataLad dataset"
+        raise GitLockError(
+            f"{dataset_path} is not a git repository ({proc.stderr.strip()})",
+            path=dataset_path,
+            advice="run the command inside a DataLad dataset",
         )
     return proc.stdout.strip()
 
 
 def state_dir(dataset_path: str) -> str:
+    """``<git dir>/datalad-slurm``, made if missing; it must be writable (lock, registry)."""
     path = os.path.join(git_dir(dataset_path), REGISTRY_DIRNAME)
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+        writable = os.access(path, os.W_OK | os.X_OK)
+    except OSError as exc:
+        raise _not_writable(path, exc.strerror or str(exc)) from exc
+    if not writable:
+        raise _not_writable(path, "permission denied")
     return path
+
+
+def _not_writable(path: str, why: str) -> GitLockError:
+    return GitLockError(
+        f"datalad-slurm cannot write {path}, where it keeps its state ({why})",
+        path=path,
+        advice="the dataset's .git folder must be writable for you: fix its permissions "
+        "(or free space on its disk), or run the command as the dataset's owner",
+    )
 
 
 def git_lock(dataset_path: str, timeout: float = -1) -> FileLock:
     """The dataset's write lock; ``timeout=-1`` waits for as long as it takes."""
-    return FileLock(os.path.join(state_dir(dataset_path), "git.lock"), timeout=timeout)
+    path = os.path.join(state_dir(dataset_path), "git.lock")
+    try:  # the folder is writable; a lock file there must be too, or the lock raises
+        if os.path.lexists(path):
+            os.close(os.open(path, os.O_RDWR))
+    except OSError as exc:
+        raise _not_writable(path, exc.strerror or str(exc)) from exc
+    return FileLock(path, timeout=timeout)
 
 
 def open_registry(dataset_path: str) -> Registry:
@@ -75,7 +107,7 @@ _GIT_LOCK_FILES = (
 _MARKER = "git-writes-in-progress"
 
 
-@contextmanager
+@contextlib.contextmanager
 def git_writes(dataset_path: str) -> Iterator[None]:
     """Mark git writes in progress; only call while holding :func:`git_lock`.
 
@@ -84,8 +116,17 @@ def git_writes(dataset_path: str) -> Iterator[None]:
     crash (see :func:`clear_interrupted_writes`).
     """
     marker = os.path.join(state_dir(dataset_path), _MARKER)
-    with open(marker, "w", encoding="ascii") as stream:
-        stream.write(f"{os.getpid()}\n")
+    try:
+        with open(marker, "w", encoding="ascii") as stream:
+            stream.write(f"{os.getpid()}\n")
+    except OSError as exc:  # a full disk; a marker left here would stand for a killed writer
+        with contextlib.suppress(OSError):
+            os.unlink(marker)
+        raise GitLockError(
+            f"datalad-slurm cannot write {marker} ({exc.strerror or exc})",
+            path=marker,
+            advice=os_advice(exc, os.path.dirname(marker)),
+        ) from exc
     try:
         yield
     finally:  # any way out but a kill: git's own locks were released by git

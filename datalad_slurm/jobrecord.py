@@ -9,9 +9,13 @@ import contextlib
 import json
 import os
 import posixpath
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from datalad_slurm import altdir
+from datalad_slurm.errors import DataladSlurmError, os_advice
+from datalad_slurm.globs import expand, output_paths, unmatched
 from datalad_slurm.paths import PathOutsideDatasetError, normalise
 from datalad_slurm.records import REGISTRATION_KEY, RunRecord, format_message
 from datalad_slurm.registry import Job
@@ -39,12 +43,19 @@ def status_word(status: JobStatus) -> str:
     return status.summary_state.replace("_", " ").capitalize()
 
 
-def find_job_files(dataset_path: str, job: Job, status: JobStatus) -> JobFiles:
-    """The job's log files that exist inside the dataset, and where env.json goes."""
-    logs: list[str] = []
+def log_candidates(dataset_path: str, job: Job, status: JobStatus) -> list[tuple[str, str]]:
+    """Where the job's log files may be, as (the task's work folder, absolute path), in
+    order: Slurm's names for each task, the names kept at submission (for backends without
+    them), the default name, the files datalad-slurm 0.2.8 found.  A job run in a scratch
+    folder (``--alt-dir``) wrote them there (relative names are relative to its work folder
+    there)."""
+    found: list[tuple[str, str]] = []
+    base = job.alt_dir or dataset_path
+    # a job taken over from datalad-slurm 0.2.8: the log files it found at submission
+    imported = [altdir.place(base, p) for p in job.submission_facts.get("imported_logs", ())]
     for _, task in sorted_tasks(status.tasks):
-        work_dir = task.work_dir or os.path.join(dataset_path, job.pwd)
-        candidates = [task.stdout, task.stderr]
+        work_dir = task.work_dir or altdir.place(base, job.pwd)
+        candidates = [task.stdout, task.stderr, *imported]
         if not task.stdout:
             candidates += _submitted_log_names(job, task)
             default = (
@@ -52,23 +63,87 @@ def find_job_files(dataset_path: str, job: Job, status: JobStatus) -> JobFiles:
                 if task.task_id is None
                 else f"slurm-{task.job_id}_{task.task_id}.out"
             )
-            candidates.append(os.path.join(work_dir, default))
+            candidates.append(default)
         for candidate in candidates:
-            if not candidate:
-                continue
-            absolute = os.path.join(work_dir, candidate)
-            # a log already annexed by an interrupted finish is a symlink by now
-            if not os.path.lexists(absolute) or os.path.isdir(absolute):
-                continue
-            try:
-                relative = normalise(absolute, dataset_path)
-            except (PathOutsideDatasetError, ValueError):
-                continue
-            if relative not in logs:
-                logs.append(relative)
+            if candidate:
+                absolute = os.path.join(work_dir, candidate)
+                if absolute not in (path for _, path in found):
+                    found.append((work_dir, absolute))
+    return found
+
+
+def scratch_logs(dataset_path: str, job: Job, status: JobStatus) -> list[str]:
+    """The log files a job run in a scratch folder left there, as the dataset-relative paths
+    they are brought back to (``finish`` copies them with the outputs)."""
+    if not job.alt_dir:
+        return []
+    logs = []
+    for _, absolute in log_candidates(dataset_path, job, status):
+        if not os.path.isfile(absolute):
+            continue
+        mapped = altdir.to_dataset(absolute, job.alt_dir, dataset_path)
+        if mapped == absolute:
+            continue  # outside the scratch folder: left alone, as a log outside the dataset
+        try:
+            relative = normalise(mapped, dataset_path)
+        except (PathOutsideDatasetError, ValueError):
+            continue
+        if relative not in logs:
+            logs.append(relative)
+    return logs
+
+
+def find_job_files(dataset_path: str, job: Job, status: JobStatus) -> JobFiles:
+    """The job's log files that exist inside the dataset, and where env.json goes."""
+    logs: list[str] = []
+    for work_dir, absolute in log_candidates(dataset_path, job, status):
+        if job.alt_dir:  # brought back from the scratch folder to the same place here
+            absolute = altdir.to_dataset(absolute, job.alt_dir, dataset_path)
+        # a log already annexed by an interrupted finish is a symlink by now
+        if not os.path.lexists(absolute):
+            if not job.alt_dir:  # a job run in a scratch folder ran elsewhere on purpose
+                _refuse_if_moved(dataset_path, job, work_dir, absolute)
+            continue
+        if os.path.isdir(absolute):
+            continue
+        try:
+            relative = normalise(absolute, dataset_path)
+        except (PathOutsideDatasetError, ValueError):
+            continue
+        if relative not in logs:
+            logs.append(relative)
     env_dir = posixpath.dirname(logs[0]) if logs else job.pwd
     env_json = posixpath.normpath(posixpath.join(env_dir, f"slurm-job-{job.job_id}.env.json"))
     return JobFiles(logs=logs, env_json=env_json)
+
+
+class MovedDatasetError(DataladSlurmError):
+    """The dataset was moved after the job was scheduled: its logs are not where Slurm
+    wrote them, and committing without them would lose them."""
+
+
+def _refuse_if_moved(dataset_path: str, job: Job, work_dir: str, log: str) -> None:
+    """A log Slurm names is missing; if the dataset was moved (the job's folder less its
+    ``pwd`` is another place, and the dataset holds the log at the same relative path),
+    say so instead of committing the job without it."""
+    ran_in = os.path.normpath(work_dir)
+    if os.path.realpath(ran_in) == os.path.realpath(os.path.join(dataset_path, job.pwd)):
+        return
+    old_root = ran_in
+    if job.pwd not in (".", ""):
+        if not ran_in.endswith("/" + job.pwd):
+            return  # the job ran elsewhere on purpose (sbatch --chdir, a cd in the command)
+        old_root = ran_in[: -len(job.pwd) - 1] or "/"
+    relative = os.path.relpath(os.path.normpath(log), old_root)
+    if relative.startswith("..") or not os.path.lexists(os.path.join(dataset_path, relative)):
+        return
+    raise MovedDatasetError(
+        f"Slurm job {job.job_id} ran in {ran_in}, but the dataset is at {dataset_path} now: "
+        f"its log {relative} is not where Slurm wrote it",
+        path=old_root,
+        advice=f"move the dataset back to {old_root}, run 'datalad finish' there, and move "
+        "it after that",
+    )
 
 
 def _submitted_log_names(job: Job, task: TaskState) -> list[str]:
@@ -119,6 +194,9 @@ def job_facts(job: Job, status: JobStatus) -> dict[str, Any]:
         "cmd": job.cmd,
         "pwd": job.pwd,
         "submitted_at": job.submitted_at,
+        # the jobs whose outputs it read (committed before it) and its --dependency in Slurm
+        "depends_on": [job_id for _, job_id in job.depends_on],
+        "dependency": job.dependency,
     }
 
 
@@ -154,7 +232,19 @@ def _cluster(job: Job, status: JobStatus) -> str | None:
     return job.cluster or (sorted(clusters)[0] if clusters else None)
 
 
-def build_record(job: Job, status: JobStatus, files: JobFiles) -> RunRecord:
+def record_outputs(dataset_path: str, job: Job) -> list[str]:
+    """The declared outputs as the record keeps them: as given (globs too), or with
+    ``--expand outputs``/``both`` what they match now, as ``datalad run`` records them."""
+    if job.expand in ("outputs", "both"):
+        return expand(job.outputs, dataset_path)
+    return list(job.outputs)
+
+
+def build_record(
+    job: Job, status: JobStatus, files: JobFiles, outputs: Sequence[str] | None = None
+) -> RunRecord:
+    """The job's run record; ``outputs`` are the declared ones as recorded (default: as given)."""
+    declared = list(job.outputs if outputs is None else outputs)
     tasks = [task for _, task in sorted_tasks(status.tasks)]
     exit_codes = [t.exit_code for t in tasks if t.exit_code is not None]
     starts = [t.start_time for t in tasks if t.start_time]
@@ -168,7 +258,7 @@ def build_record(job: Job, status: JobStatus, files: JobFiles) -> RunRecord:
         pwd=job.pwd,
         inputs=list(job.inputs),
         extra_inputs=list(job.extra_inputs),
-        outputs=[*job.outputs, *[p for p in files.all if p not in job.outputs]],
+        outputs=[*declared, *[p for p in files.all if p not in declared]],
         slurm_outputs=files.all,
         chain=list(job.chain),
         commit_id=None,
@@ -184,8 +274,27 @@ def build_record(job: Job, status: JobStatus, files: JobFiles) -> RunRecord:
             "slurm_submitted_from": job.submitted_from,
             **resource_keys(status),
             REGISTRATION_KEY: job.token,
+            **_dependency_keys(job),
+            # where it ran instead of the dataset (--alt-dir), as 0.2.8 recorded it
+            **({"slurm_alt_dir": job.alt_dir} if job.alt_dir else {}),
         },
     )
+
+
+def _dependency_keys(job: Job) -> dict[str, Any]:
+    """The record's keys for a job that read other jobs' outputs (none for the others):
+    those jobs' ids, whose records come before this one, and the ``--dependency`` it ran
+    with."""
+    if not job.depends_on and not job.dependency:
+        return {}
+    return {
+        "slurm_dependencies": [job_id for _, job_id in job.depends_on],
+        "slurm_dependency": job.dependency,
+    }
+
+
+class JobFileError(DataladSlurmError):
+    """A file finish writes for the job (its env.json) cannot be written."""
 
 
 @dataclass
@@ -197,13 +306,19 @@ class PreparedCommit:
     files: JobFiles
     #: the commit message ("" until :func:`write_record` wrote the record)
     message: str
-    #: declared outputs that were not there at finish (the commit holds what exists)
+    #: the paths the declared outputs stand for now (a glob's matches: ``globs.output_paths``)
+    outputs: list[str]
+    #: declared outputs that were not there at finish, globs that match nothing (the commit
+    #: holds what exists)
     missing_outputs: list[str] = field(default_factory=list)
+    #: what was copied back from the job's scratch folder (``--alt-dir``), to be removed
+    #: there once the commit exists
+    brought_back: list[str] = field(default_factory=list)
 
     @property
     def paths(self) -> list[str]:
         """Dataset-relative paths whose changes belong to this job's commit."""
-        return [*self.job.outputs, *[p for p in self.files.all if p not in self.job.outputs]]
+        return [*self.outputs, *[p for p in self.files.all if p not in self.outputs]]
 
 
 def replace_file(path: str, content: bytes) -> None:
@@ -236,9 +351,20 @@ def _temporary(path: str) -> str:
     return os.path.join(folder, f".{name}.datalad-slurm-tmp")
 
 
-def plan_commit(dataset_path: str, job: Job, status: JobStatus) -> PreparedCommit:
+def plan_commit(
+    dataset_path: str,
+    job: Job,
+    status: JobStatus,
+    gone: Collection[str] = (),
+    missing: Sequence[str] | None = None,
+) -> PreparedCommit:
     """The job's commit as far as it is known before its record: its files and paths (no
     env.json written yet, no message; :func:`write_record` adds them).
+
+    ``gone``: tracked paths that are no longer on disk, for the job's output globs to match
+    (a file the job deleted is part of its commit). ``missing``: the declared outputs the
+    job did not leave, where they are not to be looked up in the dataset (a job run in a
+    scratch folder: those it did not leave there).
 
     A temporary env.json that a finish killed while writing it left is removed now: the
     job's files are staged before its record is written, and it would be among them.
@@ -246,31 +372,50 @@ def plan_commit(dataset_path: str, job: Job, status: JobStatus) -> PreparedCommi
     files = find_job_files(dataset_path, job, status)
     with contextlib.suppress(OSError):  # none there (or none removable: writing it fails later)
         os.unlink(_temporary(os.path.join(dataset_path, files.env_json)))
-    return PreparedCommit(job, status, files, "", missing_outputs(dataset_path, job))
+    return PreparedCommit(
+        job,
+        status,
+        files,
+        "",
+        outputs=output_paths(dataset_path, job.outputs, gone),
+        missing_outputs=(missing_outputs(dataset_path, job) if missing is None else list(missing)),
+    )
 
 
 def write_record(dataset_path: str, prepared: PreparedCommit, message: str | None = None) -> None:
-    """Write the job's env.json and compose its commit message, from ``prepared.status``."""
+    """Write the job's env.json and compose its commit message, from ``prepared.status``
+    (JobFileError when the env.json cannot be written)."""
     job, status, files = prepared.job, prepared.status, prepared.files
     env_path = os.path.join(dataset_path, files.env_json)
-    os.makedirs(os.path.dirname(env_path), exist_ok=True)
     text = json.dumps(job_facts(job, status), indent=1, sort_keys=True) + "\n"
-    replace_file(env_path, text.encode("utf-8"))
-    record = build_record(job, status, files)
+    try:
+        os.makedirs(os.path.dirname(env_path), exist_ok=True)
+        replace_file(env_path, text.encode("utf-8"))
+    except OSError as exc:
+        raise JobFileError(
+            f"its env.json {env_path} could not be written ({exc.strerror or exc})",
+            path=env_path,
+            advice=os_advice(exc, os.path.dirname(env_path)),
+        ) from exc
+    record = build_record(job, status, files, record_outputs(dataset_path, job))
     prepared.message = format_message(record, status_word(status), message or job.message)
 
 
 def prepare_commit(
-    dataset_path: str, job: Job, status: JobStatus, message: str | None = None
+    dataset_path: str,
+    job: Job,
+    status: JobStatus,
+    message: str | None = None,
+    gone: Collection[str] = (),
+    missing: Sequence[str] | None = None,
 ) -> PreparedCommit:
     """Write the job's env.json and compose its commit message."""
-    prepared = plan_commit(dataset_path, job, status)
+    prepared = plan_commit(dataset_path, job, status, gone, missing)
     write_record(dataset_path, prepared, message)
     return prepared
 
 
 def missing_outputs(dataset_path: str, job: Job) -> list[str]:
-    """The job's declared outputs that do not exist: one lstat each, no git."""
-    return [
-        output for output in job.outputs if not os.path.lexists(os.path.join(dataset_path, output))
-    ]
+    """The job's declared outputs that do not exist, and its globs that match nothing: one
+    lstat (a glob: one glob) each, no git."""
+    return unmatched(dataset_path, job.outputs)

@@ -7,8 +7,10 @@ skipped)::
     {"cmd": ["sbatch", "job.sh", "2"], "outputs": "out/2", "message": "run 2", "pwd": "sub"}
 
 ``cmd`` and ``outputs`` are required; ``outputs`` and ``inputs`` are a path or
-a list of paths, relative to ``pwd`` (a directory relative to where the
-command runs; default: there), exactly as ``-o``/``-i`` would be.
+a list of paths (or globs), relative to ``pwd`` (a directory relative to where
+the command runs; default: there), exactly as ``-o``/``-i`` would be;
+``expand``, ``assume_ready`` and ``alt_dir`` are the values of ``--expand``,
+``--assume-ready`` and ``--alt-dir`` for the line.
 """
 
 from __future__ import annotations
@@ -17,9 +19,17 @@ import json
 import os
 from collections.abc import Iterable
 
-from datalad_slurm.scheduling import ScheduleError, ScheduleRequest, join_command
+from datalad_slurm.scheduling import (
+    ASSUME_READY_CHOICES,
+    EXPAND_CHOICES,
+    ScheduleError,
+    ScheduleRequest,
+    join_command,
+)
 
-KEYS = frozenset({"cmd", "outputs", "inputs", "message", "pwd"})
+KEYS = frozenset(
+    {"cmd", "outputs", "inputs", "message", "pwd", "expand", "assume_ready", "alt_dir"}
+)
 
 
 def _paths(value: object, key: str, where: str) -> list[str]:
@@ -51,6 +61,17 @@ def parse_job_spec(line: str, where: str, base: str) -> ScheduleRequest:
     message = spec.get("message")
     if message is not None and not isinstance(message, str):
         raise ScheduleError(f"{where}: 'message' must be a string")
+    expand = spec.get("expand")
+    if expand is not None and expand not in EXPAND_CHOICES:
+        raise ScheduleError(f"{where}: 'expand' must be one of {', '.join(EXPAND_CHOICES)}")
+    assume_ready = spec.get("assume_ready")
+    if assume_ready is not None and assume_ready not in ASSUME_READY_CHOICES:
+        raise ScheduleError(
+            f"{where}: 'assume_ready' must be one of {', '.join(ASSUME_READY_CHOICES)}"
+        )
+    alt_dir = spec.get("alt_dir")
+    if alt_dir is not None and not isinstance(alt_dir, str):
+        raise ScheduleError(f"{where}: 'alt_dir' must be a folder (a string)")
     pwd = spec.get("pwd", ".")
     if not isinstance(pwd, str):
         raise ScheduleError(f"{where}: 'pwd' must be a directory (a string)")
@@ -60,6 +81,10 @@ def parse_job_spec(line: str, where: str, base: str) -> ScheduleRequest:
         inputs=_paths(spec.get("inputs", []), "inputs", where),
         message=message,
         cwd=os.path.normpath(os.path.join(base, pwd)),
+        expand=expand,
+        assume_ready=assume_ready,
+        # relative to where the command runs, as --alt-dir is
+        alt_dir=None if alt_dir is None else os.path.normpath(os.path.join(base, alt_dir)),
     )
 
 

@@ -11,8 +11,10 @@ import os
 import posixpath
 from collections.abc import Iterable, Iterator
 
+from datalad_slurm.errors import DataladSlurmError
 
-class PathOutsideDatasetError(ValueError):
+
+class PathOutsideDatasetError(DataladSlurmError, ValueError):
     """A path given by the user does not lie inside the dataset."""
 
 
@@ -89,3 +91,8 @@ def collapse(paths: Iterable[str]) -> list[str]:
 def relative_to_pwd(path: str, pwd: str) -> str:
     """Express a dataset-relative path relative to a dataset-relative directory."""
     return posixpath.relpath(path, pwd)
+
+
+def lies_in(path: str, folder: str) -> bool:
+    """True when a normalised path is ``folder`` or lies inside it."""
+    return folder in (".", path) or path.startswith(folder + "/")

@@ -5,27 +5,29 @@ command with a ``string.Formatter`` that treats lists specially: ``{inputs}``
 and ``{outputs}`` are lists of shell-quoted paths, joined by single spaces,
 so a path with a space stays one argument, and ``{inputs[0]}`` is the first
 whole (quoted) path.  The paths are the patterns the user gave, relative to
-the working directory, with globs expanded there (sorted, the unmatched
-pattern kept as given) and the dataset root ``.`` left out.  ``{pwd}`` and
-``{dspath}`` are absolute, ``{tmpdir}`` is a new temporary directory (made
-only when the command names it), and every ``datalad.run.substitutions.NAME``
-setting is ``{NAME}``.  This module does the same, in code of its own.
+the working directory, with globs expanded there (``globs.expand``: sorted,
+the unmatched pattern kept as given) and the dataset root ``.`` left out.
+``{pwd}`` and ``{dspath}`` are absolute, ``{tmpdir}`` is a new temporary
+directory (made only when the command names it), and every
+``datalad.run.substitutions.NAME`` setting is ``{NAME}``.  This module does
+the same, in code of its own.
 """
 
 from __future__ import annotations
 
-import glob
-import os
 import shlex
 import string
 import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from datalad_slurm.errors import DataladSlurmError
+from datalad_slurm.globs import expand
+
 SUBSTITUTIONS_PREFIX = "datalad.run.substitutions."
 
 
-class PlaceholderError(ValueError):
+class PlaceholderError(DataladSlurmError, ValueError):
     """A command whose placeholders cannot be filled; the message says why."""
 
 
@@ -38,55 +40,6 @@ class _ListFormatter(string.Formatter):
                 string.Formatter.format_field(self, item, format_spec) for item in value
             )
         return string.Formatter.format_field(self, value, format_spec)
-
-
-def _hit(found: str, pwd: str) -> str:
-    """A glob hit as ``datalad run`` shows it: normalised, a folder's trailing slash kept,
-    a leading ``./`` the user wrote kept."""
-    normal = os.path.relpath(os.path.join(pwd, found), pwd) + (
-        "" if os.path.basename(found) else os.sep
-    )
-    return found if found == os.curdir + os.sep + normal else normal
-
-
-def _sub_patterns(pattern: str) -> list[str]:
-    """The pattern's leading folders that still hold a glob, longest first."""
-    head, tail = os.path.split(pattern)
-    if not tail:
-        head, tail = os.path.split(head)
-    found: list[str] = []
-    magic = glob.has_magic(tail)
-    while head:
-        parent, tail = os.path.split(head)
-        if magic and not glob.has_magic(head):
-            break
-        if not magic and glob.has_magic(tail):
-            magic = True
-        if magic:
-            found.append(head + os.sep)
-        head = parent
-    return found
-
-
-def _expand_one(pattern: str, pwd: str) -> list[str]:
-    """A pattern's hits in ``pwd``; else those of its longest leading folder that has any
-    (a subdataset not installed); else the pattern as given."""
-    for candidate in (pattern, *_sub_patterns(pattern)):
-        hits = glob.glob(candidate, root_dir=pwd, recursive=True)
-        if hits:
-            return sorted(_hit(hit, pwd) for hit in hits)
-    return [pattern]
-
-
-def expand_paths(patterns: Sequence[str], pwd: str) -> list[str]:
-    """The paths ``{inputs}``/``{outputs}`` stand for, relative to ``pwd`` (unquoted)."""
-    paths: list[str] = []
-    for given in patterns:
-        if given.strip() == ".":
-            continue  # datalad run leaves the dataset itself out of the command
-        pattern = os.path.relpath(given, start=pwd) if os.path.isabs(given) else given
-        paths.extend(_expand_one(pattern, pwd))
-    return paths
 
 
 def substitutions(config: Any) -> dict[str, str]:
@@ -117,8 +70,8 @@ def format_command(
         pwd=pwd,
         dspath=dspath,
         tmpdir=tempfile.mkdtemp(prefix="datalad-run-") if "{tmpdir}" in cmd else "",
-        inputs=[shlex.quote(p) for p in expand_paths(inputs, pwd)],
-        outputs=[shlex.quote(p) for p in expand_paths(outputs, pwd)],
+        inputs=[shlex.quote(p) for p in expand(inputs, pwd, dot=False)],
+        outputs=[shlex.quote(p) for p in expand(outputs, pwd, dot=False)],
     )
     try:
         return _ListFormatter().format(cmd, **values)

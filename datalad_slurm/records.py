@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from datalad_slurm.errors import DataladSlurmError
+
 SUBJECT_TAG = "[DATALAD SLURM RUN]"
 BLOCK_START = "=== Do not change lines below ==="
 BLOCK_END = "^^^ Do not change lines above ^^^"
@@ -37,7 +39,7 @@ REGISTRATION_KEY = "slurm_registration"
 _SUBJECT = re.compile(r"^\[DATALAD SLURM RUN\] Slurm job (\d+)(?:: (.*))?$")
 
 
-class RecordError(ValueError):
+class RecordError(DataladSlurmError, ValueError):
     """A commit message that claims to be a Slurm run record but cannot be read."""
 
 

@@ -9,18 +9,21 @@ write run under ``BEGIN IMMEDIATE``.  The schema version lives in
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from datalad_slurm.paths import ancestors, collapse
+from datalad_slurm.errors import DataladSlurmError, os_advice
+from datalad_slurm.globs import is_glob, reserved_path, reserved_paths
+from datalad_slurm.paths import ancestors, collapse, lies_in
 
 REGISTRY_DIRNAME = "datalad-slurm"
 REGISTRY_FILENAME = "registry.sqlite"
@@ -68,28 +71,92 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN cron_reported TEXT;
     """,
+    # 4: which globs the record keeps expanded ('inputs', 'outputs', 'both'; NULL: none)
+    """
+    ALTER TABLE jobs ADD COLUMN expand TEXT;
+    """,
+    # 5: the open jobs whose outputs or logs the job's inputs overlap ([[row id, Slurm job id],
+    # ...]; finish commits them first), and the --dependency Slurm was given for it (ours
+    # joined with the user's; NULL: none set by us)
+    """
+    ALTER TABLE jobs ADD COLUMN depends_on TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE jobs ADD COLUMN dependency TEXT;
+    """,
+    # 6: the scratch folder the job runs in (``schedule --alt-dir``; NULL: in the dataset)
+    """
+    ALTER TABLE jobs ADD COLUMN alt_dir TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
-class RegistryError(RuntimeError):
+class RegistryError(DataladSlurmError, RuntimeError):
     """The registry cannot do what was asked (the message says why)."""
 
 
-class OutputConflictError(RegistryError):
-    """Outputs overlap with those of a job that is still open."""
+def _failure(path: str, exc: sqlite3.Error | OSError) -> RegistryError:
+    """What SQLite (or the file system) said, with the registry's path and what to do."""
+    folder = os.path.dirname(path)
+    if isinstance(exc, OSError):
+        why = exc.strerror or str(exc)
+        return RegistryError(
+            f"the job registry {path} failed ({why})", path=path, advice=os_advice(exc, folder)
+        )
+    why = str(exc)
+    words = why.lower()
+    if "full" in words:
+        advice = os_advice(OSError(errno.ENOSPC, why), folder)
+    elif "readonly" in words or "unable to open" in words:
+        advice = (
+            f"{folder} and the file in it must be writable for you (datalad-slurm keeps its "
+            "state there): fix their permissions, or run the command as the dataset's owner"
+        )
+    elif "locked" in words or "busy" in words:
+        advice = "another datalad-slurm command holds it: try again when that has ended"
+    elif isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return RegistryError(
+            f"the job registry {path} is damaged ({why})",
+            path=path,
+            advice=f"put back a copy from a backup, or move it aside ('mv {path} "
+            f"{path}.damaged'): the next command starts a new registry, which knows none of "
+            "the open jobs (commit their outputs with 'datalad save')",
+        )
+    else:
+        advice = f"check the file and the disk that holds {folder}"
+    return RegistryError(f"the job registry {path} failed ({why})", path=path, advice=advice)
 
-    def __init__(self, conflicts: Sequence[tuple[str, str, Job]]) -> None:
+
+class OutputConflictError(RegistryError):
+    """Outputs overlap with those of a job that is still open.
+
+    ``declared`` are the outputs asked for: a glob among them is named with the folder it
+    holds (as are the globs of the open job).
+    """
+
+    def __init__(
+        self, conflicts: Sequence[tuple[str, str, Job]], declared: Sequence[str] = ()
+    ) -> None:
         self.conflicts = list(conflicts)
         parts = []
         for wanted, held, job in self.conflicts:
             owner = f"job {job.job_id}" if job.job_id is not None else "a submission in progress"
-            parts.append(f"{wanted!r} overlaps {held!r} of open {owner}")
+            parts.append(
+                f"{_as_declared(wanted, declared)} overlaps "
+                f"{_as_declared(held, job.outputs)} of open {owner}"
+            )
         super().__init__(
             "output conflict: " + "; ".join(parts) + ". Finish or close that job first"
             " ('datalad finish', or 'datalad finish --close-failed-jobs')"
         )
+
+
+def _as_declared(reserved: str, declared: Sequence[str]) -> str:
+    """A reserved path as the user sees it: the glob(s) it holds for, if any."""
+    globs = [d for d in declared if is_glob(d) and reserved_path(d) == reserved]
+    if not globs:
+        return repr(reserved)
+    return f"{reserved!r} (held for the glob {', '.join(repr(g) for g in globs)})"
 
 
 @dataclass
@@ -114,10 +181,21 @@ class Job:
     finished_at: float | None = None
     commit_sha: str | None = None
     note: str | None = None
-    #: ``stdout``/``stderr`` patterns, ``name``, ``user`` as slurmctld had them at submission
-    submission_facts: dict[str, str] = field(default_factory=dict)
+    #: ``stdout``/``stderr`` patterns, ``name``, ``user`` as slurmctld had them at submission;
+    #: for a job taken over from datalad-slurm 0.2.8 the log files it found (``imported_logs``)
+    submission_facts: dict[str, Any] = field(default_factory=dict)
     #: what ``finish --cron`` last reported about the job (None: nothing, or it was active since)
     cron_reported: str | None = None
+    #: which of inputs/outputs the record keeps with globs expanded (``datalad run --expand``)
+    expand: str | None = None
+    #: the jobs it waits for: ``(row id, Slurm job id)`` of each open job whose outputs or
+    #: logs its inputs overlapped at submission (``pipelines.py``)
+    depends_on: list[tuple[int, int]] = field(default_factory=list)
+    #: the ``--dependency`` Slurm was given for it by schedule (None: none set)
+    dependency: str | None = None
+    #: the scratch folder (absolute, resolved) the job runs in, mirroring the dataset's
+    #: layout (``schedule --alt-dir``; None: it runs in the dataset)
+    alt_dir: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -146,15 +224,24 @@ class Job:
                 (row["submission_facts"] if "submission_facts" in columns else None) or "{}"
             ),
             cron_reported=row["cron_reported"] if "cron_reported" in columns else None,
+            expand=row["expand"] if "expand" in columns else None,
+            depends_on=[
+                (int(row_id), int(job_id))
+                for row_id, job_id in _json_list(
+                    row["depends_on"] if "depends_on" in columns else "[]"
+                )
+            ],
+            dependency=row["dependency"] if "dependency" in columns else None,
+            alt_dir=row["alt_dir"] if "alt_dir" in columns else None,
         )
 
 
-def _json_list(text: str) -> list[str]:
+def _json_list(text: str) -> list[Any]:
     """A list column; most are empty, and ``json.loads`` costs ~3 us even for ``[]`` (a listing of
     10,000 jobs reads 40,000 of them)."""
     if text == "[]":
         return []
-    loaded: list[str] = json.loads(text)
+    loaded: list[Any] = json.loads(text)
     return loaded
 
 
@@ -163,19 +250,20 @@ class Registry:
 
     def __init__(self, path: str, timeout: float = 120.0, read_only: bool = False) -> None:
         self.path = path
-        if read_only:
-            # nothing created, nothing migrated: for looks that must change nothing
-            uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
-            self._conn = sqlite3.connect(uri, timeout=timeout, isolation_level=None, uri=True)
+        with self._translated():
+            if read_only:
+                # nothing created, nothing migrated: for looks that must change nothing
+                uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+                self._conn = sqlite3.connect(uri, timeout=timeout, isolation_level=None, uri=True)
+                self._conn.row_factory = sqlite3.Row
+                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                self._refuse_newer(version)
+                return
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self._conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
             self._conn.row_factory = sqlite3.Row
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            self._refuse_newer(version)
-            return
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        self._conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA foreign_keys = ON")
-        self._migrate()
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
 
     @classmethod
     def for_git_dir(cls, git_dir: str) -> Registry:
@@ -191,15 +279,28 @@ class Registry:
         self.close()
 
     @contextmanager
-    def transaction(self, immediate: bool = True) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    def _translated(self) -> Iterator[None]:
+        """SQLite's and the file system's errors as a :class:`RegistryError` that names the
+        file and says what to do ("file is not a database" alone helps nobody)."""
         try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        else:
-            self._conn.execute("COMMIT")
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            raise _failure(self.path, exc) from exc
+
+    @contextmanager
+    def transaction(self, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+        with self._translated():
+            self._conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            try:
+                yield self._conn
+            except BaseException:
+                # SQLite already rolled back after some errors (a full disk): a second
+                # ROLLBACK would hide the first error behind "no transaction is active"
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         with self.transaction() as conn:
@@ -214,8 +315,10 @@ class Registry:
     def _refuse_newer(self, version: int) -> None:
         if version > SCHEMA_VERSION:
             raise RegistryError(
-                f"the registry {self.path} has schema version {version}, newer than this "
-                f"datalad-slurm understands ({SCHEMA_VERSION}); upgrade datalad-slurm"
+                f"the job registry {self.path} has schema version {version}, newer than this "
+                f"datalad-slurm understands ({SCHEMA_VERSION})",
+                path=self.path,
+                advice="a newer datalad-slurm wrote it: upgrade datalad-slurm to use it",
             )
 
     # -- schedule -------------------------------------------------------------
@@ -223,7 +326,7 @@ class Registry:
     def conflicts(self, outputs: Sequence[str]) -> list[tuple[str, str, Job]]:
         """What :meth:`reserve` would refuse these outputs for, without reserving anything."""
         with self.transaction(immediate=False) as conn:
-            return self._conflicts(conn, collapse(outputs))
+            return self._conflicts(conn, collapse(reserved_paths(outputs)))
 
     def reserve(
         self,
@@ -237,38 +340,97 @@ class Registry:
         message: str | None = None,
         dsid: str | None = None,
         submitted_from: str | None = None,
+        expand: str | None = None,
+        depends_on: Sequence[tuple[int, int]] = (),
+        alt_dir: str | None = None,
     ) -> Job:
-        """Check the outputs against every open job and reserve them, atomically."""
-        wanted = collapse(outputs)
+        """Check the outputs against every open job and reserve them, atomically (a glob
+        by its fixed leading folder).  ``depends_on``: (row id, Slurm job id) of the open jobs
+        whose outputs its inputs are."""
+        lists = {"inputs": inputs, "extra_inputs": extra_inputs, "outputs": outputs, "chain": chain}
         with self.transaction() as conn:
-            conflicts = self._conflicts(conn, wanted)
-            if conflicts:
-                raise OutputConflictError(conflicts)
-            token = uuid.uuid4().hex
-            cursor = conn.execute(
-                "INSERT INTO jobs (token, state, cmd, pwd, inputs, extra_inputs, outputs, chain,"
-                " message, dsid, submitted_from, submitted_at)"
-                " VALUES (?, 'submitting', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    token,
-                    cmd,
-                    pwd,
-                    json.dumps(list(inputs)),
-                    json.dumps(list(extra_inputs)),
-                    json.dumps(list(outputs)),
-                    json.dumps(list(chain)),
-                    message,
-                    dsid,
-                    submitted_from,
-                    time.time(),
-                ),
+            return self._insert(
+                conn,
+                lists,
+                state="submitting",
+                cmd=cmd,
+                pwd=pwd,
+                message=message,
+                dsid=dsid,
+                submitted_from=submitted_from,
+                expand=expand,
+                depends_on=json.dumps([list(pair) for pair in depends_on]),
+                alt_dir=alt_dir,
             )
-            row_id = cursor.lastrowid
-            conn.executemany(
-                "INSERT INTO reservations (path, job) VALUES (?, ?)",
-                [(path, row_id) for path in wanted],
+
+    def adopt(
+        self,
+        *,
+        note: str,
+        job_id: int,
+        cluster: str | None,
+        cmd: str,
+        pwd: str,
+        inputs: Sequence[str],
+        extra_inputs: Sequence[str],
+        outputs: Sequence[str],
+        chain: Sequence[str],
+        message: str | None,
+        dsid: str | None,
+        submission_facts: dict[str, Any],
+        alt_dir: str | None = None,
+    ) -> Job | None:
+        """Register a job that was submitted without us (by datalad-slurm 0.2.8) as open, its
+        outputs reserved, in one transaction.  ``note`` names where it came from and is its
+        key: None if a job with this note is registered already (taken over before)."""
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM jobs WHERE note = ?", (note,)).fetchone():
+                return None
+            return self._insert(
+                conn,
+                {
+                    "inputs": inputs,
+                    "extra_inputs": extra_inputs,
+                    "outputs": outputs,
+                    "chain": chain,
+                },
+                state="open",
+                job_id=job_id,
+                cluster=cluster,
+                cmd=cmd,
+                pwd=pwd,
+                message=message,
+                dsid=dsid,
+                note=note,
+                submission_facts=json.dumps(submission_facts),
+                alt_dir=alt_dir,
             )
-            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (row_id,)).fetchone()
+
+    def _insert(
+        self, conn: sqlite3.Connection, lists: dict[str, Sequence[str]], **columns: Any
+    ) -> Job:
+        """A new job row (the columns given, the list columns as JSON, a new token) holding
+        its outputs, unless an open job holds any of them (OutputConflictError); inside the
+        caller's transaction."""
+        wanted = collapse(reserved_paths(lists["outputs"]))
+        conflicts = self._conflicts(conn, wanted)
+        if conflicts:
+            raise OutputConflictError(conflicts, lists["outputs"])
+        values = {
+            "token": uuid.uuid4().hex,
+            "submitted_at": time.time(),
+            **{name: json.dumps(list(paths)) for name, paths in lists.items()},
+            **columns,
+        }
+        names = ", ".join(values)
+        marks = ", ".join("?" * len(values))
+        cursor = conn.execute(f"INSERT INTO jobs ({names}) VALUES ({marks})", list(values.values()))
+        row_id = cursor.lastrowid
+        conn.executemany(
+            "INSERT INTO reservations (path, job) VALUES (?, ?)",
+            [(path, row_id) for path in wanted],
+        )
+        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (row_id,)).fetchone()
         return Job.from_row(row)
 
     def _conflicts(
@@ -297,6 +459,25 @@ class Registry:
                 found.append((path, held["path"], Job.from_row(job_row)))
         return found
 
+    def providers(self, paths: Sequence[str], job: Job | None) -> list[tuple[str, str, Job]]:
+        """The other jobs holding what these paths overlap (an input a job writes: its output
+        or log), as ``(path, held path, job)``, oldest job first; a glob by its fixed leading
+        folder."""
+        with self.transaction(immediate=False) as conn:
+            found = self._conflicts(conn, collapse(reserved_paths(paths)))
+        own = job.id if job is not None else None
+        return sorted((c for c in found if c[2].id != own), key=lambda c: c[2].id)
+
+    def note_dependency_specs_many(self, jobs: Sequence[tuple[Job, str]]) -> None:
+        """The ``--dependency`` each job was given in Slurm."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE jobs SET dependency = ? WHERE id = ?",
+                [(spec, job.id) for job, spec in jobs],
+            )
+        for job, spec in jobs:
+            job.dependency = spec
+
     def mark_submitted(self, job: Job, job_id: int, cluster: str | None) -> Job:
         """Slurm took the job: its id is on record before anything else can go wrong."""
         with self.transaction() as conn:
@@ -306,6 +487,56 @@ class Registry:
             )
         job.job_id, job.cluster, job.state = job_id, cluster, "open"
         return job
+
+    # -- log files (submitted held; see scheduling.Submitter.settle) ----------
+
+    def note_held(self, job: Job, job_id: int, cluster: str | None) -> Job:
+        """Slurm took the job, held: its id is on record at once, the row stays 'submitting'
+        until its log files are reserved (a held job never starts before)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET job_id = ?, cluster = ? WHERE id = ?", (job_id, cluster, job.id)
+            )
+        job.job_id, job.cluster = job_id, cluster
+        return job
+
+    def open_with_logs(
+        self,
+        claims: Sequence[tuple[Job, Sequence[str]]],
+        waits_for: Mapping[int, Collection[int]] | None = None,
+    ) -> dict[int, list[tuple[str, str, Job]]]:
+        """Reserve each held job's log paths beside its outputs and open it, in one
+        transaction, in the given order.  A job whose logs overlap what another job holds
+        (or what a job before it here just took) is left as it is; its conflicts are returned
+        by its row id.  ``waits_for``: row ids of jobs among the claims that a job depends
+        on; when one of them is refused, so is the job (with no conflicts of its own)."""
+        refused: dict[int, list[tuple[str, str, Job]]] = {}
+        waits_for = waits_for or {}
+        with self.transaction() as conn:
+            for job, logs in claims:
+                if any(row in refused for row in waits_for.get(job.id, ())):
+                    refused[job.id] = []
+                    continue
+                own = [
+                    row["path"]
+                    for row in conn.execute(
+                        "SELECT path FROM reservations WHERE job = ?", (job.id,)
+                    )
+                ]
+                wanted = [p for p in collapse(logs) if not any(lies_in(p, o) for o in own)]
+                conflicts = [c for c in self._conflicts(conn, wanted) if c[2].id != job.id]
+                if conflicts:
+                    refused[job.id] = conflicts
+                    continue
+                conn.executemany(
+                    "INSERT INTO reservations (path, job) VALUES (?, ?)",
+                    [(path, job.id) for path in wanted if path not in own],
+                )
+                conn.execute("UPDATE jobs SET state = 'open' WHERE id = ?", (job.id,))
+        for job, _ in claims:
+            if job.id not in refused:
+                job.state = "open"
+        return refused
 
     def note_submission_facts(self, job: Job, facts: dict[str, str]) -> None:
         """What slurmctld said about the job right after its submission (log patterns...)."""
@@ -329,14 +560,16 @@ class Registry:
 
     def jobs(self, states: Sequence[str] = HOLDING_STATES, job_id: int | None = None) -> list[Job]:
         where, args = self._selection(states, job_id)
-        rows = self._conn.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY id", args)
-        return [Job.from_row(row) for row in rows]
+        with self._translated():
+            rows = self._conn.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY id", args)
+            return [Job.from_row(row) for row in rows]
 
     def has_jobs(self, states: Sequence[str] = HOLDING_STATES, job_id: int | None = None) -> bool:
         """Whether :meth:`jobs` would return any (without reading them)."""
         where, args = self._selection(states, job_id)
         query = f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {where})"
-        return bool(self._conn.execute(query, args).fetchone()[0])
+        with self._translated():
+            return bool(self._conn.execute(query, args).fetchone()[0])
 
     @staticmethod
     def _selection(states: Sequence[str], job_id: int | None) -> tuple[str, list[Any]]:
@@ -348,7 +581,8 @@ class Registry:
         return where, args
 
     def get(self, row_id: int) -> Job:
-        row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (row_id,)).fetchone()
+        with self._translated():
+            row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (row_id,)).fetchone()
         if row is None:
             raise RegistryError(f"no registry entry {row_id}")
         return Job.from_row(row)
@@ -403,12 +637,13 @@ class Registry:
         job.cron_reported = report
 
     def reservations(self, job: Job) -> list[str]:
-        return [
-            row["path"]
-            for row in self._conn.execute(
-                "SELECT path FROM reservations WHERE job = ? ORDER BY path", (job.id,)
-            )
-        ]
+        with self._translated():
+            return [
+                row["path"]
+                for row in self._conn.execute(
+                    "SELECT path FROM reservations WHERE job = ? ORDER BY path", (job.id,)
+                )
+            ]
 
 
 def _split_sql(script: str) -> list[str]:

@@ -8,13 +8,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.git import GitError, run_git
 from datalad_slurm.records import RecordError, RunRecord, is_record_message, parse_message
-from datalad_slurm.scheduling import ScheduleError, ScheduleRequest, schedule
+from datalad_slurm.scheduling import ScheduleError, ScheduleRequest, Submitter
 from datalad_slurm.slurm.jobid import JobIdError, parse_job_id
 
 
-class RescheduleError(RuntimeError):
+class RescheduleError(DataladSlurmError, RuntimeError):
     """The revision names no Slurm run record that can be submitted again."""
 
 
@@ -25,26 +26,39 @@ class RecordedJob:
 
     @property
     def is_ours(self) -> bool:
-        """Written by this tool (dataset-relative paths) or by 0.2.8 (relative to pwd)."""
+        """Written by this tool (every path relative to the dataset root) or by 0.2.8."""
         return "slurm_record_version" in self.record.extra
 
-    def dataset_relative(self, paths: list[str]) -> list[str]:
+    @property
+    def outputs(self) -> list[str]:
+        """The declared outputs, relative to the dataset root.  0.2.8 wrote ``outputs``
+        relative to the root (``./out``, ``sub/out``), its logs and env.json among them, and
+        ``slurm_outputs`` (those logs) relative to ``pwd``."""
         if self.is_ours:
-            return paths
-        return [posixpath.normpath(posixpath.join(self.record.pwd, p)) for p in paths]
+            return self.record.declared_outputs
+        own = {self._from_pwd(path) for path in self.record.slurm_outputs}
+        declared = [posixpath.normpath(path) for path in self.record.outputs]
+        return [path for path in dict.fromkeys(declared) if path not in own]
 
-    def request(self, dataset_path: str) -> ScheduleRequest:
+    @property
+    def inputs(self) -> list[str]:
+        """The inputs, relative to the dataset root (0.2.8 wrote them relative to ``pwd``)."""
+        if self.is_ours:
+            return self.record.inputs
+        return [self._from_pwd(path) for path in self.record.inputs]
+
+    def _from_pwd(self, path: str) -> str:
+        return posixpath.normpath(posixpath.join(self.record.pwd, path))
+
+    def request(self, dataset_path: str, auto_dependency: bool = True) -> ScheduleRequest:
         return ScheduleRequest(
             cmd=self.record.cmd,
-            outputs=[
-                os.path.join(dataset_path, p)
-                for p in self.dataset_relative(self.record.declared_outputs)
-            ],
-            inputs=[
-                os.path.join(dataset_path, p) for p in self.dataset_relative(self.record.inputs)
-            ],
+            outputs=[os.path.join(dataset_path, p) for p in self.outputs],
+            inputs=[os.path.join(dataset_path, p) for p in self.inputs],
             chain=[*self.record.chain, self.commit],
             cwd=os.path.join(dataset_path, self.record.pwd),
+            auto_dependency=auto_dependency,
+            name=f"the job of commit {self.commit[:8]}",
         )
 
 
@@ -123,8 +137,19 @@ def find_records(dataset_path: str, revision: str, since: str | None) -> list[Re
 
 
 def reschedule(
-    ds: Any, revision: str, since: str | None = None, report: bool = False
+    ds: Any,
+    revision: str,
+    since: str | None = None,
+    report: bool = False,
+    auto_dependency: bool = True,
+    assume_ready: str | None = None,
+    alt_dir: str | None = None,
 ) -> Iterator[dict[str, Any]]:
+    """Submit the recorded jobs again, oldest first, each registered before the next is
+    submitted: a job whose inputs an earlier one writes waits for it (``pipelines.py``), as
+    the recorded jobs did, and one whose inputs a failed one writes is refused.
+    ``assume_ready`` and ``alt_dir`` as ``schedule``'s (not taken from the record: as 0.2.8,
+    a job runs in a scratch folder only when asked)."""
     dataset_path = str(ds.path)
     records = find_records(dataset_path, revision, since)
     if not records:
@@ -140,36 +165,67 @@ def reschedule(
             ),
         }
         return
-    for recorded in records:
-        request = recorded.request(dataset_path)
-        base = {
+    if report:
+        yield from (_report(dataset_path, recorded) for recorded in records)
+        return
+    with Submitter(ds) as submitter:
+        yield from submitter.take_over()
+        for recorded in records:
+            yield from _submit(
+                submitter, dataset_path, recorded, auto_dependency, assume_ready, alt_dir
+            )
+
+
+def _base(dataset_path: str, recorded: RecordedJob) -> dict[str, Any]:
+    return {
+        "action": "reschedule",
+        "path": dataset_path,
+        "type": "dataset",
+        "commit": recorded.commit,
+        "cmd": recorded.record.cmd,
+        "pwd": recorded.record.pwd,
+        "outputs": recorded.outputs,
+        "inputs": recorded.inputs,
+        "chain": [*recorded.record.chain, recorded.commit],
+    }
+
+
+def _report(dataset_path: str, recorded: RecordedJob) -> dict[str, Any]:
+    return {
+        **_base(dataset_path, recorded),
+        "status": "ok",
+        "message": (
+            f"would submit {recorded.record.cmd!r} from {recorded.record.pwd} "
+            f"(job {recorded.record.slurm_job_id}, commit {recorded.commit[:8]})"
+        ),
+    }
+
+
+def _submit(
+    submitter: Submitter,
+    dataset_path: str,
+    recorded: RecordedJob,
+    auto_dependency: bool,
+    assume_ready: str | None,
+    alt_dir: str | None,
+) -> Iterator[dict[str, Any]]:
+    """One record submitted again and registered (its result), or its error; a failure is
+    noted, so that the records that read its outputs are refused."""
+    base = _base(dataset_path, recorded)
+    request = recorded.request(dataset_path, auto_dependency)
+    request.assume_ready, request.alt_dir = assume_ready, alt_dir
+    try:
+        submitted = submitter.submit(request)
+        # settled at once: the next record may wait for this job
+        results = [submitted] if submitted is not None else submitter.settle()
+    except ScheduleError as exc:
+        submitter.note_failed(request)
+        yield {**base, "status": "error", "message": f"commit {recorded.commit[:8]}: {exc}"}
+        return
+    for result in results:
+        yield {
+            **result,
+            **{k: v for k, v in base.items() if k not in result},
             "action": "reschedule",
-            "path": dataset_path,
-            "type": "dataset",
-            "commit": recorded.commit,
-            "cmd": recorded.record.cmd,
-            "pwd": recorded.record.pwd,
-            "outputs": recorded.dataset_relative(recorded.record.declared_outputs),
-            "inputs": recorded.dataset_relative(recorded.record.inputs),
-            "chain": list(request.chain),
+            "message": f"{result.get('message')} (again, from {recorded.commit[:8]})",
         }
-        if report:
-            yield {
-                **base,
-                "status": "ok",
-                "message": (
-                    f"would submit {recorded.record.cmd!r} from {recorded.record.pwd} "
-                    f"(job {recorded.record.slurm_job_id}, commit {recorded.commit[:8]})"
-                ),
-            }
-            continue
-        try:
-            for result in schedule(ds, request):
-                yield {
-                    **result,
-                    **{k: v for k, v in base.items() if k not in result},
-                    "action": "reschedule",
-                    "message": f"{result.get('message')} (again, from {recorded.commit[:8]})",
-                }
-        except ScheduleError as exc:
-            yield {**base, "status": "error", "message": f"commit {recorded.commit[:8]}: {exc}"}

@@ -11,7 +11,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.spool import DEFAULT_CONFIG, SpoolConfig, SpoolError, read_config
+
+
+class SpoolConfigError(DataladSlurmError, SpoolError):
+    """The named config file cannot be read: our error, and still a ``SpoolError`` for the
+    callers that go on without the spool (``spool.py`` itself imports nothing of ours)."""
 
 
 def spool_config(ds: Any = None) -> SpoolConfig | None:
@@ -25,8 +31,10 @@ def spool_config(ds: Any = None) -> SpoolConfig | None:
     try:
         return read_config(path)
     except SpoolError as exc:
-        raise SpoolError(
-            f"{exc}; fix it, or unset DATALAD_SLURM_CONFIG / datalad.slurm.config"
+        raise SpoolConfigError(
+            str(exc),
+            path=path,
+            advice="fix it, or unset DATALAD_SLURM_CONFIG / datalad.slurm.config",
         ) from exc
 
 

@@ -49,8 +49,13 @@ SCONTROL_CANDIDATES = ("/usr/bin/scontrol", "/usr/local/bin/scontrol", "/opt/slu
 PYSLURM_PATH = ""
 #: Slurm's error number for a job id slurmctld does not hold (ESLURM_INVALID_JOB_ID)
 ESLURM_INVALID_JOB_ID = 2017
-#: where libslurm finds its config without SLURM_CONF
-DEFAULT_SLURM_CONFIGS = ("/etc/slurm/slurm.conf", "/etc/slurm-llnl/slurm.conf")
+#: where libslurm finds its config without SLURM_CONF: the list of datalad_slurm/slurm/conf.py,
+#: which the hook cannot import (tests/unit/test_slurm_conf.py holds the two equal)
+DEFAULT_SLURM_CONFIGS = (
+    "/etc/slurm/slurm.conf",
+    "/etc/slurm-llnl/slurm.conf",
+    "/run/slurm/conf/slurm.conf",
+)
 
 #: the hook's own folder in the spool, owned by the hook's account, mode 0700
 HOOK_DIR = ".hook"

@@ -199,44 +199,74 @@ class Cluster:
             self._restart_slurmctld()
 
     def _restart_slurmctld(self, timeout: float = 60) -> None:
-        """Stop this cluster's slurmctld (found by its ``-f <slurm.conf>``) and start it again
-        with the same command line and environment; it saves and reloads its jobs."""
+        """Stop this cluster's slurmctld and start it again with the same command line and
+        environment; it saves and reloads its jobs."""
+        self.start_daemon(self.stop_daemon("slurmctld", timeout), timeout)
+
+    def stop_daemon(self, name: str, timeout: float = 60) -> Daemon:
+        """Stop this cluster's ``slurmctld`` (found by its ``-f <slurm.conf>``) or ``slurmdbd``
+        (found by ``SLURM_CONF`` in its environment: it has no config option) with SIGTERM;
+        returns how to start it again (:meth:`start_daemon`).  Only for a cluster of the
+        test's own (spare_cluster)."""
         wanted = self.conf.encode()
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
-                if Path(f"/proc/{entry}/comm").read_text().strip() != "slurmctld":
+                if Path(f"/proc/{entry}/comm").read_text().strip() != name:
                     continue
                 argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[:-1]
                 environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if wanted in argv:
+            if wanted in argv or b"SLURM_CONF=" + wanted in environ:
                 pid = int(entry)
                 break
         else:
-            raise AssertionError(f"no slurmctld runs with {self.conf}")
+            raise AssertionError(f"no {name} runs with {self.conf}")
         env = dict(item.decode().split("=", 1) for item in environ if b"=" in item)
         os.kill(pid, 15)
         deadline = time.monotonic() + timeout
-        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            try:  # gone, or a zombie of the daemon that started it
+                if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] == "Z":
+                    break
+            except (FileNotFoundError, IndexError):
+                break
             time.sleep(0.2)
-        assert not os.path.exists(f"/proc/{pid}"), f"slurmctld {pid} ignored SIGTERM"
+        else:
+            raise AssertionError(f"{name} {pid} ignored SIGTERM")
+        return Daemon(name, [a.decode() for a in argv], env)
+
+    def start_daemon(self, daemon: Daemon, timeout: float = 60) -> None:
+        """Start a daemon :meth:`stop_daemon` stopped; return once it answers."""
         subprocess.run(
-            [a.decode() for a in argv],
-            env=env,
+            daemon.argv,
+            env=daemon.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             check=True,
             timeout=60,
         )
+        # slurmctld answers scontrol ping; slurmdbd answers sacct (which fails while it is down)
+        ask = ("scontrol", "ping") if daemon.name == "slurmctld" else ("sacct", "-n", "-X")
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "is UP" in self.run("scontrol", "ping", check=False).stdout:
+            answer = self.run(*ask, check=False)
+            if answer.returncode == 0 and (daemon.name != "slurmctld" or "is UP" in answer.stdout):
                 return
             time.sleep(0.5)
-        raise AssertionError(f"slurmctld of {self.conf} did not come back")
+        raise AssertionError(f"{daemon.name} of {self.conf} did not come back")
+
+
+@dataclass
+class Daemon:
+    """A Slurm daemon stopped by :meth:`Cluster.stop_daemon`: how to start it again."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
 
 
 @contextlib.contextmanager
@@ -263,6 +293,22 @@ def spare_cluster(*options: str) -> Iterator[Cluster]:
             capture_output=True,
             timeout=120,
         )
+
+
+@pytest.fixture
+def hook_root() -> Iterator[Path]:
+    """A folder for a hook that the test installs itself (prefix, config, spool, log), readable
+    by everybody (the hook runs as SlurmUser); its ``hook.log`` is SlurmUser's."""
+    root = Path(tempfile.mkdtemp(prefix="dls-hook-", dir="/tmp"))
+    root.chmod(0o755)
+    log = root / "hook.log"
+    log.touch()
+    shutil.chown(log, "slurm")
+    try:
+        yield root
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(root)], check=False)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def unprivileged_user() -> pwd.struct_passwd | None:
@@ -323,6 +369,15 @@ def python_as(user: pwd.struct_passwd | None) -> list[str]:
             if version == str(sys.version_info[:2]):
                 python = system
     return [*run_as(user), python]
+
+
+def assert_fsck_clean(path: str | Path, user: pwd.struct_passwd | None) -> None:
+    """``git fsck --strict`` and ``git annex fsck`` find nothing, run as the dataset's owner."""
+    for check in (["fsck", "--strict", "--no-progress"], ["annex", "fsck", "--fast", "--quiet"]):
+        proc = subprocess.run(
+            [*run_as(user), "git", *check], cwd=path, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, (check, proc.stdout[-2000:], proc.stderr[-2000:])
 
 
 @contextlib.contextmanager
@@ -480,6 +535,9 @@ class Actor:
 
     #: the folders made for this account (removed after the test)
     made: list[Path] = field(default_factory=list)
+    #: a configless cluster's login node (``start --configless``'s ``login``): the command runs
+    #: there, where Slurm's clients find their config without SLURM_CONF
+    login: str | None = None
 
     def folder(self) -> Path:
         """A folder in /tmp this account owns (pytest's tmp_path is root's, under 0700)."""
@@ -489,30 +547,63 @@ class Actor:
             os.chown(folder, self.user.pw_uid, self.user.pw_gid)
         return folder
 
-    def datalad(self, *args: str, cwd: str | Path) -> subprocess.CompletedProcess[str]:
-        """``datalad ARGS`` as this account, with the cluster and its hook's spool."""
+    def datalad(
+        self, *args: str, cwd: str | Path, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``datalad ARGS`` as this account, with the cluster and its hook's spool (a cluster
+        without the hook: none); ``env`` adds to or replaces the environment."""
+        return self.python(_CLI, *args, cwd=cwd, env=env)
+
+    def command(self, *args: str) -> list[str]:
+        """The command line of ``datalad ARGS`` as this account (for a process of its own)."""
+        return self.command_line(self._python(), "-c", _CLI, *args)
+
+    def _python(self) -> str:
+        # the venv's interpreter may live in root's home; Debian's is the same version
+        return sys.executable if self.user is None else "/usr/bin/python3"
+
+    def python(
+        self, code: str, *args: str, cwd: str | Path, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``python -c CODE ARGS`` as this account, in the environment of :meth:`datalad`."""
+        return self.run(self._python(), "-c", code, *args, cwd=cwd, env=env)
+
+    def run(
+        self, *argv: str, cwd: str | Path, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """A command as this account, in the environment of :meth:`datalad`."""
+        return subprocess.run(
+            self.command_line(*argv, env=env),
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def command_line(self, *argv: str, env: dict[str, str] | None = None) -> list[str]:
+        """The command line that runs ARGV as this account, in the environment of
+        :meth:`datalad`."""
         env = {
             "PATH": f"{os.path.dirname(sys.executable)}:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": self.user.pw_dir if self.user else os.environ.get("HOME", "/root"),
-            "SLURM_CONF": self.cluster.conf,
-            "DATALAD_SLURM_CONFIG": self.cluster.hook_config,
+            **({} if self.login else {"SLURM_CONF": self.cluster.conf}),
+            # a cluster without the hook: finish asks Slurm alone
+            **({"DATALAD_SLURM_CONFIG": self.cluster.hook_config} if self.cluster.hook else {}),
             "GIT_AUTHOR_NAME": "T",
             "GIT_AUTHOR_EMAIL": "t@example.org",
             "GIT_COMMITTER_NAME": "T",
             "GIT_COMMITTER_EMAIL": "t@example.org",
+            **(env or {}),
         }
-        python = sys.executable
         if self.user is not None:
-            # the venv's interpreter may live in root's home; Debian's is the same version
-            python = "/usr/bin/python3"
             paths = [str(REPO), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
             env["PYTHONPATH"] = os.pathsep.join(paths)
-        command = ["env", "-i", *[f"{k}={v}" for k, v in env.items()], python, "-c", _CLI, *args]
+        command = ["env", "-i", *[f"{k}={v}" for k, v in env.items()], *argv]
         if self.user is not None:
             command = ["runuser", "-u", self.user.pw_name, "--", *command]
-        return subprocess.run(
-            command, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
-        )
+        if self.login:
+            command = [self.login, *command]
+        return command
 
     def ok(self, *args: str, cwd: str | Path) -> str:
         """``datalad ARGS`` that must succeed without a traceback; its standard output."""
@@ -520,9 +611,10 @@ class Actor:
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, (proc.stdout, proc.stderr)
         return proc.stdout
 
-    def dataset(self) -> Path:
-        """A new dataset this account owns, with a committed ``code/job.sh`` (``exit $1``)."""
-        path = self.folder() / "ds"
+    def dataset(self, parent: Path | None = None) -> Path:
+        """A new dataset this account owns, with a committed ``code/job.sh`` (``exit $1``):
+        ``ds`` in ``parent`` (a folder it may write), by default in a new folder of its own."""
+        path = (parent or self.folder()) / "ds"
         self.ok("create", str(path), cwd=path.parent)
         self.write(path / "code" / "job.sh", "#!/bin/bash\nexit ${1:-0}\n")
         self.ok("save", "-m", "job script", "--to-git", "code", cwd=path)
@@ -559,13 +651,21 @@ def _actor(name: str, cluster: Cluster) -> Actor:
     return Actor(name, user, cluster)
 
 
+@contextlib.contextmanager
+def acting(name: str, cluster: Cluster) -> Iterator[Actor]:
+    """An :class:`Actor` (``root`` or :data:`UNPRIVILEGED`) on a cluster; its folders are
+    removed after."""
+    actor = _actor(name, cluster)
+    try:
+        yield actor
+    finally:
+        for folder in actor.made:
+            subprocess.run(["chmod", "-R", "u+w", str(folder)], check=False)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(params=["root", UNPRIVILEGED])
 def actor(request: pytest.FixtureRequest, spooled_acct: Cluster) -> Iterator[Actor]:
     """The CLI as root and as the unprivileged account, on the accounting cluster with its hook."""
-    import shutil
-
-    actor = _actor(request.param, spooled_acct)
-    yield actor
-    for folder in actor.made:
-        subprocess.run(["chmod", "-R", "u+w", str(folder)], check=False)
-        shutil.rmtree(folder, ignore_errors=True)
+    with acting(request.param, spooled_acct) as actor:
+        yield actor

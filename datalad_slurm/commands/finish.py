@@ -10,8 +10,11 @@ from datalad.interface.base import Interface, build_doc, eval_results
 from datalad.support.constraints import EnsureFloat, EnsureInt, EnsureNone, EnsureStr
 from datalad.support.param import Parameter
 
-from datalad_slurm.finishing import FinishError, FinishRequest, finish, list_open_jobs
+from datalad_slurm.commands.failures import error_result
+from datalad_slurm.errors import DataladSlurmError
+from datalad_slurm.finishing import FinishRequest, finish, list_open_jobs
 from datalad_slurm.slurm.backend import BackendError
+from datalad_slurm.slurm.conf import cluster_name, conf_path
 from datalad_slurm.slurm.jobid import JobIdError, parse_job_id
 from datalad_slurm.slurm.select import choose_backend
 
@@ -25,8 +28,47 @@ class Finish(Interface):
     Slurm log files and ``slurm-job-<id>.env.json``.  Jobs still pending or
     running are left for later; failed or cancelled jobs are reported and
     stay open until closed with ``--close-failed-jobs`` or committed anyway
-    with ``--commit-failed-jobs``.
+    with ``--commit-failed-jobs``.  A job is committed only after the jobs
+    whose outputs it read (``datalad schedule`` made it wait for them); one
+    that waits for a job that failed will never start, is reported so, and is
+    closed by ``--close-failed-jobs`` (cancelled in Slurm too with
+    ``--cancel``).
     """
+
+    _examples_ = [
+        dict(
+            text="Commit every completed job; jobs still pending or running stay open",
+            code_cmd="datalad finish",
+            code_py="finish()",
+        ),
+        dict(
+            text="Show the open jobs and their Slurm states, committing nothing",
+            code_cmd="datalad finish --list-open-jobs",
+        ),
+        dict(
+            text="Commit one job, by its Slurm job id (an array job by its array id)",
+            code_cmd="datalad finish 4242",
+        ),
+        dict(
+            text="Close failed or cancelled jobs without committing them (their files "
+            "stay untracked), or commit them with their state in the subject",
+            code_cmd="datalad finish --close-failed-jobs",
+        ),
+        dict(
+            text="Close the jobs that will never start because a job they wait for "
+            "failed, cancelling them in Slurm",
+            code_cmd="datalad finish --close-failed-jobs --cancel",
+        ),
+        dict(
+            text="Commit each completed job onto a branch of its own "
+            "(slurm-job-branch-<id>), or merge those commits at once with one octopus merge",
+            code_cmd="datalad finish --branches",
+        ),
+        dict(
+            text="From cron: print only problems, and a failed job only once",
+            code_cmd="cd /path/to/dataset && datalad finish --cron",
+        ),
+    ]
 
     _params_ = dict(
         job_id=Parameter(
@@ -54,6 +96,13 @@ class Finish(Interface):
             doc="""drop failed, cancelled and unknown jobs from the registry and
             release their outputs; their files stay as they are, untracked""",
         ),
+        cancel=Parameter(
+            args=("--cancel",),
+            action="store_true",
+            doc="""with --close-failed-jobs: cancel in Slurm the jobs that will
+            never start because a job they wait for failed (Slurm leaves them
+            pending, reason DependencyNeverSatisfied), then close them""",
+        ),
         commit_failed_jobs=Parameter(
             args=("--commit-failed-jobs",),
             action="store_true",
@@ -73,6 +122,23 @@ class Finish(Interface):
             dataset, then step aside (exit 0). Default: wait as long as it
             takes; with --cron: do not wait.""",
             constraints=EnsureFloat() | EnsureNone(),
+        ),
+        branches=Parameter(
+            args=("--branches",),
+            action="store_true",
+            doc="""commit each job onto a branch of its own,
+            slurm-job-branch-<job id>, made from the current commit, as
+            datalad-slurm 0.2.8 did; the current branch stays where it is and
+            the jobs' files leave its worktree ('git merge' brings them
+            back)""",
+        ),
+        octopus=Parameter(
+            args=("--octopus",),
+            action="store_true",
+            doc="""as --branches, then merge all the jobs' commits into the
+            current branch with one octopus merge; no branch is left, as
+            datalad-slurm 0.2.8 deleted its branches after the merge (with
+            --branches too, --octopus decides)""",
         ),
         cron=Parameter(
             args=("--cron",),
@@ -94,14 +160,24 @@ class Finish(Interface):
         dataset: Any = None,
         list_open_jobs: bool = False,
         close_failed_jobs: bool = False,
+        cancel: bool = False,
         commit_failed_jobs: bool = False,
         message: str | None = None,
         lock_timeout: float | None = None,
         cron: bool = False,
+        branches: bool = False,
+        octopus: bool = False,
     ) -> Iterator[dict[str, Any]]:
         ds = require_dataset(dataset, check_installed=True, purpose="finish Slurm jobs")
         if close_failed_jobs and commit_failed_jobs:
             yield _error(ds.path, "--close-failed-jobs and --commit-failed-jobs exclude each other")
+            return
+        if cancel and not close_failed_jobs:
+            yield _error(
+                ds.path,
+                "--cancel goes with --close-failed-jobs: 'datalad finish --close-failed-jobs "
+                "--cancel' cancels and closes the jobs that will never start",
+            )
             return
         try:
             wanted = None if job_id is None else parse_job_id(job_id)
@@ -122,17 +198,21 @@ class Finish(Interface):
             request = FinishRequest(
                 job_id=wanted,
                 close_failed_jobs=close_failed_jobs,
+                cancel=cancel,
                 commit_failed_jobs=commit_failed_jobs,
                 message=message,
                 lock_timeout=0.0 if cron and lock_timeout is None else lock_timeout,
                 cron=cron,
+                branches="octopus" if octopus else "branches" if branches else None,
             )
             for result in finish(ds, request, backend):
                 if cron:
                     result["cron"] = True  # for the renderers
                 yield result
-        except (FinishError, BackendError) as exc:
-            yield _error(ds.path, str(exc))
+        except BackendError as exc:
+            yield _error(ds.path, _slurm_unreachable(ds.path, exc))
+        except DataladSlurmError as exc:
+            yield _error(ds.path, exc)
 
     @staticmethod
     def custom_result_renderer(res: dict[str, Any], **kwargs: Any) -> None:
@@ -264,11 +344,17 @@ def _source(result: dict[str, Any]) -> str:
     return f"{backend}, data_parser {layout}" if layout else backend
 
 
-def _error(path: Any, message: str) -> dict[str, Any]:
-    return {
-        "action": "finish",
-        "status": "error",
-        "path": str(path),
-        "type": "dataset",
-        "message": message,
-    }
+def _slurm_unreachable(path: Any, exc: BackendError) -> DataladSlurmError:
+    """Slurm did not answer (controller or accounting down, tools missing): which Slurm, and
+    that nothing changed.  Asked before any job is committed or closed."""
+    conf = conf_path()
+    return DataladSlurmError(
+        f"Slurm could not be asked about the jobs of {path}: {exc}",
+        path=conf,
+        advice=f"nothing was committed or closed, the jobs stay open; run the command again "
+        f"when Slurm answers (cluster {cluster_name(conf) or '?'}, config {conf})",
+    )
+
+
+def _error(path: Any, failure: DataladSlurmError | str) -> dict[str, Any]:
+    return error_result("finish", path, failure)

@@ -11,10 +11,11 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
+from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.slurm.state import JobStatus, TaskState
 
 
-class BackendError(RuntimeError):
+class BackendError(DataladSlurmError, RuntimeError):
     """Slurm could not be asked (not installed, controller down, ...)."""
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from datalad_slurm.errors import DataladSlurmError
+
 _PLAIN = re.compile(r"^Submitted batch job (\d+)(?: on cluster (\S+))?\s*$")
 _PARSABLE = re.compile(r"^(\d+)(?:;(\S+))?\s*$")
 
 
-class NoJobIdError(ValueError):
+class NoJobIdError(DataladSlurmError, ValueError):
     """The submit command's output names no job, or more than one."""
 
 
@@ -41,12 +43,22 @@ def parse_submission(stdout: str) -> Submission:
     return found[0]
 
 
+def printed_job_ids(stdout: str) -> list[int]:
+    """Every job id a submit command printed (a command that failed may have submitted some)."""
+    ids = []
+    for line in stdout.splitlines():
+        match = _PLAIN.match(line.strip()) or _PARSABLE.match(line.strip())
+        if match and int(match.group(1)) not in ids:
+            ids.append(int(match.group(1)))
+    return ids
+
+
 def task_label(job_id: int, task_id: int | None) -> str:
     """``N`` for a plain job, ``N_T`` for an array task, as Slurm writes them."""
     return str(job_id) if task_id is None else f"{job_id}_{task_id}"
 
 
-class JobIdError(ValueError):
+class JobIdError(DataladSlurmError, ValueError):
     """A job id given by the user is not the plain number of a whole job.
 
     ``whole_job`` is the job it names a part of (an array task, a step), where

@@ -39,6 +39,7 @@ from datalad_slurm.slurm.backend import (
     keep_newest,
     live_then_accounting,
 )
+from datalad_slurm.slurm.conf import slurm_conf_path
 from datalad_slurm.slurm.jsoncli import slurmctld_tasks
 from datalad_slurm.slurm.resources import Resources, text, tres_from_text
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
@@ -91,21 +92,11 @@ lgr = logging.getLogger("datalad.slurm.pyslurmapi")
 #: raw wait statuses of a task: its exit code's and its derived exit code's
 RawStatus = tuple[int | None, int | None]
 
-#: where libslurm finds its config without SLURM_CONF (Debian; configless slurmd's cache)
-DEFAULT_CONFIGS = ("/etc/slurm/slurm.conf", "/run/slurm/conf/slurm.conf")
 
 INSTALL_HINT = (
     'install pyslurm matching your Slurm release: pip install "pyslurm==<Slurm major.minor>.*" '
     "(needs Slurm's headers and libslurm, e.g. Debian's libslurm-dev, gcc and Cython)"
 )
-
-
-def slurm_config_path() -> str | None:
-    """The slurm.conf libslurm would read, or None when there is none."""
-    named = os.environ.get("SLURM_CONF")
-    if named:
-        return named if os.path.isfile(named) else None
-    return next((path for path in DEFAULT_CONFIGS if os.path.isfile(path)), None)
 
 
 class _Api:
@@ -116,7 +107,7 @@ class _Api:
 
     @classmethod
     def get(cls) -> ModuleType:
-        config = slurm_config_path()
+        config = slurm_conf_path()
         if config is None:
             raise BackendError(
                 "pyslurm needs a Slurm config: set SLURM_CONF or install /etc/slurm/slurm.conf"

@@ -139,10 +139,14 @@ def test_cancelled_while_pending_runs_no_hook(spooled_acct: Cluster, in_dataset:
 
 
 def test_job_ending_before_its_registration(short: Cluster, in_dataset: Any) -> None:
-    """The submit command lingers after sbatch: the job ends before schedule registers it."""
+    """The submit command lingers after sbatch: the job ends before schedule registers it.
+
+    sbatch through PATH submits held (the job cannot start before schedule reserved its
+    logs); called by its full path it does not, so the job can end first."""
     ds = in_dataset
     script = write_script(ds, "fast.sh", "#SBATCH -o out/%j.log\necho fast > out/a\n")
-    job = _schedule(ds, f"sbatch {script} && sleep 4")
+    sbatch = shutil.which("sbatch")
+    job = _schedule(ds, f"{sbatch} {script} && sleep 4")
     assert short.state(job) in ("COMPLETED", "")  # it ended while schedule still ran
     _wait_events(short, {str(job)})
     short.gone(job)

@@ -68,7 +68,8 @@ def test_reschedule_since_and_0_2_8_records(
     monkeypatch.chdir(ds.path)
     base = git(ds, "rev-parse", "HEAD").strip()
     write_script(ds, "w.sh", "#SBATCH -o /dev/null\necho 1 > $1\n")
-    # a record as datalad-slurm 0.2.8 wrote it: outputs relative to pwd "sub"
+    # a record as datalad-slurm 0.2.8 wrote it for a job submitted from "sub": outputs (its
+    # logs among them) relative to the dataset root, inputs and slurm_outputs relative to pwd
     Path(ds.path, "sub").mkdir()
     old = f"""[DATALAD SLURM RUN] Slurm job 4242: Completed
 
@@ -81,8 +82,8 @@ def test_reschedule_since_and_0_2_8_records(
  "extra_inputs": [],
  "inputs": [],
  "outputs": [
-  "res.txt",
-  "slurm-job-4242.env.json"
+  "sub/res.txt",
+  "sub/slurm-job-4242.env.json"
  ],
  "pwd": "sub",
  "slurm_job_id": 4242,

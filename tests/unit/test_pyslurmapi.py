@@ -26,7 +26,6 @@ from datalad_slurm.slurm.pyslurmapi import (
     accounting_tasks,
     live_tasks,
     raw_statuses,
-    slurm_config_path,
     whole_exit_code,
 )
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState, Verdict
@@ -146,14 +145,6 @@ def test_accounting_adds_only_what_slurmctld_lacks() -> None:
 def test_jobs_not_wanted_are_ignored() -> None:
     records = [r for s in LIVE.values() for r in s["records"]]
     assert {t.job_id for t in live_tasks(records, {2, 8})} == {2, 8}
-
-
-def test_config_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    conf = tmp_path / "slurm.conf"
-    monkeypatch.setenv("SLURM_CONF", str(conf))
-    assert slurm_config_path() is None  # named but missing: pyslurm is not tried
-    conf.write_text("ClusterName=x\n")
-    assert slurm_config_path() == str(conf)
 
 
 @pytest.mark.parametrize("state", [s for s in JobState if s is not JobState.UNKNOWN])

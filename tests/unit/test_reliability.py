@@ -117,7 +117,7 @@ def test_a_commit_failure_reports_each_cluster_s_job(
         registry.mark_committing_many([first, second])
 
         def commit_jobs(
-            ds: Any, reg: Registry, jobs: Any, message: Any, usage: Any = None
+            ds: Any, reg: Registry, jobs: Any, message: Any, branches: Any = None, usage: Any = None
         ) -> Iterator[dict[str, Any]]:
             # cluster a's job gets its result (the committer names the id only), then trouble
             for job, _ in jobs:
