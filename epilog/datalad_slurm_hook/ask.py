@@ -132,6 +132,15 @@ def pyslurm_resource_fields(job: Any) -> dict[str, str]:
     return found
 
 
+def run_time_text(seconds: int) -> str:
+    """Seconds as scontrol's ``RunTime`` shows them: ``00:01:02``, ``2-03:04:05``."""
+    minutes, secs = divmod(max(seconds, 0), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{days}-{clock}" if days else clock
+
+
 #: run in a child process before the worker imports pyslurm itself
 _PYSLURM_PROBE = "import sys; sys.path.append(sys.argv[1]); import pyslurm; pyslurm.Job"
 
@@ -194,12 +203,3 @@ def slurm_questions(
     if pyslurm is not None:
         return PyslurmQuestions(pyslurm, fallback, settings.log)
     return fallback
-
-
-def run_time_text(seconds: int) -> str:
-    """Seconds as scontrol's ``RunTime`` shows them: ``00:01:02``, ``2-03:04:05``."""
-    minutes, secs = divmod(max(seconds, 0), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
-    return f"{days}-{clock}" if days else clock
