@@ -221,3 +221,16 @@ def test_package_check_names_the_installed_files_that_are_not_its_own(tmp_path: 
     worker.write_text("#!/usr/bin/python3 -IS\nCONFIG_PATH = '/etc/datalad-slurm.conf'\n")
     shutil.copy(REPO / "datalad_slurm" / "spool.py", prefix / "datalad_slurm_spool.py")
     assert installed_differences(prefix) == ["datalad_slurm_epilog.py", "datalad_slurm_hook/"]
+
+
+def test_installer_refuses_a_config_path_install_conf_cannot_hold(tmp_path: Path) -> None:
+    """install.conf's lines end at a '#': such a config path would be cut short."""
+    where = ["--prefix", tmp_path / "libexec", "--spool", tmp_path / "spool"]
+    proc = subprocess.run(
+        [REPO / "epilog" / "install", *where, "--config", f"{tmp_path}/site#1.conf"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1 and "use a path without '#'" in proc.stderr, proc
+    assert not (tmp_path / "libexec").exists()
