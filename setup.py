@@ -7,16 +7,21 @@ carries them under datalad_slurm/_hook/ in the same layout, for `datalad-slurm-h
 
 from __future__ import annotations
 
+import glob
 import os
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-#: the files of a clone that installing the hook needs (the spool module is the package's own)
+#: the files of a clone that installing the hook needs (the spool module is the package's own):
+#: the worker's modules are every .py file of epilog/datalad_slurm_hook/ (MANIFEST.in puts them
+#: into the sdist)
 HOOK_FILES = (
     "epilog/install",
     "epilog/datalad-slurm-epilog.sh",
     "epilog/datalad_slurm_epilog.py",
+    *sorted(glob.glob("epilog/datalad_slurm_hook/*.py")),
+    "epilog/datalad_slurm_hook/install.conf",
     "contrib/slurm.conf.d/datalad-slurm.conf",
 )
 

@@ -179,7 +179,7 @@ setup() {
         --slurm-conf "$tp_dir/etc/slurm.conf" --python "$sys_python" --force 2>>"$work/install.log" \
         || { cat "$work/install.log" >&2; die "epilog/install failed"; }
     # how the installed hook asks slurmctld: pyslurm where epilog/install found it for $sys_python
-    if grep -q '^PYSLURM_PATH = ""' "$worker"; then via=scontrol; else via=pyslurm; fi
+    if grep -qx 'pyslurm_path =' "$prefix/datalad_slurm_hook/install.conf"; then via=scontrol; else via=pyslurm; fi
     export DATALAD_SLURM_BENCH_VIA=$via
     sed "s|^slurm_conf = .*|slurm_conf = $hc_dir/etc/slurm.conf|" "$config" >"$hc_config"
     chmod 0644 "$hc_config"

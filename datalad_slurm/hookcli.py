@@ -22,9 +22,9 @@ usage: {PROG} install [OPTIONS]
            install the hook (as root, on the controller); the options are epilog/install's:
            {PROG} install --help lists them
        {PROG} check [--prefix DIR]
-           the installed hook's self-check: its config, its spool, how it asks slurmctld and
-           whether slurmctld answers (DIR: the prefix it was installed to, default
-           {DEFAULT_PREFIX})
+           the installed hook's self-check: its modules, its config, its spool, how it asks
+           slurmctld and whether slurmctld answers (DIR: the prefix it was installed to, default
+           {DEFAULT_PREFIX}); warns where the installed files are not this package's
        {PROG} files
            the folder that holds the hook's files and installer (epilog/) and the slurm.conf
            template (contrib/slurm.conf.d/)
@@ -50,6 +50,34 @@ def hook_files() -> Path:
 def spool_module() -> Path:
     """This package's spool module, which the hook gets as its ``datalad_slurm_spool.py``."""
     return Path(__file__).resolve().parent / "spool.py"
+
+
+def installed_differences(prefix: Path) -> list[str]:
+    """The files of the hook in ``prefix`` that are not this package's: missing, or another
+    version (the worker but for its interpreter line, which the installer writes)."""
+    epilog = hook_files() / "epilog"
+    package = epilog / "datalad_slurm_hook"
+    differ: list[str] = []
+    pairs = [(spool_module(), prefix / "datalad_slurm_spool.py")]
+    if (prefix / package.name).is_dir():
+        pairs += [(module, prefix / package.name / module.name) for module in package.glob("*.py")]
+    else:  # a single-file hook (before the worker's modules), or an incomplete install
+        differ.append(f"{package.name}/")
+    for ours, installed in sorted(pairs):
+        try:
+            same = installed.read_bytes() == ours.read_bytes()
+        except OSError:
+            same = False
+        if not same:
+            differ.append(installed.relative_to(prefix).as_posix())
+    worker = "datalad_slurm_epilog.py"
+    try:
+        same = (prefix / worker).read_bytes().split(b"\n", 1)[1:] == (
+            (epilog / worker).read_bytes().split(b"\n", 1)[1:]
+        )
+    except OSError:
+        same = False
+    return sorted(differ if same else [worker, *differ])
 
 
 def install(args: list[str]) -> int:
@@ -87,6 +115,14 @@ def check(args: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
+    differ = installed_differences(Path(prefix))
+    if differ:
+        print(
+            f"{PROG} check: WARNING: the hook in {prefix} is not this package's "
+            f"({', '.join(differ)} differ): run '{PROG} install --prefix {prefix}' again, "
+            "with the options of the first install",
+            file=sys.stderr,
+        )
     # as Slurm runs the hook: without the caller's environment
     os.execve(str(worker), [str(worker), "--check"], {})
     return 1  # not reached

@@ -19,26 +19,24 @@ from tests.conftest import Cluster, hook_asks_through, spare_cluster
 #: hook asks (pyslurm or scontrol), through scontrol (one interactive session), and through one
 #: ``scontrol show job -o`` process per job; prints the answers as the event's facts
 _ASK_ALL_WAYS = """
-import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("hook", sys.argv[1])
-hook = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(hook)
-if sys.argv[2]:
-    hook.PYSLURM_PATH = sys.argv[2]
-config = hook._load_spool().read_config(sys.argv[3])
+import json, os, sys
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+from datalad_slurm_hook import ask, facts, scontrol
+from datalad_slurm_hook.settings import read_installed, read_settings
+config = read_settings(sys.argv[3], sys.argv[2] or read_installed().pyslurm_path)
 jobs = sys.argv[4:]
-questions = hook.slurm_questions(config)
-session = hook.ScontrolQuestions(hook.find_scontrol(), config.slurm_conf, config.log)
+questions = ask.slurm_questions(config)
+session = scontrol.ScontrolQuestions(scontrol.find_scontrol(), config.slurm_conf, config.log)
 ways = {
     "hook": questions.ask(jobs, 10),
     "session": session.ask(jobs, 10),
-    "processes": hook.show_jobs(hook.find_scontrol(), jobs, 10, config.slurm_conf),
+    "processes": scontrol.show_jobs(scontrol.find_scontrol(), jobs, 10, config.slurm_conf),
 }
 print(json.dumps({
     "questions": type(questions).__name__,
     "session_failed": session.session_failed,
     "facts": {
-        way: {job: hook.final_facts(answers.get(job, {}), {}) for job in jobs}
+        way: {job: facts.final_facts(answers.get(job, {}), {}) for job in jobs}
         for way, answers in ways.items()
     },
 }))
@@ -89,7 +87,10 @@ def test_installed_hook_says_how_it_asks(acct_cluster: Cluster) -> None:
         assert "asks slurmctld through pyslurm 25." in proc.stdout, proc.stdout
     else:
         assert "asks slurmctld through /" in proc.stdout and "scontrol" in proc.stdout
-        assert 'PYSLURM_PATH = ""' in worker.read_text()  # no pyslurm for the host's Python
+        # no pyslurm for the host's Python
+        assert (
+            "\npyslurm_path =\n" in (worker.parent / "datalad_slurm_hook/install.conf").read_text()
+        )
     assert "slurmctld answers (slurm.conf " in proc.stdout and " is UP" in proc.stdout
 
 
@@ -209,12 +210,12 @@ def test_a_pyslurm_that_does_not_start_leaves_the_hook_on_scontrol(
 
 #: asks through a ScontrolQuestions whose scontrol cannot hold a session, twice
 _ASK_TWICE = """
-import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("hook", sys.argv[1])
-hook = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(hook)
-config = hook._load_spool().read_config(sys.argv[2])
-questions = hook.ScontrolQuestions(sys.argv[3], config.slurm_conf, config.log)
+import json, os, sys
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+from datalad_slurm_hook.scontrol import ScontrolQuestions
+from datalad_slurm_hook.settings import read_settings
+config = read_settings(sys.argv[2])
+questions = ScontrolQuestions(sys.argv[3], config.slurm_conf, config.log)
 first = questions.ask([sys.argv[4]], 3)
 second = questions.ask([sys.argv[4]], 10)
 print(json.dumps([first, second, questions.session_failed]))

@@ -21,6 +21,13 @@ from tests.conftest import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
 TIER = os.environ.get("DATALAD_SLURM_TEST_TIER", "host")
+#: the worker's modules and its settings (epilog/install copies them into PREFIX)
+HOOK_PACKAGE = (
+    *sorted(
+        p.relative_to(REPO).as_posix() for p in (REPO / "epilog/datalad_slurm_hook").glob("*.py")
+    ),
+    "epilog/datalad_slurm_hook/install.conf",
+)
 #: what the sdist must carry besides the package (MANIFEST.in)
 SDIST_FILES = (
     "LICENSE",
@@ -28,6 +35,7 @@ SDIST_FILES = (
     "epilog/install",
     "epilog/datalad-slurm-epilog.sh",
     "epilog/datalad_slurm_epilog.py",
+    *HOOK_PACKAGE,
     "contrib/slurm.conf.d/datalad-slurm.conf",
 )
 #: what the wheel must carry for `datalad-slurm-hook install` (setup.py)
@@ -37,6 +45,7 @@ WHEEL_FILES = (
     "datalad_slurm/_hook/epilog/install",
     "datalad_slurm/_hook/epilog/datalad-slurm-epilog.sh",
     "datalad_slurm/_hook/epilog/datalad_slurm_epilog.py",
+    *(f"datalad_slurm/_hook/{name}" for name in HOOK_PACKAGE),
     "datalad_slurm/_hook/contrib/slurm.conf.d/datalad-slurm.conf",
 )
 #: never part of a build of the tree
@@ -138,6 +147,14 @@ def test_installed_wheel_installs_the_hook_and_passes_its_check(
         site / "datalad_slurm/spool.py"
     ).read_bytes()
     assert (prefix / "datalad-slurm-epilog").stat().st_mode & 0o111
+    # the worker's modules are the wheel's; its settings name this install's config
+    modules = site / "datalad_slurm/_hook/epilog/datalad_slurm_hook"
+    for module in modules.glob("*.py"):
+        assert (prefix / "datalad_slurm_hook" / module.name).read_bytes() == module.read_bytes()
+    assert (
+        f"config = {hook_root / 'datalad-slurm.conf'}\n"
+        in (prefix / "datalad_slurm_hook/install.conf").read_text()
+    )
     # the slurm.conf snippet names this prefix, not the default one
     snippet = prefix / "slurm.conf.d" / "datalad-slurm.conf"
     lines = [x for x in snippet.read_text().splitlines() if x and not x.startswith("#")]
@@ -155,6 +172,14 @@ def test_installed_wheel_installs_the_hook_and_passes_its_check(
         assert proc.returncode == 0, (account, proc.stdout, proc.stderr)
         assert "slurmctld answers" in proc.stdout, (account, proc.stdout)
         assert f"spool {hook_root / 'spool'}" in proc.stdout
+        assert f"modules: {prefix / 'datalad_slurm_hook'}/ (entry, " in proc.stdout
+        assert "WARNING" not in proc.stderr, proc.stderr  # the installed files are the package's
+    # a module changed since (or an older install): check says which, and what to do
+    with open(prefix / "datalad_slurm_hook/facts.py", "a") as stream:
+        stream.write("# changed\n")
+    warned = _run(hook_cmd, "check", "--prefix", prefix).stderr
+    assert "WARNING: the hook in" in warned and "(datalad_slurm_hook/facts.py differ)" in warned
+    assert f"run 'datalad-slurm-hook install --prefix {prefix}' again" in warned
     # and it says so when there is no hook where it looks
     missing = subprocess.run(
         [hook_cmd, "check", "--prefix", hook_root / "nothing"], capture_output=True, text=True

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from datalad_slurm.spool import UserSpool
-
-HOOK = Path(__file__).resolve().parents[2] / "epilog" / "datalad_slurm_epilog.py"
-
-
-def _hook() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("datalad_slurm_epilog", HOOK)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["datalad_slurm_epilog"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-hook = _hook()
+from tests.unit.hook_modules import entry
+from tests.unit.hook_modules import facts as hook_facts
 
 
 def test_parse_scontrol_line_keeps_spaces_in_values() -> None:
@@ -33,7 +18,7 @@ def test_parse_scontrol_line_keeps_spaces_in_values() -> None:
         "JobId=7 JobName=my job UserId=root(0) JobState=COMPLETING Reason=None "
         "ExitCode=0:15 WorkDir=/data/with space StdOut=/data/with space/o-7.out"
     )
-    fields = hook.parse_scontrol_line(line)
+    fields = hook_facts.parse_scontrol_line(line)
     assert fields["JobName"] == "my job"
     assert fields["WorkDir"] == "/data/with space"
     assert fields["StdOut"] == "/data/with space/o-7.out"
@@ -69,7 +54,7 @@ def test_parse_scontrol_line_keeps_spaces_in_values() -> None:
     ],
 )
 def test_decide_state(fields: dict[str, str], env_exit: str, state: str) -> None:
-    assert hook.decide_state(fields, {"SLURM_JOB_EXIT_CODE2": env_exit}) == state
+    assert hook_facts.decide_state(fields, {"SLURM_JOB_EXIT_CODE2": env_exit}) == state
 
 
 @pytest.mark.parametrize(
@@ -89,8 +74,8 @@ def test_decide_state(fields: dict[str, str], env_exit: str, state: str) -> None
 def test_pyslurm_exit_codes_from_128_up(
     answered_by: str, slurm_exit: str, env_exit: str, exit_code: int
 ) -> None:
-    fields = {hook.ANSWERED_BY: answered_by, "JobState": "FAILED", "ExitCode": slurm_exit}
-    facts = hook.facts_from_slurm(fields, {"SLURM_JOB_EXIT_CODE2": env_exit})
+    fields = {hook_facts.ANSWERED_BY: answered_by, "JobState": "FAILED", "ExitCode": slurm_exit}
+    facts = hook_facts.facts_from_slurm(fields, {"SLURM_JOB_EXIT_CODE2": env_exit})
     assert facts["exit_code"] == exit_code
 
 
@@ -115,13 +100,13 @@ def _env(config: Path, job: str = "11", uid: str | None = None) -> dict[str, str
 
 
 def test_unregistered_job_writes_nothing(tmp_path: Path, spool: Path) -> None:
-    assert hook.main(_env(_config(tmp_path, spool))) == 0
+    assert entry.main(_env(_config(tmp_path, spool))) == 0
     assert not (spool / str(os.getuid())).exists()
 
 
 def test_registered_job_without_slurm_answer(tmp_path: Path, spool: Path) -> None:
     UserSpool(str(spool)).register("c", 11)
-    assert hook.main(_env(_config(tmp_path, spool))) == 0
+    assert entry.main(_env(_config(tmp_path, spool))) == 0
     [event_file] = (spool / str(os.getuid()) / "events").glob("*.event")
     event = json.loads(event_file.read_text())
     # Slurm could not be asked and the environment cannot tell a cancel from a success
@@ -141,7 +126,7 @@ def test_registered_job_without_slurm_answer(tmp_path: Path, spool: Path) -> Non
 def test_every_bad_path_exits_0(tmp_path: Path, spool: Path, env_change: dict[str, str]) -> None:
     UserSpool(str(spool)).register("c", 11)
     env = {**_env(_config(tmp_path, spool)), **env_change}
-    assert hook.main(env) == 0
+    assert entry.main(env) == 0
 
 
 def test_failures_are_logged_not_raised(tmp_path: Path, spool: Path) -> None:
@@ -149,7 +134,7 @@ def test_failures_are_logged_not_raised(tmp_path: Path, spool: Path) -> None:
     events = spool / str(os.getuid()) / "events"
     events.rmdir()
     events.write_text("not a folder")
-    assert hook.main(_env(_config(tmp_path, spool))) == 0
+    assert entry.main(_env(_config(tmp_path, spool))) == 0
     assert "job 11: no event written" in (tmp_path / "hook.log").read_text()
 
 
@@ -175,12 +160,12 @@ def test_the_hook_reads_every_releases_scontrol(
     release: str, scenario: str, line: str, expected: dict[str, object]
 ) -> None:
     """22.05, 24.11 and 26.05 as recorded: the state, exit code and logs the hook takes."""
-    fields = hook.parse_scontrol_line(line.strip())
-    facts = hook.facts_from_slurm(fields, {})
+    fields = hook_facts.parse_scontrol_line(line.strip())
+    facts = hook_facts.facts_from_slurm(fields, {})
     assert (facts["exit_code"], facts["signal"]) == (expected["exit_code"], expected["signal"])
     state = str(expected["state"])
     if state in ("COMPLETING", "EXPEDITING"):
-        assert hook.still_completing(fields)  # waited out, never taken as the end
+        assert hook_facts.still_completing(fields)  # waited out, never taken as the end
     elif state not in ("RUNNING", "CONFIGURING"):
         assert facts["state"] == state
     # 26.05 leaves StdErr blank without -e: no log name is made up, and stdout is kept

@@ -37,7 +37,8 @@ from datalad_slurm.slurm.resources import (
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 from datalad_slurm.slurm.usage import Usage, wants_usage
 from datalad_slurm.spool import Event
-from tests.unit.test_epilog_hook import hook
+from tests.unit.hook_modules import ask
+from tests.unit.hook_modules import facts as hook_facts
 from tests.unit.test_events import RecordingBackend
 from tests.unit.test_jobrecord import _job
 
@@ -67,10 +68,12 @@ def _readings(fixture: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Resou
     from_squeue = {t.label: t for t in _squeue_tasks(squeue or {}, wanted)}
     from_sacct = {t.label: t for t in _sacct_tasks(sacct or {}, wanted)}
     for label, line in fixture["scontrol"].items():
-        fields = hook.parse_scontrol_line(line)
+        fields = hook_facts.parse_scontrol_line(line)
         if not JobState.parse(fields.get("JobState")).is_terminal:
             continue
-        event = Event(job_id=int(fields["JobId"]), state="COMPLETED", **hook.resource_facts(fields))
+        event = Event(
+            job_id=int(fields["JobId"]), state="COMPLETED", **hook_facts.resource_facts(fields)
+        )
         found = {"hook": event_resources(event)}
         for source, tasks in (("squeue", from_squeue), ("sacct", from_sacct)):
             if label in tasks and tasks[label].state.is_terminal:
@@ -203,7 +206,7 @@ def test_run_time_text(text: str, seconds: int) -> None:
 
 @pytest.mark.parametrize("seconds", [0, 4, 3723, 86399, 172801])
 def test_the_hook_writes_pyslurms_run_time_as_scontrol_does(seconds: int) -> None:
-    written = hook.run_time_text(seconds)
+    written = ask.run_time_text(seconds)
     assert re.fullmatch(r"(\d+-)?\d\d:\d\d:\d\d", written) and run_time_text(written) == seconds
 
 

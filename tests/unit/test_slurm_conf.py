@@ -15,13 +15,13 @@ from datalad_slurm.slurm.conf import (
     seconds,
     slurm_conf_path,
 )
-from tests.unit.test_epilog_hook import hook
+from tests.unit.hook_modules import scontrol
 
 
 def test_one_list_of_default_places() -> None:
     """The hook keeps its own copy (it imports nothing of the package but the spool module);
     the pyslurm backend uses conf.py's.  Configless login nodes' copy is among them."""
-    assert hook.DEFAULT_SLURM_CONFIGS == DEFAULT_SLURM_CONFIGS
+    assert scontrol.DEFAULT_SLURM_CONFIGS == DEFAULT_SLURM_CONFIGS
     assert "/run/slurm/conf/slurm.conf" in DEFAULT_SLURM_CONFIGS
     assert pyslurmapi.slurm_conf_path is slurm_conf_path
 
