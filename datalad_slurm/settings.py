@@ -45,7 +45,7 @@ USAGE_KEY = "datalad.slurm.usage"
 def asks_usage(ds: Any) -> bool:
     """``datalad.slurm.usage`` (git config; default true): ``false`` leaves accounting's usage
     figures out of the records of jobs that the hook or slurmctld settled, and so the one
-    accounting question for them (~1 ms of slurmdbd, mysql and sacct CPU per job)."""
+    accounting question for them (slurmdbd, MariaDB and sacct CPU for each job)."""
     value = ds.config.get(USAGE_KEY) if ds is not None else None
     return str(value or "true").strip().lower() not in ("false", "no", "off", "0")
 
