@@ -4,7 +4,8 @@ Events are free and survive a job leaving slurmctld; the backend is asked
 only about jobs with no event (a job cancelled while pending runs no hook),
 about arrays (more tasks may still be pending or running), and about jobs
 whose event says they are not over (requeue) or could not say at all
-(``UNKNOWN``: the hook got no answer from slurmctld).  A task the backend sees
+(``UNKNOWN``: the hook got no answer from slurmctld), and about a job ended from
+outside whose exit code pyslurm told the hook (it reads 143 as 15).  A task the backend sees
 as active overrides an older event, a state it knows overrides an event that
 settles nothing; otherwise the hook's resolved state wins.
 """
@@ -28,11 +29,32 @@ class JobKey:
     cluster: str | None = None
 
 
+#: states of a job that did not end by itself: the hook's environment then says ``0:0`` and
+#: cannot correct pyslurm's exit code
+_ENDED_FROM_OUTSIDE = frozenset(
+    {JobState.CANCELLED, JobState.TIMEOUT, JobState.PREEMPTED, JobState.NODE_FAIL}
+)
+
+
+def _exit_uncertain(event: Event, state: JobState) -> bool:
+    """pyslurm (25.11) reads an exit status of 128 or more as 128 less (143 as 15); the hook
+    corrects it from its environment for a job that ended by itself, not for one ended from
+    outside (a cancelled job's shell exits 143 or dies of signal 15, as the race goes)."""
+    return (
+        event.resolved_by == "pyslurm"
+        and state in _ENDED_FROM_OUTSIDE
+        and event.exit_code is not None
+        and 0 < event.exit_code < 128
+        and not event.signal
+    )
+
+
 def event_task(event: Event) -> TaskState:
+    state = JobState.parse(event.state)
     return TaskState(
         job_id=event.owner_job_id,
         task_id=event.array_task_id if event.array_job_id is not None else None,
-        state=JobState.parse(event.state),
+        state=state,
         exit_code=event.exit_code,
         signal=event.signal,
         start_time=event.start_time,
@@ -43,6 +65,7 @@ def event_task(event: Event) -> TaskState:
         cluster=event.cluster,
         reason=event.reason,
         resources=event_resources(event),
+        exit_uncertain=_exit_uncertain(event, state),
     )
 
 
@@ -103,7 +126,8 @@ def needs_backend(status: JobStatus) -> bool:
     tasks = list(status.tasks.values())
     if any(t.task_id is not None for t in tasks):
         return True  # an array: other tasks may not have ended
-    return any(not t.state.is_terminal for t in tasks)
+    # not over (requeue), or an exit code only the backend can tell (``_exit_uncertain``)
+    return any(not t.state.is_terminal or t.exit_uncertain for t in tasks)
 
 
 def combine(from_events: JobStatus, from_backend: JobStatus | None) -> JobStatus:
@@ -135,8 +159,18 @@ def combine(from_events: JobStatus, from_backend: JobStatus | None) -> JobStatus
         if _backend_wins(from_event, task):
             merged.tasks[label] = _with_resources_of(task, from_event)
         elif from_event is not None:
-            merged.tasks[label] = _with_resources_of(from_event, task)
+            merged.tasks[label] = _with_resources_of(_with_exit_of(from_event, task), task)
     return merged
+
+
+def _with_exit_of(task: TaskState, other: TaskState) -> TaskState:
+    """An event's task whose exit code is uncertain, with the backend's exit code and signal
+    where the backend tells of the same run (ended, at the same time where both say)."""
+    if not task.exit_uncertain or not other.state.is_terminal or other.exit_code is None:
+        return task
+    if task.end_time and other.end_time and task.end_time != other.end_time:
+        return task  # another run of a requeued job
+    return replace(task, exit_code=other.exit_code, signal=other.signal, exit_uncertain=False)
 
 
 def _with_resources_of(task: TaskState, other: TaskState | None) -> TaskState:

@@ -75,11 +75,21 @@ def test_exit_codes_and_signals_are_what_scontrol_says(
         jobs[name] = schedule_ok(dataset, ["sbatch", script], output=f"out-{name}")
     slow = write_script(dataset, "slow.sh", "#SBATCH -o out-cancelled/%j.log\nsleep 300\n")
     jobs["cancelled"] = schedule_ok(dataset, ["sbatch", slow], output="out-cancelled")
-    cluster.wait_state(jobs["cancelled"], ["RUNNING"])
-    cluster.scancel(jobs["cancelled"])
+    # a cancelled shell that exits 143 for sure (a plain one exits 143 or dies of signal 15, as
+    # the race goes): pyslurm reads it as 15, and the hook's environment says 0:0
+    trapping = write_script(
+        dataset,
+        "trapping.sh",
+        "#SBATCH -o out-cancelled143/%j.log\ntrap 'exit 143' TERM\nsleep 300 &\nwait\n",
+    )
+    jobs["cancelled143"] = schedule_ok(dataset, ["sbatch", trapping], output="out-cancelled143")
+    for name in ("cancelled", "cancelled143"):
+        cluster.wait_state(jobs[name], ["RUNNING"])
+        cluster.scancel(jobs[name])
     cluster.wait_done(list(jobs.values()))
     truth = {name: _scontrol_exit(cluster, job) for name, job in jobs.items()}
     assert truth["exit130"][1:] == (130, 0) and truth["killed"][2] == 9  # the scenarios hold
+    assert truth["cancelled143"] == ("CANCELLED", 143, 0)
 
     done = finish_by_job(dataset, commit_failed_jobs=True)
     for name, job in jobs.items():

@@ -133,3 +133,30 @@ def test_a_known_state_never_gives_way_to_an_unknown_one() -> None:
     # the requeued run ended since: Slurm's word replaces the event's
     backend = RecordingBackend({6: _status(6, (None, "COMPLETED"))})
     assert resolve(keys, matched, backend)[keys[0]].verdict is Verdict.COMPLETED
+
+
+def test_a_cancelled_jobs_exit_code_from_pyslurm_is_taken_from_the_backend() -> None:
+    """pyslurm reads a cancelled shell's 143 as 15: the backend's word replaces it; an exit
+    code that the hook's environment settles (a job that ended by itself) is not asked about."""
+    keys = [JobKey(1, "c"), JobKey(2, "c"), JobKey(3, "c"), JobKey(4, "c")]
+    events = [
+        Event(job_id=1, state="CANCELLED", exit_code=15, signal=0, resolved_by="pyslurm"),
+        Event(job_id=2, state="FAILED", exit_code=3, signal=0, resolved_by="pyslurm"),
+        Event(job_id=3, state="CANCELLED", exit_code=15, signal=0, resolved_by="scontrol"),
+        Event(job_id=4, state="CANCELLED", exit_code=0, signal=15, resolved_by="pyslurm"),
+    ]
+    truth = JobStatus(1, backend="recording")
+    truth.tasks["1"] = TaskState(1, None, JobState.CANCELLED, exit_code=143, signal=0)
+    backend = RecordingBackend({1: truth})
+    matched, _ = match_events(keys, events)
+    result = resolve(keys, matched, backend)
+    assert backend.calls == [[1]]
+    assert (result[keys[0]].tasks["1"].exit_code, result[keys[0]].tasks["1"].signal) == (143, 0)
+    assert not result[keys[0]].tasks["1"].exit_uncertain
+    assert result[keys[1]].tasks["2"].exit_code == 3
+    assert result[keys[2]].tasks["3"].exit_code == 15  # scontrol tells it as it is
+    assert result[keys[3]].tasks["4"].signal == 15
+    # without the backend's word (the job gone, no accounting) the event's stands
+    result = resolve(keys[:1], matched, RecordingBackend({}))
+    assert result[keys[0]].tasks["1"].exit_code == 15
+    assert result[keys[0]].verdict is Verdict.FAILED
