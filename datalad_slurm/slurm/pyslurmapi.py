@@ -273,7 +273,9 @@ class PyslurmBackend:
         the query: the old ``slurmdb_jobs`` does not check its connection).
         Jobs that accounting does not give, because there is none, it did not
         answer or it lags, take the whole codes from slurmctld's JSON (one
-        ``squeue --json``), which has them for the jobs slurmctld still holds.
+        ``squeue --json``), which has them for the jobs slurmctld still holds; so do
+        jobs whose raw status in accounting tells neither pyslurm's code nor 128 more
+        (a cancelled job's shell that exited 143 is in accounting as its signal).
         """
         suspects = [t for s in statuses.values() for t in s.tasks.values() if short_by_128(t)]
         if not suspects:
@@ -283,9 +285,13 @@ class PyslurmBackend:
         if self._accounting_answers(api, job_ids):
             clusters = sorted({t.cluster for t in suspects if t.cluster})
             raw = api.raw_exit_statuses(job_ids, clusters)
-        unanswered = sorted({t.job_id for t in suspects if (t.job_id, t.task_id) not in raw})
+        # jobs accounting gives no raw status for, or one that tells nothing of the code
+        unanswered = sorted(
+            {t.job_id for t in suspects if not _tells(raw.get((t.job_id, t.task_id)), t)}
+        )
         if unanswered:
-            raw = {**_slurmctld_statuses(unanswered), **raw}
+            # slurmctld's word, where it still holds the job, replaces accounting's
+            raw = {**raw, **_slurmctld_statuses(unanswered)}
         restore_exit_codes(statuses, raw)
 
     def usage(self, job_ids: Sequence[int]) -> DbUsage:
@@ -415,6 +421,27 @@ def whole_exit_code(reported: int | None, raw: int | None) -> int | None:
         return reported
     code = os.WEXITSTATUS(raw)
     return code if code >= 128 and code - 128 == reported else reported
+
+
+#: states of a job ended from outside: accounting may keep its exit code as it was when the
+#: job was ended (the signal, or pyslurm's number), before the shell's own exit
+_ENDED_FROM_OUTSIDE = frozenset(
+    {JobState.CANCELLED, JobState.TIMEOUT, JobState.PREEMPTED, JobState.NODE_FAIL}
+)
+
+
+def _tells(found: RawStatus | None, task: TaskState) -> bool:
+    """Whether a raw status from accounting tells the task's exit code: a normal exit 128
+    above pyslurm's code, or with pyslurm's code itself for a job that ended by itself (no
+    status at all tells nothing either)."""
+    if found is None or found[0] is None or not os.WIFEXITED(found[0]):
+        return False
+    if task.exit_code is None:
+        return True
+    code = os.WEXITSTATUS(found[0])
+    return code == task.exit_code + 128 or (
+        code == task.exit_code and task.state not in _ENDED_FROM_OUTSIDE
+    )
 
 
 def short_by_128(task: TaskState) -> bool:

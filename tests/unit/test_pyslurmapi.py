@@ -608,3 +608,22 @@ def test_a_failing_raw_lookup_changes_nothing(monkeypatch: pytest.MonkeyPatch) -
     module.slurmdb_jobs = broken  # type: ignore[attr-defined]
     task: TaskState = PyslurmBackend().query([3])[3].tasks["3"]
     assert task.exit_code == 2 and task.state is JobState.FAILED
+
+
+@pytest.mark.parametrize("version", ["22.5.2", "25.11.2"])
+@pytest.mark.parametrize("kept", [15, 15 << 8], ids=["signal", "pyslurms-code"])
+def test_a_cancelled_shells_143_that_accounting_does_not_keep_comes_from_slurmctld(
+    version: str, kept: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # job 3 was cancelled and its shell exited 143: pyslurm reads 15, accounting's raw status
+    # is not 143 (the signal, or an exit 15), slurmctld's JSON has the exit 143
+    cancelled = {**_record("failed_exit3", exit_code=15), "state": "CANCELLED"}
+    cluster = Cluster(live=[cancelled], db=[cancelled], raw=[_raw(3, kept)])
+    use_standin(monkeypatch, version, cluster)
+    asked = _squeue_says(monkeypatch, exit_code=143)
+    task = PyslurmBackend().query([3])[3].tasks["3"]
+    assert (task.state, task.exit_code, task.signal) == (JobState.CANCELLED, 143, 0)
+    assert asked == [[3]]
+    # gone from slurmctld too: pyslurm's reading stands, no error
+    monkeypatch.setattr(pyslurmapi, "slurmctld_tasks", lambda job_ids: [])
+    assert PyslurmBackend().query([3])[3].tasks["3"].exit_code == 15
