@@ -186,7 +186,8 @@ def test_a_finish_killed_midway_is_completed_once(actor: Actor, mode: str) -> No
     base = _git(ds, "rev-parse", "HEAD").strip()
     kill_swept(actor, ds, ["finish", mode])
     # once more: what the last kill left is settled (recovery), nothing else to do
-    assert all(r["status"] == "ok" for r in _finish(actor, ds, mode))
+    settled = _finish(actor, ds, mode)
+    assert all(r["status"] == "ok" for r in settled), settled
     records = _git(ds, "log", "--all", "--format=%H %s", "--grep=DATALAD SLURM RUN").splitlines()
     subjects = [line.split(" ", 1)[1] for line in records]
     assert sorted(subjects) == sorted(
