@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from datalad_slurm.slurm.backend import Backend
 from datalad_slurm.slurm.resources import Resources, merge, run_time_text, text, tres_from_text
-from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
+from datalad_slurm.slurm.state import ENDED_FROM_OUTSIDE, JobState, JobStatus, TaskState
 from datalad_slurm.spool import Event
 
 
@@ -29,20 +29,13 @@ class JobKey:
     cluster: str | None = None
 
 
-#: states of a job that did not end by itself: the hook's environment then says ``0:0`` and
-#: cannot correct pyslurm's exit code
-_ENDED_FROM_OUTSIDE = frozenset(
-    {JobState.CANCELLED, JobState.TIMEOUT, JobState.PREEMPTED, JobState.NODE_FAIL}
-)
-
-
 def _exit_uncertain(event: Event, state: JobState) -> bool:
     """pyslurm (25.11) reads an exit status of 128 or more as 128 less (143 as 15); the hook
     corrects it from its environment for a job that ended by itself, not for one ended from
     outside (a cancelled job's shell exits 143 or dies of signal 15, as the race goes)."""
     return (
         event.resolved_by == "pyslurm"
-        and state in _ENDED_FROM_OUTSIDE
+        and state in ENDED_FROM_OUTSIDE
         and event.exit_code is not None
         and 0 < event.exit_code < 128
         and not event.signal

@@ -42,7 +42,7 @@ from datalad_slurm.slurm.backend import (
 from datalad_slurm.slurm.conf import slurm_conf_path
 from datalad_slurm.slurm.jsoncli import slurmctld_tasks
 from datalad_slurm.slurm.resources import Resources, text, tres_from_text
-from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
+from datalad_slurm.slurm.state import ENDED_FROM_OUTSIDE, JobState, JobStatus, TaskState
 from datalad_slurm.spool import tres_text
 
 #: attributes read from ``pyslurm.Job`` (slurmctld) and ``pyslurm.db.Job`` (accounting)
@@ -423,13 +423,6 @@ def whole_exit_code(reported: int | None, raw: int | None) -> int | None:
     return code if code >= 128 and code - 128 == reported else reported
 
 
-#: states of a job ended from outside: accounting may keep its exit code as it was when the
-#: job was ended (the signal, or pyslurm's number), before the shell's own exit
-_ENDED_FROM_OUTSIDE = frozenset(
-    {JobState.CANCELLED, JobState.TIMEOUT, JobState.PREEMPTED, JobState.NODE_FAIL}
-)
-
-
 def _tells(found: RawStatus | None, task: TaskState) -> bool:
     """Whether a raw status from accounting tells the task's exit code: a normal exit 128
     above pyslurm's code, or with pyslurm's code itself for a job that ended by itself (no
@@ -440,7 +433,7 @@ def _tells(found: RawStatus | None, task: TaskState) -> bool:
         return True
     code = os.WEXITSTATUS(found[0])
     return code == task.exit_code + 128 or (
-        code == task.exit_code and task.state not in _ENDED_FROM_OUTSIDE
+        code == task.exit_code and task.state not in ENDED_FROM_OUTSIDE
     )
 
 

@@ -150,6 +150,14 @@ def state_word(words: Iterable[str]) -> str:
     return base[0] if base else (upper[0] if upper else "")
 
 
+#: states of a job ended from outside (cancelled, timed out, preempted, its node failed): the
+#: hook's environment says ``0:0`` then, and accounting may keep the exit code as it was when the
+#: job was ended, before its shell's own exit, so pyslurm's 128-short reading cannot be checked
+ENDED_FROM_OUTSIDE = frozenset(
+    {JobState.CANCELLED, JobState.TIMEOUT, JobState.PREEMPTED, JobState.NODE_FAIL}
+)
+
+
 @dataclass(frozen=True)
 class TaskState:
     """What a backend knows about one job or one array task."""
