@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from datalad.api import create  # noqa: E402
 
-from datalad_slurm.commitwriter import (  # noqa: E402
+from datalad_slurm.commit.writer import (  # noqa: E402
     advance_head,
     run_auto_maintenance,
     stage,
@@ -36,7 +36,7 @@ from datalad_slurm.commitwriter import (  # noqa: E402
     worktree_changes,
     write_commits,
 )
-from datalad_slurm.git import run_git  # noqa: E402
+from datalad_slurm.git.runner import run_git  # noqa: E402
 
 STEPS = (
     "worktree_changes",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from datalad_slurm.errors import DataladSlurmError
+from datalad_slurm.results import make_result
 
 
 def error_result(
@@ -17,14 +18,13 @@ def error_result(
 ) -> dict[str, Any]:
     """The error result of a command about the dataset; ``error_path`` names the file or
     folder the failure is about, where it is known."""
-    result = {
-        "action": action,
-        "status": "error",
-        "path": str(dataset_path),
-        "type": "dataset",
-        # one line, as DataLad shows it in brackets (Slurm's tools write several)
-        "message": "; ".join(line.strip() for line in str(failure).splitlines() if line.strip()),
-    }
+    result = make_result(
+        action,
+        "error",
+        str(dataset_path),
+        type="dataset",
+        message="; ".join(line.strip() for line in str(failure).splitlines() if line.strip()),
+    )
     if isinstance(failure, DataladSlurmError) and failure.path:
         result["error_path"] = failure.path
     return result

@@ -12,11 +12,12 @@ from datalad.support.param import Parameter
 
 from datalad_slurm.commands.failures import error_result
 from datalad_slurm.errors import DataladSlurmError
-from datalad_slurm.finishing import FinishRequest, finish, list_open_jobs
+from datalad_slurm.results import FINISH, make_result
 from datalad_slurm.slurm.backend import BackendError
 from datalad_slurm.slurm.conf import cluster_name, conf_path
 from datalad_slurm.slurm.jobid import JobIdError, parse_job_id
 from datalad_slurm.slurm.select import choose_backend
+from datalad_slurm.usecases.finish import FinishRequest, finish, list_open_jobs
 
 
 @build_doc
@@ -282,14 +283,14 @@ def _list(ds: Any, job_id: int | None, backend: Any) -> Iterator[dict[str, Any]]
         found = True
         yield result
     if not found:
-        yield {
-            "action": "finish",
-            "status": "ok",
-            "path": str(ds.path),
-            "type": "dataset",
-            "message": "there are no open jobs",
-            "list_open_jobs": False,
-        }
+        yield make_result(
+            FINISH,
+            "ok",
+            str(ds.path),
+            type="dataset",
+            message="there are no open jobs",
+            list_open_jobs=False,
+        )
 
 
 def render_open_jobs(results: list[dict[str, Any]]) -> str:

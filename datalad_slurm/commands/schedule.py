@@ -16,8 +16,8 @@ from datalad.support.param import Parameter
 
 from datalad_slurm.commands.failures import error_result
 from datalad_slurm.errors import DataladSlurmError
-from datalad_slurm.jobspecs import read_job_specs
-from datalad_slurm.scheduling import (
+from datalad_slurm.usecases.jobspecs import read_job_specs
+from datalad_slurm.usecases.schedule import (
     ASSUME_READY_CHOICES,
     EXPAND_CHOICES,
     ScheduleError,

@@ -53,11 +53,6 @@ def printed_job_ids(stdout: str) -> list[int]:
     return ids
 
 
-def task_label(job_id: int, task_id: int | None) -> str:
-    """``N`` for a plain job, ``N_T`` for an array task, as Slurm writes them."""
-    return str(job_id) if task_id is None else f"{job_id}_{task_id}"
-
-
 class JobIdError(DataladSlurmError, ValueError):
     """A job id given by the user is not the plain number of a whole job.
 

@@ -41,9 +41,8 @@ from datalad_slurm.slurm.backend import (
 )
 from datalad_slurm.slurm.conf import slurm_conf_path
 from datalad_slurm.slurm.jsoncli import slurmctld_tasks
-from datalad_slurm.slurm.resources import Resources, text, tres_from_text
+from datalad_slurm.slurm.resources import Resources, text, tres_from_text, tres_text
 from datalad_slurm.slurm.state import ENDED_FROM_OUTSIDE, JobState, JobStatus, TaskState
-from datalad_slurm.spool import tres_text
 
 #: attributes read from ``pyslurm.Job`` (slurmctld) and ``pyslurm.db.Job`` (accounting)
 RECORD_FIELDS = (
@@ -70,7 +69,7 @@ RECORD_FIELDS = (
 )
 
 #: what the job was given and used: read only for jobs that are not pending (10,000 pending jobs
-#: of a listing need none), TRES as Slurm's strings (:func:`spool.tres_text`); ``stats.*``
+#: of a listing need none), TRES as Slurm's strings (:func:`resources.tres_text`); ``stats.*``
 #: (accounting: the steps' usage) and ``elapsed_time``/``nodelist`` are ``pyslurm.db.Job``'s,
 #: ``run_time``/``allocated_nodes`` ``pyslurm.Job``'s
 RESOURCE_FIELDS = (

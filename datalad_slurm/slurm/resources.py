@@ -348,3 +348,44 @@ def job_totals(per_task: Iterable[Resources | None]) -> Resources | None:
         qos=joined("qos"),
         source=", ".join(sources) or None,
     )
+
+
+#: pyslurm's TRES attributes in the order of Slurm's TRES ids (cpu 1, mem 2, energy 3, node 4,
+#: billing 5, fs/disk 6, vmem 7, pages 8), then the named kinds (gres, license: 1000 and up)
+_TRES_ORDER = ("cpu", "mem", "energy", "node", "billing", "fs", "vmem", "pages", "gres", "license")
+
+
+def tres_text(tres: Any) -> str | None:
+    """Slurm's TRES string (``cpu=2,mem=100M,node=1,billing=2,gres/gpu=1``), as scontrol writes
+    it, for a TRES value as pyslurm gives it (``Job.allocated_tres``: ``cpu``, ``mem``, ...
+    objects with a ``count``, memory in megabytes, and ``fs``/``gres``/``license`` maps of
+    named ones); a string stays as it is; None for nothing.
+
+    The pyslurm backend writes what scontrol would: memory in the largest unit that holds it
+    exactly (``2048`` -> ``2G``).  The hook's worker has its own copy (``ask.tres_text`` in
+    ``epilog/datalad_slurm_hook``, stdlib only, installed without this package);
+    ``tests/unit/test_resources.py`` holds the two equal.
+    """
+    if tres is None or isinstance(tres, str):
+        return tres or None
+    parts = []
+    for kind in _TRES_ORDER:
+        value = getattr(tres, kind, None)
+        named = value.items() if isinstance(value, dict) else [(None, value)]
+        for key, item in named:
+            amount = getattr(item, "count", None)
+            if not isinstance(amount, int) or isinstance(amount, bool):
+                continue
+            if key is None:
+                parts.append(f"{kind}={_mem_text(amount) if kind == 'mem' else amount}")
+            else:
+                parts.append(f"{kind}/{getattr(item, 'name', None) or key}={amount}")
+    return ",".join(parts) or None
+
+
+def _mem_text(megabytes: int) -> str:
+    """Megabytes as Slurm writes them in TRES strings: ``1000M``, ``2G``, ``1T``."""
+    amount, units = megabytes, "MGTP"
+    while amount and amount % 1024 == 0 and len(units) > 1:
+        amount, units = amount // 1024, units[1:]
+    return f"{amount}{units[0]}"

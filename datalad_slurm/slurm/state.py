@@ -181,7 +181,7 @@ class TaskState:
     resources: Resources | None = None
     #: the exit code may be 128 less than the true one (a hook event answered by pyslurm,
     #: which reads 143 as 15, for a job that did not end by itself): the backend's word on
-    #: it replaces it where the backend has one (``slurm/events.py``)
+    #: it replaces it where the backend has one (``jobs/events.py``)
     exit_uncertain: bool = False
 
     @property

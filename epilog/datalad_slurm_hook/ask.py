@@ -10,7 +10,6 @@ import subprocess
 import sys
 from types import ModuleType
 
-from . import spool
 from .facts import ANSWERED_BY
 from .log import log
 from .scontrol import ScontrolQuestions, default_slurm_conf, find_scontrol, scontrol_env
@@ -122,7 +121,7 @@ def pyslurm_resource_fields(job: Any) -> dict[str, str]:
         try:
             value = getattr(job, attribute, None)
             if key.endswith("TRES"):
-                value = spool.tres_text(value)
+                value = tres_text(value)
             elif key == "RunTime" and isinstance(value, int):
                 value = run_time_text(value)
         except Exception:
@@ -203,3 +202,44 @@ def slurm_questions(
     if pyslurm is not None:
         return PyslurmQuestions(pyslurm, fallback, settings.log)
     return fallback
+
+
+#: pyslurm's TRES attributes in the order of Slurm's TRES ids (cpu 1, mem 2, energy 3, node 4,
+#: billing 5, fs/disk 6, vmem 7, pages 8), then the named kinds (gres, license: 1000 and up)
+_TRES_ORDER = ("cpu", "mem", "energy", "node", "billing", "fs", "vmem", "pages", "gres", "license")
+
+
+def tres_text(tres: Any) -> str | None:
+    """Slurm's TRES string (``cpu=2,mem=100M,node=1,billing=2,gres/gpu=1``), as scontrol writes
+    it, for a TRES value as pyslurm gives it (``Job.allocated_tres``: ``cpu``, ``mem``, ...
+    objects with a ``count``, memory in megabytes, and ``fs``/``gres``/``license`` maps of
+    named ones); a string stays as it is; None for nothing.
+
+    The hook's answers through pyslurm write what scontrol would: memory in the largest unit
+    that holds it exactly (``2048`` -> ``2G``).  A copy of ``datalad_slurm.slurm.resources
+    .tres_text`` (the worker is stdlib only and imports nothing of the package but its spool);
+    ``tests/unit/test_resources.py`` holds the two equal.
+    """
+    if tres is None or isinstance(tres, str):
+        return tres or None
+    parts = []
+    for kind in _TRES_ORDER:
+        value = getattr(tres, kind, None)
+        named = value.items() if isinstance(value, dict) else [(None, value)]
+        for key, item in named:
+            amount = getattr(item, "count", None)
+            if not isinstance(amount, int) or isinstance(amount, bool):
+                continue
+            if key is None:
+                parts.append(f"{kind}={_mem_text(amount) if kind == 'mem' else amount}")
+            else:
+                parts.append(f"{kind}/{getattr(item, 'name', None) or key}={amount}")
+    return ",".join(parts) or None
+
+
+def _mem_text(megabytes: int) -> str:
+    """Megabytes as Slurm writes them in TRES strings: ``1000M``, ``2G``, ``1T``."""
+    amount, units = megabytes, "MGTP"
+    while amount and amount % 1024 == 0 and len(units) > 1:
+        amount, units = amount // 1024, units[1:]
+    return f"{amount}{units[0]}"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from datalad_slurm.gitlock import open_registry
+from datalad_slurm.jobs.statedir import open_registry
 from tests.conftest import Cluster, call, finish_by_job, git, only, subjects, write_script
 
 

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from filelock import FileLock
 
-from datalad_slurm.gitlock import git_dir, open_registry
+from datalad_slurm.git.runner import git_dir
+from datalad_slurm.jobs.statedir import open_registry
 from tests.conftest import (
     USER,
     Cluster,

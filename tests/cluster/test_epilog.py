@@ -525,7 +525,7 @@ def test_cron_reports_problems_on_stderr(spooled_acct: Cluster, in_dataset: Any)
     assert f"Statuses: {bad}: FAILED" in cron.stderr
     assert f"job {running}" not in cron.stderr
     # another finish holds the lock: cron steps aside quietly
-    from datalad_slurm.gitlock import git_lock
+    from datalad_slurm.jobs.statedir import git_lock
 
     with git_lock(ds.path):
         aside = subprocess.run(

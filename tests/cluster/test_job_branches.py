@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from datalad_slurm.registry import Registry
+from datalad_slurm.jobs.registry import Registry
 from tests.cluster.test_alt_dir import kill_swept
 from tests.cluster.test_cli_answers import _git, _json
 from tests.cluster.test_globs import _as_owner, _clean, _record

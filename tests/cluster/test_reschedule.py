@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from datalad_slurm.records import parse_message
+from datalad_slurm.commit.message import parse_message
 from tests.conftest import Cluster, call, git, only, subjects, write_script
 
 
@@ -112,7 +112,7 @@ def test_reschedule_since_and_0_2_8_records(
 def test_reschedule_from_a_directory_that_is_gone(
     slurm: Cluster, dataset: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from datalad_slurm.gitlock import open_registry
+    from datalad_slurm.jobs.statedir import open_registry
 
     ds = dataset
     monkeypatch.chdir(ds.path)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from datalad_slurm.gitlock import open_registry
+from datalad_slurm.jobs.statedir import open_registry
 from tests.conftest import Cluster, call, git, only, subjects, write_script
 
 

@@ -197,7 +197,7 @@ def test_finish_one_job_by_id(slurm: Cluster, in_dataset: Any) -> None:
 
 def test_unknown_job_does_not_stop_the_others(slurm: Cluster, in_dataset: Any) -> None:
     ds = in_dataset
-    from datalad_slurm.gitlock import open_registry
+    from datalad_slurm.jobs.statedir import open_registry
 
     ok = _schedule(ds, write_script(ds, "ok.sh", "#SBATCH -o out/%j.log\necho 1 > out/a\n"))
     with open_registry(ds.path) as registry:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from datalad_slurm.records import parse_message
+from datalad_slurm.commit.message import parse_message
 from tests.conftest import (
     Cluster,
     call,

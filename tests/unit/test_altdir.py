@@ -1,4 +1,4 @@
-"""The scratch folder of ``schedule --alt-dir`` (altdir.py) on real folders: which folders may be
+"""The scratch folder of ``schedule --alt-dir`` on real folders: which folders may be
 one, what is copied in and brought back, what a leftover is, and a folder that is not there at
 finish (issue 20, item 3)."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from datalad.api import create
 
-from datalad_slurm import altdir
-from datalad_slurm.gitlock import open_registry
+from datalad_slurm.jobs import altdir
+from datalad_slurm.jobs.statedir import open_registry
 from tests.unit.conftest import git
 from tests.unit.test_parity_crashes import JOBS, _finish, _register, _states, no_spool
 

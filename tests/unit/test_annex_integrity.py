@@ -18,20 +18,20 @@ from typing import Any
 import pytest
 from datalad.api import Dataset, create
 
-from datalad_slurm import annexing
-from datalad_slurm.annexing import annex_new_files
-from datalad_slurm.committer import commit_jobs, recover
-from datalad_slurm.commitwriter import (
+from datalad_slurm.commit import annexing
+from datalad_slurm.commit.annexing import annex_new_files
+from datalad_slurm.commit.batch import commit_jobs, recover
+from datalad_slurm.commit.record import prepare_commit
+from datalad_slurm.commit.writer import (
     advance_head,
     stage,
     staged_changes,
     worktree_changes,
     write_commits,
 )
-from datalad_slurm.gitlock import clear_interrupted_writes, open_registry
-from datalad_slurm.jobrecord import prepare_commit
-from datalad_slurm.packwriter import TMP_PACK_PREFIX
-from datalad_slurm.registry import Job
+from datalad_slurm.git.pack import TMP_PACK_PREFIX
+from datalad_slurm.jobs.registry import Job
+from datalad_slurm.jobs.statedir import clear_interrupted_writes, open_registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 from tests.conftest import owned_folder, python_as, unprivileged_user
 from tests.unit.conftest import git
@@ -130,8 +130,8 @@ def user_folder() -> Iterator[tuple[pwd.struct_passwd | None, Path]]:
 _READ_ONLY_SCENARIO = """
 import json, os, subprocess, sys
 from datalad.api import Dataset, create
-from datalad_slurm.committer import commit_jobs, recover
-from datalad_slurm.gitlock import open_registry
+from datalad_slurm.commit.batch import commit_jobs, recover
+from datalad_slurm.jobs.statedir import open_registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 from tests.unit.conftest import git
 
@@ -203,8 +203,8 @@ def test_a_job_in_a_read_only_folder_commits_once_the_folder_is_fixed(
 
 _KILLED_IN_INSTALL_PACK = """
 import os, sys
-from datalad_slurm import packwriter
-from datalad_slurm.gitlock import git_writes
+from datalad_slurm.git import pack as packwriter
+from datalad_slurm.jobs.statedir import git_writes
 
 def fsync_then_die(fd):
     os.kill(os.getpid(), 9)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from datalad.api import Dataset, create
 
-from datalad_slurm import annexing
-from datalad_slurm.annexing import annex_new_files
-from datalad_slurm.commitwriter import stage, worktree_changes
+from datalad_slurm.commit import annexing
+from datalad_slurm.commit.annexing import annex_new_files
+from datalad_slurm.commit.writer import stage, worktree_changes
 from tests.unit.conftest import git
 
 ATTRIBUTES = (

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from datalad_slurm.commitwriter import (
+from datalad_slurm.commit.writer import (
     Change,
     advance_head,
     chunked,
@@ -17,7 +17,7 @@ from datalad_slurm.commitwriter import (
     worktree_changes,
     write_commits,
 )
-from datalad_slurm.git import GitError
+from datalad_slurm.git.runner import GitError
 from tests.unit.conftest import git
 
 

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from datalad.api import Dataset, create
 
-from datalad_slurm import commitwriter
-from datalad_slurm.committer import commit_jobs
-from datalad_slurm.git import GitError
-from datalad_slurm.gitlock import open_registry
+from datalad_slurm.commit import writer as commitwriter
+from datalad_slurm.commit.batch import commit_jobs
+from datalad_slurm.git.runner import GitError
+from datalad_slurm.jobs.statedir import open_registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 from tests.conftest import owned_folder, python_as, unprivileged_user
 from tests.unit.conftest import git
@@ -32,8 +32,8 @@ from tests.unit.conftest import git
 _COMMON = r"""
 import json, os, subprocess, sys
 from datalad.api import Dataset, create
-from datalad_slurm.committer import commit_jobs, recover
-from datalad_slurm.gitlock import open_registry
+from datalad_slurm.commit.batch import commit_jobs, recover
+from datalad_slurm.jobs.statedir import open_registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 
 # the same commit ids in both twins' nested repositories

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from datalad_slurm.jobs.events import JobKey, match_events, needs_backend, resolve
 from datalad_slurm.slurm.backend import TaskKey
-from datalad_slurm.slurm.events import JobKey, match_events, needs_backend, resolve
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState, Verdict
 from datalad_slurm.spool import Event
 

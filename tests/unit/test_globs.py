@@ -20,9 +20,9 @@ from datalad_slurm.globs import (
     reserved_paths,
     unmatched,
 )
-from datalad_slurm.jobspecs import parse_job_spec
-from datalad_slurm.registry import OutputConflictError, Registry
-from datalad_slurm.scheduling import ScheduleError, input_paths, normalise_all
+from datalad_slurm.jobs.registry import OutputConflictError, Registry
+from datalad_slurm.usecases.jobspecs import parse_job_spec
+from datalad_slurm.usecases.schedule import ScheduleError, input_paths, normalise_all
 
 #: files (and, ending in "/", empty folders) of the tree every case globs in
 TREE = [

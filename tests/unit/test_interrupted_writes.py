@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from datalad_slurm.committer import find_commits_with_tokens
-from datalad_slurm.gitlock import clear_interrupted_writes, git_writes, state_dir
+from datalad_slurm.commit.batch import find_commits_with_tokens
+from datalad_slurm.jobs.statedir import clear_interrupted_writes, git_writes, state_dir
 from tests.unit.conftest import git
 
 
@@ -36,7 +36,7 @@ def test_locks_of_a_killed_writer_are_removed(repo: Path) -> None:
     os.utime(old, (past, past))
     script = (
         "import os, sys\n"
-        "from datalad_slurm.gitlock import git_writes\n"
+        "from datalad_slurm.jobs.statedir import git_writes\n"
         "with git_writes(sys.argv[1]):\n"
         "    for name in ('index.lock', 'HEAD.lock', 'refs/heads/master.lock',\n"
         "                 'objects/maintenance.lock'):\n"

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from datalad_slurm.jobrecord import find_job_files
-from datalad_slurm.migration import (
+from datalad_slurm.commit.record import find_job_files
+from datalad_slurm.jobs.migration import (
     IMPORTED_LOGS,
     MigrationError,
     adopted,
@@ -27,7 +27,7 @@ from datalad_slurm.migration import (
     take_over,
     waiting,
 )
-from datalad_slurm.registry import Registry
+from datalad_slurm.jobs.registry import Registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 from datalad_slurm.spool import is_registered
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from datalad_slurm import packwriter
-from datalad_slurm.commitwriter import write_commits, write_with_fast_import
-from datalad_slurm.git import GitError, git_ident
-from datalad_slurm.packwriter import Change, write_pack
+from datalad_slurm.commit.writer import write_commits, write_with_fast_import
+from datalad_slurm.git import pack as packwriter
+from datalad_slurm.git.pack import Change, write_pack
+from datalad_slurm.git.runner import GitError, git_ident
 from tests.unit.conftest import git
 
 

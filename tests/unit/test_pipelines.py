@@ -14,16 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from datalad_slurm.finishing import _batches_of_distinct_ids
-from datalad_slurm.jobrecord import JobFiles, build_record, job_facts
-from datalad_slurm.pipelines import (
+from datalad_slurm.commit.record import JobFiles, build_record, job_facts
+from datalad_slurm.jobs.pipelines import (
     DependencyRefusal,
     dependants,
     never_starting,
     plan,
     waiting_for,
 )
-from datalad_slurm.registry import Job, Registry
+from datalad_slurm.jobs.registry import Job, Registry
 from datalad_slurm.slurm.dependency import (
     DependencyError,
     Spec,
@@ -32,6 +31,7 @@ from datalad_slurm.slurm.dependency import (
     parse_spec,
 )
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
+from datalad_slurm.usecases.finish import _batches_of_distinct_ids
 
 
 @pytest.mark.parametrize(
@@ -352,8 +352,8 @@ def test_a_job_waits_for_the_commit_of_what_it_read(tmp_path: Path) -> None:
     the next drain commits the held-back chain, again in order."""
     from datalad.api import create
 
-    from datalad_slurm.committer import commit_jobs
-    from datalad_slurm.gitlock import open_registry
+    from datalad_slurm.commit.batch import commit_jobs
+    from datalad_slurm.jobs.statedir import open_registry
 
     top = str(tmp_path / "ds")
     ds = create(top, result_renderer="disabled")
@@ -402,7 +402,11 @@ def _subjects(top: str) -> list[str]:
 
 
 def test_a_scratch_job_cannot_wait_and_no_job_waits_for_a_scratch_job() -> None:
-    from datalad_slurm.scheduling import ScheduleError, ScheduleRequest, _refuse_scratch_waits
+    from datalad_slurm.usecases.schedule import (
+        ScheduleError,
+        ScheduleRequest,
+        _refuse_scratch_waits,
+    )
 
     plain = _job(1, 101)
     in_scratch = _job(2, 102)

@@ -8,7 +8,7 @@ import pytest
 from datalad.api import Dataset
 from datalad.core.local.run import format_command as datalad_format_command
 
-from datalad_slurm.placeholders import PlaceholderError, format_command, substitutions
+from datalad_slurm.jobs.placeholders import PlaceholderError, format_command, substitutions
 
 COMMANDS = [
     "sbatch job.sh {inputs} -- {outputs}",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from datalad_slurm.records import RecordError, RunRecord, format_message, parse_message
+from datalad_slurm.commit.message import RecordError, RunRecord, format_message, parse_message
 
 SEED_MESSAGE = """[DATALAD SLURM RUN] Slurm job 10524535: Completed
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from datalad_slurm.registry import SCHEMA_VERSION, OutputConflictError, Registry, RegistryError
+from datalad_slurm.jobs.registry import SCHEMA_VERSION, OutputConflictError, Registry, RegistryError
 
 
 def _reserve(registry: Registry, *outputs: str) -> object:
@@ -133,7 +133,7 @@ def test_concurrent_reservations_exactly_one_wins(registry: Registry) -> None:
 
 def _old_registry(path: Path, version: int) -> None:
     """A registry as a datalad-slurm of schema ``version`` left it: one open job holding 'o'."""
-    from datalad_slurm.registry import _MIGRATIONS, _split_sql
+    from datalad_slurm.jobs.registry import _MIGRATIONS, _split_sql
 
     conn = sqlite3.connect(path)
     for script in _MIGRATIONS[:version]:

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from datalad_slurm import finishing
-from datalad_slurm.finishing import FinishRequest, finish
-from datalad_slurm.registry import Job, Registry
-from datalad_slurm.slurm.events import JobKey, match_events, resolve
+from datalad_slurm.jobs.events import JobKey, match_events, resolve
+from datalad_slurm.jobs.registry import Job, Registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState, Verdict
 from datalad_slurm.spool import Event, UserSpool, is_registered, write_event
+from datalad_slurm.usecases import finish as finishing
+from datalad_slurm.usecases.finish import FinishRequest, finish
 
 from .conftest import git
 from .test_events import RecordingBackend
@@ -193,7 +193,7 @@ def test_finish_recovers_from_a_schedule_killed_before_registering(
 
 
 def test_lock_timeout_leaves_the_work_to_the_holder(repo: Path) -> None:
-    from datalad_slurm.gitlock import git_lock
+    from datalad_slurm.jobs.statedir import git_lock
 
     holder = git_lock(str(repo), timeout=-1)
     holder.acquire()
@@ -241,7 +241,7 @@ def test_schedule_s_cleaning_leaves_a_running_schedule_s_marker(spool: Path) -> 
 
 
 def test_open_jobs_of_two_clusters_are_listed_apart(repo: Path, configured: Path) -> None:
-    from datalad_slurm.finishing import list_open_jobs
+    from datalad_slurm.usecases.finish import list_open_jobs
 
     with _registry(repo) as registry:
         _open_job(registry, 7, "a", "out-a")

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from datalad_slurm.jobrecord import RESOURCE_KEYS, build_record, job_facts, resource_keys
-from datalad_slurm.slurm.events import event_resources
+from datalad_slurm.commit.record import RESOURCE_KEYS, build_record, job_facts, resource_keys
+from datalad_slurm.jobs.events import event_resources
 from datalad_slurm.slurm.jsoncli import _sacct_tasks, _squeue_tasks
 from datalad_slurm.slurm.pyslurmapi import accounting_tasks, live_tasks
 from datalad_slurm.slurm.resources import (
@@ -302,7 +302,7 @@ def test_env_json_and_record_carry_the_figures() -> None:
 
 
 def find_files_stub() -> Any:
-    from datalad_slurm.jobrecord import JobFiles
+    from datalad_slurm.commit.record import JobFiles
 
     return JobFiles(logs=[], env_json="slurm-job-42.env.json")
 
@@ -375,7 +375,7 @@ def test_no_question_without_jobs_to_commit() -> None:
 
 def test_the_listing_shows_how_long_running_jobs_have_run() -> None:
     from datalad_slurm.commands.finish import render_open_jobs
-    from datalad_slurm.finishing import running_for
+    from datalad_slurm.usecases.finish import running_for
 
     running = JobStatus(5, backend="pyslurm")
     for task_id, state, elapsed in ((0, JobState.RUNNING, 65), (1, JobState.RUNNING, 3723)):
@@ -425,8 +425,8 @@ def _one_job_dataset(top: Path) -> Any:
 
 
 def _commit_one(ds: Any, top: Path, task: TaskState, usage: Usage | None) -> list[dict[str, Any]]:
-    from datalad_slurm.committer import commit_jobs
-    from datalad_slurm.gitlock import open_registry
+    from datalad_slurm.commit.batch import commit_jobs
+    from datalad_slurm.jobs.statedir import open_registry
 
     with open_registry(str(top)) as registry:
         job = registry.reserve(
@@ -503,7 +503,7 @@ def test_accounting_answers_while_the_outputs_are_staged(tmp_path: Path) -> None
 def test_an_event_and_slurms_answer_fill_each_others_gaps() -> None:
     """The hook on 22.05 knows no requested TRES; squeue does: the merged task has both, where
     both tell of the same run, and never figures of another run (a requeue)."""
-    from datalad_slurm.slurm.events import combine, statuses_from_events
+    from datalad_slurm.jobs.events import combine, statuses_from_events
 
     event = Event(
         job_id=7,
@@ -559,7 +559,7 @@ def test_pyslurm_tres_are_written_as_slurm_writes_them() -> None:
     tests/cluster/test_resources.py compares its figures with sacct's)."""
     from types import SimpleNamespace
 
-    from datalad_slurm.spool import tres_text
+    from datalad_slurm.slurm.resources import tres_text
 
     def counted(amount: int) -> SimpleNamespace:
         return SimpleNamespace(count=amount)
@@ -584,13 +584,13 @@ def test_pyslurm_tres_are_written_as_slurm_writes_them() -> None:
 def test_finish_asks_accounting_unless_told_not_to(tmp_path: Path, setting: str | None) -> None:
     """The whole finish: a job the backend settled (no accounting) is asked about once, with
     ``datalad.slurm.usage`` unset or true; with false not at all, and committed all the same."""
-    from datalad_slurm.finishing import FinishRequest, finish
+    from datalad_slurm.usecases.finish import FinishRequest, finish
 
     top = tmp_path / "ds"
     ds = _one_job_dataset(top)
     if setting is not None:
         ds.config.set("datalad.slurm.usage", setting, scope="local")
-    from datalad_slurm.gitlock import open_registry
+    from datalad_slurm.jobs.statedir import open_registry
 
     with open_registry(str(top)) as registry:
         job = registry.reserve(
@@ -613,3 +613,38 @@ def test_finish_asks_accounting_unless_told_not_to(tmp_path: Path, setting: str 
     else:
         assert backend.usage_calls == [[42]] and record["slurm_max_rss"] == 5
     assert record["slurm_elapsed"] == 3
+
+
+def test_the_hooks_tres_text_is_the_packages() -> None:
+    """The hook's worker keeps its own copy of ``tres_text`` (stdlib only, installed without the
+    package): both write the same string for every shape pyslurm gives."""
+    from types import SimpleNamespace
+
+    from datalad_slurm.slurm.resources import tres_text
+    from tests.unit.hook_modules import ask
+
+    def counted(amount: object) -> SimpleNamespace:
+        return SimpleNamespace(count=amount)
+
+    gpu = SimpleNamespace(count=2, name="gpu:a100")
+    shapes: list[object] = [
+        None,
+        "",
+        "cpu=2,mem=1G",
+        SimpleNamespace(),
+        SimpleNamespace(cpu=counted(4)),
+        SimpleNamespace(cpu=counted(True), mem=counted("x")),
+        SimpleNamespace(mem=counted(0)),
+        SimpleNamespace(mem=counted(1000)),
+        SimpleNamespace(mem=counted(1024)),
+        SimpleNamespace(mem=counted(3 * 1024 * 1024)),
+        SimpleNamespace(mem=counted(1024**4)),
+        SimpleNamespace(cpu=counted(1), energy=counted(7), node=counted(1), billing=counted(3)),
+        SimpleNamespace(fs={"disk": counted(10)}, vmem=counted(5), pages=counted(6)),
+        SimpleNamespace(gres={"gpu": gpu, "mps": counted(100)}, license={"matlab": counted(1)}),
+        SimpleNamespace(gres={}, license=None),
+    ]
+    written = [tres_text(shape) for shape in shapes]
+    assert [ask.tres_text(shape) for shape in shapes] == written
+    assert written[-2] == "gres/gpu:a100=2,gres/mps=100,license/matlab=1"
+    assert written[9] == "mem=3T"

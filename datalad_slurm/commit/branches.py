@@ -31,8 +31,8 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterable, Sequence
 
-from datalad_slurm.commitwriter import Change, chunked, commit_command, import_commits
-from datalad_slurm.git import git_ident, run_git
+from datalad_slurm.commit.writer import Change, chunked, commit_command, import_commits
+from datalad_slurm.git.runner import git_ident, run_git
 
 #: 0.2.8's names of the branches: this and the job id
 BRANCH_PREFIX = "slurm-job-branch-"

@@ -43,10 +43,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from datalad_slurm.git import GitError, fast_import, git_ident, run_git
-from datalad_slurm.gitlock import git_dir
-from datalad_slurm.packwriter import uses_sha1, write_blobs
-from datalad_slurm.registry import REGISTRY_DIRNAME
+from datalad_slurm.git.pack import uses_sha1, write_blobs
+from datalad_slurm.git.runner import GitError, fast_import, git_dir, git_ident, run_git
+from datalad_slurm.jobs.registry import REGISTRY_DIRNAME
 
 lgr = logging.getLogger("datalad.slurm.annexing")
 

@@ -33,14 +33,15 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from datalad_slurm import altdir
+from datalad_slurm.jobs import altdir
+from datalad_slurm.jobs.registry import OutputConflictError, Registry
 from datalad_slurm.paths import PathOutsideDatasetError, normalise
-from datalad_slurm.registry import OutputConflictError, Registry
+from datalad_slurm.results import MIGRATE, make_result
 from datalad_slurm.settings import spool_config
 from datalad_slurm.slurm.conf import cluster_name
 from datalad_slurm.spool import SpoolError, UserSpool
 
-ACTION = "migrate"
+ACTION = MIGRATE
 #: what a taken-over registry file is renamed to: ``<name>`` + this (then ``.2``, ``.3``...)
 IMPORTED_SUFFIX = ".imported"
 #: the key of ``Job.submission_facts`` that holds the log files 0.2.8 found at submission
@@ -224,14 +225,7 @@ def _unique(paths: list[str]) -> list[str]:
 
 
 def _result(dataset_path: str, status: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "action": ACTION,
-        "status": status,
-        "path": dataset_path,
-        "type": "dataset",
-        "message": message,
-        **extra,
-    }
+    return make_result(ACTION, status, dataset_path, type="dataset", message=message, **extra)
 
 
 def _unreadable(dataset_path: str, path: str, exc: MigrationError) -> dict[str, Any]:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from datalad_slurm.git import run_git
+from datalad_slurm.git.runner import run_git
+from datalad_slurm.jobs.registry import Job
 from datalad_slurm.paths import PathOutsideDatasetError, lies_in, normalise
-from datalad_slurm.registry import Job
 from datalad_slurm.slurm.logfiles import LogFile
 
 #: paths per ``git ls-files`` call

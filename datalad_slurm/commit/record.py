@@ -13,12 +13,12 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from datalad_slurm import altdir
+from datalad_slurm.commit.message import REGISTRATION_KEY, RunRecord, format_message
 from datalad_slurm.errors import DataladSlurmError, os_advice
 from datalad_slurm.globs import expand, output_paths, unmatched
+from datalad_slurm.jobs import altdir
+from datalad_slurm.jobs.registry import Job
 from datalad_slurm.paths import PathOutsideDatasetError, normalise
-from datalad_slurm.records import REGISTRATION_KEY, RunRecord, format_message
-from datalad_slurm.registry import Job
 from datalad_slurm.slurm.backend import expand_filename_pattern
 from datalad_slurm.slurm.resources import Resources, job_totals
 from datalad_slurm.slurm.state import JobStatus, TaskState, sorted_tasks

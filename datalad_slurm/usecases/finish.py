@@ -15,23 +15,24 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from datalad_slurm import altdir
-from datalad_slurm.committer import commit_jobs, find_commits_with_tokens, recover
+from datalad_slurm.commit.batch import commit_jobs, find_commits_with_tokens, recover
+from datalad_slurm.commit.record import status_word
 from datalad_slurm.errors import DataladSlurmError
-from datalad_slurm.gitlock import (
+from datalad_slurm.jobs import altdir
+from datalad_slurm.jobs.events import JobKey, match_events, resolve
+from datalad_slurm.jobs.migration import take_over, waiting
+from datalad_slurm.jobs.pipelines import NeverStarts, never_starting, waiting_for
+from datalad_slurm.jobs.registry import HOLDING_STATES, Job, Registry
+from datalad_slurm.jobs.statedir import (
     GitLockTimeout,
     clear_interrupted_writes,
     git_lock,
     open_registry,
 )
-from datalad_slurm.jobrecord import status_word
-from datalad_slurm.migration import take_over, waiting
-from datalad_slurm.pipelines import NeverStarts, never_starting, waiting_for
-from datalad_slurm.registry import HOLDING_STATES, Job, Registry
+from datalad_slurm.results import FINISH, make_result
 from datalad_slurm.settings import asks_usage, hook_uids, spool_config
 from datalad_slurm.slurm.backend import Backend
 from datalad_slurm.slurm.conf import has_accounting, min_job_age, shown_config
-from datalad_slurm.slurm.events import JobKey, match_events, resolve
 from datalad_slurm.slurm.holding import cancel
 from datalad_slurm.slurm.select import choose_backend
 from datalad_slurm.slurm.state import JobState, JobStatus, Verdict
@@ -46,7 +47,7 @@ from datalad_slurm.spool import (
 
 lgr = logging.getLogger("datalad.slurm.finish")
 
-ACTION = "finish"
+ACTION = FINISH
 #: a reservation still 'submitting' after this long was interrupted
 STALE_SUBMISSION_SECONDS = STALE_INFLIGHT_SECONDS
 #: events nobody claimed are removed after this long (other datasets had their chance)
@@ -97,14 +98,7 @@ def read_spool(ds: Any) -> SpoolView:
 
 
 def _result(ds_path: str, status: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "action": ACTION,
-        "status": status,
-        "path": ds_path,
-        "type": "dataset",
-        "message": message,
-        **extra,
-    }
+    return make_result(ACTION, status, ds_path, type="dataset", message=message, **extra)
 
 
 @dataclass
@@ -240,7 +234,7 @@ def _drain(
     to_commit: list[tuple[Job, JobStatus]] = []
     # the commits' results come first, the other jobs' reports after them (as in 0.2.8)
     reports: list[dict[str, Any]] = []
-    # jobs that wait for others (pipelines.py): those never to start, and which jobs are open
+    # jobs that wait for others (jobs/pipelines.py): those never to start, and which jobs are open
     # (a job is committed only after the open jobs it waits for)
     never = never_starting(registry, jobs, resolution.statuses)
     open_rows = (

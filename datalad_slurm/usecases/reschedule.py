@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from datalad_slurm.commit.message import RecordError, RunRecord, is_record_message, parse_message
 from datalad_slurm.errors import DataladSlurmError
-from datalad_slurm.git import GitError, run_git
-from datalad_slurm.records import RecordError, RunRecord, is_record_message, parse_message
-from datalad_slurm.scheduling import ScheduleError, ScheduleRequest, Submitter
+from datalad_slurm.git.runner import GitError, run_git
+from datalad_slurm.results import RESCHEDULE, make_result
 from datalad_slurm.slurm.jobid import JobIdError, parse_job_id
+from datalad_slurm.usecases.schedule import ScheduleError, ScheduleRequest, Submitter
 
 
 class RescheduleError(DataladSlurmError, RuntimeError):
@@ -146,24 +147,22 @@ def reschedule(
     alt_dir: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Submit the recorded jobs again, oldest first, each registered before the next is
-    submitted: a job whose inputs an earlier one writes waits for it (``pipelines.py``), as
+    submitted: a job whose inputs an earlier one writes waits for it (``jobs/pipelines.py``), as
     the recorded jobs did, and one whose inputs a failed one writes is refused.
     ``assume_ready`` and ``alt_dir`` as ``schedule``'s (not taken from the record: as 0.2.8,
     a job runs in a scratch folder only when asked)."""
     dataset_path = str(ds.path)
     records = find_records(dataset_path, revision, since)
     if not records:
-        yield {
-            "action": "reschedule",
-            "status": "notneeded",
-            "path": dataset_path,
-            "type": "dataset",
-            "message": (
-                f"no [DATALAD SLURM RUN] records from the root up to {revision}"
-                if since == ""
-                else f"no [DATALAD SLURM RUN] records between {since} and {revision}"
-            ),
-        }
+        yield make_result(
+            "reschedule",
+            "notneeded",
+            dataset_path,
+            type="dataset",
+            message=f"no [DATALAD SLURM RUN] records from the root up to {revision}"
+            if since == ""
+            else f"no [DATALAD SLURM RUN] records between {since} and {revision}",
+        )
         return
     if report:
         yield from (_report(dataset_path, recorded) for recorded in records)
@@ -176,29 +175,29 @@ def reschedule(
             )
 
 
-def _base(dataset_path: str, recorded: RecordedJob) -> dict[str, Any]:
-    return {
-        "action": "reschedule",
-        "path": dataset_path,
-        "type": "dataset",
-        "commit": recorded.commit,
-        "cmd": recorded.record.cmd,
-        "pwd": recorded.record.pwd,
-        "outputs": recorded.outputs,
-        "inputs": recorded.inputs,
-        "chain": [*recorded.record.chain, recorded.commit],
-    }
+def _base(dataset_path: str, recorded: RecordedJob, status: str, message: str) -> dict[str, Any]:
+    return make_result(
+        RESCHEDULE,
+        status,
+        dataset_path,
+        message=message,
+        commit=recorded.commit,
+        cmd=recorded.record.cmd,
+        pwd=recorded.record.pwd,
+        outputs=recorded.outputs,
+        inputs=recorded.inputs,
+        chain=[*recorded.record.chain, recorded.commit],
+    )
 
 
 def _report(dataset_path: str, recorded: RecordedJob) -> dict[str, Any]:
-    return {
-        **_base(dataset_path, recorded),
-        "status": "ok",
-        "message": (
-            f"would submit {recorded.record.cmd!r} from {recorded.record.pwd} "
-            f"(job {recorded.record.slurm_job_id}, commit {recorded.commit[:8]})"
-        ),
-    }
+    return _base(
+        dataset_path,
+        recorded,
+        "ok",
+        f"would submit {recorded.record.cmd!r} from {recorded.record.pwd} "
+        f"(job {recorded.record.slurm_job_id}, commit {recorded.commit[:8]})",
+    )
 
 
 def _submit(
@@ -211,7 +210,6 @@ def _submit(
 ) -> Iterator[dict[str, Any]]:
     """One record submitted again and registered (its result), or its error; a failure is
     noted, so that the records that read its outputs are refused."""
-    base = _base(dataset_path, recorded)
     request = recorded.request(dataset_path, auto_dependency)
     request.assume_ready, request.alt_dir = assume_ready, alt_dir
     try:
@@ -220,12 +218,14 @@ def _submit(
         results = [submitted] if submitted is not None else submitter.settle()
     except ScheduleError as exc:
         submitter.note_failed(request)
-        yield {**base, "status": "error", "message": f"commit {recorded.commit[:8]}: {exc}"}
+        yield _base(dataset_path, recorded, "error", f"commit {recorded.commit[:8]}: {exc}")
         return
     for result in results:
+        again = f"{result.get('message')} (again, from {recorded.commit[:8]})"
+        base = _base(dataset_path, recorded, result["status"], again)
         yield {
             **result,
             **{k: v for k, v in base.items() if k not in result},
-            "action": "reschedule",
-            "message": f"{result.get('message')} (again, from {recorded.commit[:8]})",
+            "action": RESCHEDULE,
+            "message": again,
         }

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.globs import is_glob, reserved_path
-from datalad_slurm.registry import Job, Registry, RegistryError
+from datalad_slurm.jobs.registry import Job, Registry, RegistryError
 from datalad_slurm.slurm.dependency import (
     NEVER_SATISFIED,
     DependencyError,

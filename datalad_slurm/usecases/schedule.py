@@ -5,7 +5,7 @@ The order matters for crash safety: outputs are reserved (state
 ``submitting``) before anything runs, and the job id is written the moment
 the submit command returned one.  The job is submitted held
 (``slurm/holding.py``): it cannot start before its log files are reserved
-beside its outputs (``joblogs.py``), which opens it; a job whose logs collide
+beside its outputs (``jobs/logs.py``), which opens it; a job whose logs collide
 is cancelled before it ever ran.  A failed or refused submission releases
 the reservation and registers nothing.
 """
@@ -23,22 +23,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from datalad_slurm import altdir, joblogs
 from datalad_slurm.errors import DataladSlurmError
-from datalad_slurm.git import run_git
-from datalad_slurm.gitlock import (
-    clear_interrupted_writes,
-    git_dir,
-    git_lock,
-    git_writes,
-    open_registry,
-)
+from datalad_slurm.git.runner import git_dir, run_git
 from datalad_slurm.globs import expand, hits, in_git_dir, is_glob, output_paths, reserved_path
-from datalad_slurm.migration import take_over
-from datalad_slurm.paths import PathOutsideDatasetError, lies_in, normalise, overlaps
-from datalad_slurm.pipelines import DependencyRefusal, Plan, plan
-from datalad_slurm.placeholders import PlaceholderError, format_command, substitutions
-from datalad_slurm.registry import (
+from datalad_slurm.jobs import altdir
+from datalad_slurm.jobs import logs as joblogs
+from datalad_slurm.jobs.migration import take_over
+from datalad_slurm.jobs.pipelines import DependencyRefusal, Plan, plan
+from datalad_slurm.jobs.placeholders import PlaceholderError, format_command, substitutions
+from datalad_slurm.jobs.registry import (
     REGISTRY_DIRNAME,
     REGISTRY_FILENAME,
     Job,
@@ -46,6 +39,14 @@ from datalad_slurm.registry import (
     Registry,
     RegistryError,
 )
+from datalad_slurm.jobs.statedir import (
+    clear_interrupted_writes,
+    git_lock,
+    git_writes,
+    open_registry,
+)
+from datalad_slurm.paths import PathOutsideDatasetError, lies_in, normalise, overlaps
+from datalad_slurm.results import SCHEDULE, make_result
 from datalad_slurm.settings import spool_config
 from datalad_slurm.slurm.conf import cluster_name
 from datalad_slurm.slurm.dependency import (
@@ -63,7 +64,7 @@ from datalad_slurm.slurm.submitted import CHUNK as FACTS_CHUNK
 from datalad_slurm.slurm.submitted import HELD_REASONS, KEPT, ask_submission_facts
 from datalad_slurm.spool import SpoolError, UserSpool
 
-ACTION = "schedule"
+ACTION = SCHEDULE
 
 #: the values of ``--expand``: which globs the record keeps expanded, as ``datalad run``
 EXPAND_CHOICES = ("inputs", "outputs", "both")
@@ -96,7 +97,7 @@ class ScheduleRequest:
     name: str | None = None
     #: what needs no preparation (``inputs``: no get; ``outputs``: no unlock), as ``datalad run``
     assume_ready: str | None = None
-    #: a scratch folder outside the dataset to run the job in (``--alt-dir``, see altdir.py)
+    #: a scratch folder outside the dataset to run the job in (``--alt-dir``, see jobs/altdir.py)
     alt_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -224,14 +225,14 @@ def schedule_many(ds: Any, requests: Sequence[ScheduleRequest]) -> Iterator[dict
                 except ScheduleError as exc:
                     submitter.note_failed(request, number)
                     waiting.append(
-                        {
-                            "action": ACTION,
-                            "status": "error",
-                            "path": submitter.dataset_path,
-                            "type": "dataset",
-                            "message": f"job {number} ({request.cmd!r}): {exc}",
-                            "cmd": request.cmd,
-                        }
+                        make_result(
+                            ACTION,
+                            "error",
+                            submitter.dataset_path,
+                            type="dataset",
+                            message=f"job {number} ({request.cmd!r}): {exc}",
+                            cmd=request.cmd,
+                        )
                     )
                 if len(submitter.unsettled) >= FACTS_CHUNK or not submitter.unsettled:
                     yield from settled()
@@ -474,23 +475,23 @@ class Submitter:
                 "by hand when it has ended; 10 minutes from now "
                 "'datalad finish --close-failed-jobs' releases its outputs"
             ) from exc
-        result = {
-            "action": ACTION,
-            "status": "ok",
-            "path": dataset_path,
-            "type": "dataset",
-            "message": f"submitted Slurm job {submission.job_id}, outputs {', '.join(outputs)}"
+        result = make_result(
+            ACTION,
+            "ok",
+            dataset_path,
+            type="dataset",
+            message=f"submitted Slurm job {submission.job_id}, outputs {', '.join(outputs)}"
             + _glob_note(outputs)
             + _scratch_note(run_dir if scratch else None, copied),
-            "slurm_job_id": submission.job_id,
-            "cluster": cluster,
-            "cmd": request.cmd,
-            "outputs": outputs,
-            "inputs": inputs,
-            "pwd": pwd,
-            "depends_on": [job_id for _, job_id in waits.depends_on],
-            **({"alt_dir": scratch} if scratch else {}),
-        }
+            slurm_job_id=submission.job_id,
+            cluster=cluster,
+            cmd=request.cmd,
+            outputs=outputs,
+            inputs=inputs,
+            pwd=pwd,
+            depends_on=[job_id for _, job_id in waits.depends_on],
+            **{"alt_dir": scratch} if scratch else {},
+        )
         self.unsettled.append(_Held(job, request, number, noted, spool_note, result, waits))
         return None
 
@@ -789,10 +790,7 @@ class Submitter:
                 + ", ".join(repr(p) for p in unknown)
                 + " is known ('git annex whereis' lists none): nothing can get it"
             )
-        base = {
-            "action": ACTION,
-            "path": self.dataset_path,
-            "type": "dataset",
+        base: dict[str, Any] = {
             "cmd": command,
             "outputs": outputs,
             "inputs": inputs,
@@ -801,11 +799,13 @@ class Submitter:
             "logs": [c.path for c in logs],
         }
         if problems:
-            return {
+            return make_result(
+                ACTION,
+                "error",
+                self.dataset_path,
+                message=f"dry run: {command!r} would be refused: " + "; ".join(problems),
                 **base,
-                "status": "error",
-                "message": f"dry run: {command!r} would be refused: " + "; ".join(problems),
-            }
+            )
         self._dry_reserved.append((len(self._dry_reserved) + 1, outputs))
         self._dry_logs.append((len(self._dry_reserved), logs))
         unlock = not scratch and not _ready(request.assume_ready, "outputs")
@@ -827,13 +827,15 @@ class Submitter:
             notes.append(f"unlock {', '.join(to_unlock)}")
         if waits:
             notes.append(f"wait for {', '.join(waits)} (its inputs are their outputs)")
-        return {
+        return make_result(
+            ACTION,
+            "ok",
+            self.dataset_path,
+            message="; ".join(notes) + " (dry run: nothing was done)",
+            would_get=to_get,
+            would_unlock=to_unlock,
             **base,
-            "status": "ok",
-            "message": "; ".join(notes) + " (dry run: nothing was done)",
-            "would_get": to_get,
-            "would_unlock": to_unlock,
-        }
+        )
 
     def _dry_waits(
         self, inputs: list[str], request: ScheduleRequest, scratch: str | None

@@ -10,20 +10,19 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import subprocess
 from collections.abc import Iterator
 
 from filelock import FileLock, Timeout
 
 from datalad_slurm.errors import DataladSlurmError, os_advice
-from datalad_slurm.packwriter import TMP_PACK_PREFIX
-from datalad_slurm.registry import REGISTRY_DIRNAME, Registry
+from datalad_slurm.git.pack import TMP_PACK_PREFIX
+from datalad_slurm.git.runner import git_dir
+from datalad_slurm.jobs.registry import REGISTRY_DIRNAME, Registry
 
 __all__ = [
     "GitLockError",
     "GitLockTimeout",
     "clear_interrupted_writes",
-    "git_dir",
     "git_lock",
     "git_writes",
     "open_registry",
@@ -34,26 +33,6 @@ GitLockTimeout = Timeout
 
 class GitLockError(DataladSlurmError, RuntimeError):
     """Our state folder in the git directory, or the lock in it, cannot be used."""
-
-
-def git_dir(dataset_path: str) -> str:
-    try:
-        proc = subprocess.run(
-            ["git", "rev-parse", "--absolute-git-dir"],
-            cwd=dataset_path,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except OSError as exc:  # the dataset's folder is gone, or git is
-        proc = subprocess.CompletedProcess([], 1, "", exc.strerror or str(exc))
-    if proc.returncode != 0:
-        raise GitLockError(
-            f"{dataset_path} is not a git repository ({proc.stderr.strip()})",
-            path=dataset_path,
-            advice="run the command inside a DataLad dataset",
-        )
-    return proc.stdout.strip()
 
 
 def state_dir(dataset_path: str) -> str:

@@ -27,13 +27,13 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from datalad_slurm.git import GitError, run_git
+from datalad_slurm.git.runner import GitError, run_git
 
 #: commits to write, oldest first: each a message and the changes it makes to its parent's tree
 CommitChain = Sequence[tuple[str, Sequence["Change"]]]
 
 #: what the names of our packs start with while they are written (a killed writer's are
-#: removed by :func:`datalad_slurm.gitlock.clear_interrupted_writes`)
+#: removed by :func:`datalad_slurm.jobs.statedir.clear_interrupted_writes`)
 TMP_PACK_PREFIX = "tmp_datalad_slurm_"
 #: versions of a folder written as deltas before one is written in full again
 MAX_DELTA_DEPTH = 50

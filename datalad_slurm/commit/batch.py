@@ -1,6 +1,6 @@
 """Turning finished jobs into commits: one commit per job, only its own files, many jobs at once.
 
-All jobs of a drain are committed together (:mod:`datalad_slurm.commitwriter`):
+All jobs of a drain are committed together (:mod:`datalad_slurm.commit.writer`):
 their files are staged at once (fast annexing, one ``git annex add`` /
 ``git add``), then one pack of ours holds one commit per job with its
 ``[DATALAD SLURM RUN]`` record, and HEAD moves once.  Jobs whose paths lie in a subdataset, and
@@ -25,8 +25,21 @@ from typing import Any
 
 from datalad.log import log_progress
 
-from datalad_slurm import altdir, jobbranches
-from datalad_slurm.commitwriter import (
+from datalad_slurm.commit import branches as jobbranches
+from datalad_slurm.commit.message import (
+    REGISTRATION_KEY,
+    RecordError,
+    parse_message,
+    registration_token,
+)
+from datalad_slurm.commit.record import (
+    PreparedCommit,
+    plan_commit,
+    scratch_logs,
+    status_word,
+    write_record,
+)
+from datalad_slurm.commit.writer import (
     WORK_REF,
     Change,
     StagingProblem,
@@ -43,42 +56,31 @@ from datalad_slurm.commitwriter import (
     write_commits,
 )
 from datalad_slurm.errors import DataladSlurmError
-from datalad_slurm.git import GitError, is_utf8, run_git, shown
-from datalad_slurm.gitlock import git_writes
+from datalad_slurm.git.runner import GitError, is_utf8, run_git, shown
 from datalad_slurm.globs import is_glob, reserved_path
-from datalad_slurm.jobrecord import (
-    PreparedCommit,
-    plan_commit,
-    scratch_logs,
-    status_word,
-    write_record,
-)
-from datalad_slurm.pipelines import dependants
-from datalad_slurm.records import (
-    REGISTRATION_KEY,
-    RecordError,
-    parse_message,
-    registration_token,
-)
-from datalad_slurm.registry import Job, Registry
+from datalad_slurm.jobs import altdir
+from datalad_slurm.jobs.pipelines import dependants
+from datalad_slurm.jobs.registry import Job, Registry
+from datalad_slurm.jobs.statedir import git_writes
+from datalad_slurm.results import FINISH, make_result
 from datalad_slurm.slurm.state import JobStatus
 from datalad_slurm.slurm.usage import Usage
 
 lgr = logging.getLogger("datalad.slurm.committer")
 
-ACTION = "finish"
+ACTION = FINISH
 
 
 def _result(dataset_path: str, job: Job, status: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "action": ACTION,
-        "status": status,
-        "path": dataset_path,
-        "type": "dataset",
-        "slurm_job_id": job.job_id,
-        "message": message,
+    return make_result(
+        ACTION,
+        status,
+        dataset_path,
+        type="dataset",
+        slurm_job_id=job.job_id,
+        message=message,
         **extra,
-    }
+    )
 
 
 def _committed(
@@ -106,38 +108,30 @@ def _missing(dataset_path: str, prepared: PreparedCommit) -> Iterator[dict[str, 
     job = prepared.job
     for output in prepared.missing_outputs:
         what = "a glob that matches nothing" if is_glob(output) else "which does not exist"
-        yield {
-            "action": ACTION,
-            "status": "impossible",
-            "path": os.path.join(dataset_path, output),
-            "type": "file",
-            "refds": dataset_path,
-            "slurm_job_id": job.job_id,
-            "missing_output": output,
-            "message": (
-                f"warning: Slurm job {job.job_id} declared the output {output!r}, {what}; "
-                "the job was committed without it (as 'datalad run' does)"
-            ),
-        }
+        yield make_result(
+            ACTION,
+            "impossible",
+            os.path.join(dataset_path, output),
+            type="file",
+            refds=dataset_path,
+            slurm_job_id=job.job_id,
+            missing_output=output,
+            message=f"warning: Slurm job {job.job_id} declared the output {output!r}, {what}; "
+            "the job was committed without it (as 'datalad run' does)",
+        )
 
 
 def _saved(dataset_path: str, changes: Sequence[Change]) -> Iterator[dict[str, Any]]:
     """What ``datalad save`` would have reported for one job's commit: its files, then itself."""
     for change in changes:
-        yield {
-            "action": "delete" if change.deleted else "add",
-            "status": "ok",
-            "path": os.path.join(dataset_path, change.path),
-            "type": "file",
-            "refds": dataset_path,
-        }
-    yield {
-        "action": "save",
-        "status": "ok",
-        "path": dataset_path,
-        "type": "dataset",
-        "refds": dataset_path,
-    }
+        yield make_result(
+            "delete" if change.deleted else "add",
+            "ok",
+            os.path.join(dataset_path, change.path),
+            type="file",
+            refds=dataset_path,
+        )
+    yield make_result("save", "ok", dataset_path, type="dataset", refds=dataset_path)
 
 
 def _not_committed(dataset_path: str, job: Job, why: str) -> dict[str, Any]:
@@ -162,9 +156,9 @@ def commit_jobs(
 
     A job that cannot be committed gets an ``error`` result and stays open;
     the others are committed all the same, except the jobs that wait for it
-    (``pipelines.py``: the jobs come in dependency order, and a job is never
+    (``jobs/pipelines.py``: the jobs come in dependency order, and a job is never
     committed before one it waits for).  ``branches``: ``branches`` or ``octopus``
-    (``finish --branches``/``--octopus``, :mod:`datalad_slurm.jobbranches`).
+    (``finish --branches``/``--octopus``, :mod:`datalad_slurm.commit.branches`).
     ``usage``: accounting's answer about what the jobs used, asked before; the batch
     stages the jobs' outputs while it comes, and writes the records (env.json, message)
     after.
@@ -664,32 +658,28 @@ def _without_free_branch(
 
 def _merged(dataset_path: str, sha: str, merged: Sequence[PreparedCommit]) -> dict[str, Any]:
     branch = run_git(dataset_path, "symbolic-ref", "-q", "--short", "HEAD", check=False).strip()
-    return {
-        "action": ACTION,
-        "status": "ok",
-        "path": dataset_path,
-        "type": "dataset",
-        "message": (
-            f"merged the commits of {len(merged)} Slurm jobs into {branch or 'HEAD'} as "
-            f"{sha[:8]} (one octopus merge)"
-        ),
-        "commit": sha,
-        "merged": [item.job.job_id for item in merged],
-    }
+    return make_result(
+        ACTION,
+        "ok",
+        dataset_path,
+        type="dataset",
+        message=f"merged the commits of {len(merged)} Slurm jobs into {branch or 'HEAD'} as "
+        f"{sha[:8]} (one octopus merge)",
+        commit=sha,
+        merged=[item.job.job_id for item in merged],
+    )
 
 
 def _restore_warning(dataset_path: str, exc: Exception) -> dict[str, Any]:
-    return {
-        "action": ACTION,
-        "status": "impossible",
-        "path": dataset_path,
-        "type": "dataset",
-        "message": (
-            f"warning: the jobs are committed on their branches, but their files could not be "
-            f"taken out of the current branch's index and worktree ({exc}); 'git status' shows "
-            "them: 'git restore --staged --worktree PATH' does it by hand"
-        ),
-    }
+    return make_result(
+        ACTION,
+        "impossible",
+        dataset_path,
+        type="dataset",
+        message=f"warning: the jobs are committed on their branches, but their files could not be "
+        f"taken out of the current branch's index and worktree ({exc}); 'git status' shows "
+        "them: 'git restore --staged --worktree PATH' does it by hand",
+    )
 
 
 def _commit_with_save(

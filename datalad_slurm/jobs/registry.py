@@ -189,7 +189,7 @@ class Job:
     #: which of inputs/outputs the record keeps with globs expanded (``datalad run --expand``)
     expand: str | None = None
     #: the jobs it waits for: ``(row id, Slurm job id)`` of each open job whose outputs or
-    #: logs its inputs overlapped at submission (``pipelines.py``)
+    #: logs its inputs overlapped at submission (``jobs/pipelines.py``)
     depends_on: list[tuple[int, int]] = field(default_factory=list)
     #: the ``--dependency`` Slurm was given for it by schedule (None: none set)
     dependency: str | None = None
