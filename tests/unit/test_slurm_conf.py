@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from datalad_slurm.slurm import pyslurmapi
+from datalad_slurm.slurm import pyslurmload
 from datalad_slurm.slurm.conf import (
     DEFAULT_SLURM_CONFIGS,
     conf_value,
@@ -23,7 +23,7 @@ def test_one_list_of_default_places() -> None:
     the pyslurm backend uses conf.py's.  Configless login nodes' copy is among them."""
     assert scontrol.DEFAULT_SLURM_CONFIGS == DEFAULT_SLURM_CONFIGS
     assert "/run/slurm/conf/slurm.conf" in DEFAULT_SLURM_CONFIGS
-    assert pyslurmapi.slurm_conf_path is slurm_conf_path
+    assert pyslurmload.slurm_conf_path is slurm_conf_path
 
 
 def test_config_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
