@@ -1,5 +1,11 @@
 """The spool: where the Slurm hook leaves completion events for ``datalad finish``.
 
+One file of about 700 lines, over the package's ~400, on purpose: it is the contract between
+the two sides, and the hook installs it alone (``epilog/install`` copies it as
+``datalad_slurm_spool.py``, docs/admin.md lists it), so the config, the layout, the event
+format and the safe walk that writes and reads events stay in one module the hook can import
+without the package; split, the parts would have to be installed and kept in step one by one.
+
 Standard library only: the epilog hook imports this very file (installed
 beside it as ``datalad_slurm_spool.py``) under the system Python.  It owns the
 layout, the versioned event format, the atomic write and the validation.
@@ -33,7 +39,7 @@ import json
 import os
 import stat
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the hook starts faster)
 if TYPE_CHECKING:
@@ -72,8 +78,6 @@ class SpoolConfig:
     query_timeout: float = 5.0
     #: the slurm.conf the hook's Slurm calls use ("" = Slurm's default)
     slurm_conf: str = ""
-    path: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def read_config(path: str) -> SpoolConfig:
@@ -83,7 +87,7 @@ def read_config(path: str) -> SpoolConfig:
             text = stream.read(65536)
     except OSError as exc:
         raise SpoolError(f"cannot read the datalad-slurm config {path}: {exc.strerror}") from exc
-    config = SpoolConfig(path=path)
+    config = SpoolConfig()
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -105,8 +109,7 @@ def read_config(path: str) -> SpoolConfig:
                 config.query_timeout = float(value)
             except ValueError as exc:
                 raise SpoolError(f"{path}:{number}: query_timeout must be a number") from exc
-        else:
-            config.extra[key] = value
+        # any other key is a newer release's: ignored, so that an older hook or finish reads on
     if not os.path.isabs(config.spool):
         raise SpoolError(f"{path}: spool must be an absolute path, got {config.spool!r}")
     return config
@@ -154,10 +157,6 @@ def _ensure_child(parent_fd: int, name: str, mode: int) -> int:
         return fd
     except FileExistsError:
         return _open_child(parent_fd, name, owner=os.getuid())
-
-
-def user_dir_path(spool: str, uid: int) -> str:
-    return os.path.join(spool, str(uid))
 
 
 #: a user's folder other than ``<uid>`` is ``<uid>.<this many random bytes in hex>``

@@ -14,8 +14,9 @@ import subprocess
 
 #: where Slurm's clients find slurm.conf without SLURM_CONF, in the order tried: the default of
 #: Debian's (and most) builds, that of Debian's builds before Slurm 20.11, and the copy a
-#: configless slurmd or sackd keeps.  The hook (epilog/datalad_slurm_epilog.py) and the pyslurm
-#: backend use this list too (tests/unit/test_slurm_conf.py holds the hook's copy to it).
+#: configless slurmd or sackd keeps.  The pyslurm backend uses this list (slurm_conf_path); the
+#: hook keeps a copy (epilog/datalad_slurm_hook/scontrol.py, stdlib only and installed without
+#: the package), which tests/unit/test_slurm_conf.py holds equal to this one.
 DEFAULT_SLURM_CONFIGS = (
     "/etc/slurm/slurm.conf",
     "/etc/slurm-llnl/slurm.conf",

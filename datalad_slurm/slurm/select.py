@@ -3,7 +3,7 @@
 ``datalad.slurm.backend`` (git config, passed in by the commands) or
 ``DATALAD_SLURM_BACKEND`` forces one: ``pyslurm`` or ``jsoncli``.  ``auto``
 (the default) asks pyslurm when it imports, has the API used here (pyslurm
-22.5.2/23.2.1 or newer, see :class:`~datalad_slurm.slurm.pyslurmapi.PyslurmApi`)
+22.5.2/23.2.1 or newer, see :class:`~datalad_slurm.slurm.pyslurmload.PyslurmApi`)
 and slurmctld answers it, and the JSON CLI (``squeue``/``sacct --json``)
 otherwise, keeping why in ``pyslurm_problem``.  Forced, pyslurm's problem is
 the error.  Results name the backend that answered.

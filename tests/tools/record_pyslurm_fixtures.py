@@ -29,7 +29,7 @@ from typing import Any
 
 import pyslurm
 
-from datalad_slurm.slurm.pyslurmapi import plain_record
+from datalad_slurm.slurm.pyslurmrecords import plain_record
 
 SCENARIOS: dict[str, list[str]] = {
     "completed": ["-o", "done-%j.out", "--wrap", "true"],

@@ -19,13 +19,9 @@ from typing import Any
 import pytest
 
 from datalad_slurm.slurm.backend import live_then_accounting, merge_tasks
-from datalad_slurm.slurm.jsoncli import (
-    SQUEUE_COMMAND,
-    _sacct_tasks,
-    _squeue_tasks,
-    describe_layouts,
-)
+from datalad_slurm.slurm.jsoncli import SQUEUE_COMMAND, describe_layouts
 from datalad_slurm.slurm.jsonlayout import ExitStatus, data_parser_version, exit_status, log_name
+from datalad_slurm.slurm.jsonrecords import sacct_tasks, squeue_tasks
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 
 FIXTURES = Path(__file__).parent / "fixtures" / "json"
@@ -48,7 +44,7 @@ def _wanted(expected: Mapping[str, Any]) -> set[int]:
 
 
 def _read(command: str, answer: Mapping[str, Any], wanted: set[int]) -> dict[int, JobStatus]:
-    reader = _sacct_tasks if command.startswith("sacct") else _squeue_tasks
+    reader = sacct_tasks if command.startswith("sacct") else squeue_tasks
     statuses: dict[int, JobStatus] = {}
     merge_tasks(statuses, reader(answer, wanted), command)
     return statuses
@@ -91,11 +87,11 @@ def _combined(
     layout = fixture.get("data_parser") or DEFAULT_LAYOUT[_release(fixture)]
     for answer in filter(None, [squeue, *sacct]):
         assert data_parser_version(answer) == layout
-    live = list(_squeue_tasks(squeue, wanted)) if squeue else []
+    live = list(squeue_tasks(squeue, wanted)) if squeue else []
     statuses = live_then_accounting(
         wanted,
         live,
-        lambda rest: [t for answer in sacct for t in _sacct_tasks(answer, set(rest))],
+        lambda rest: [t for answer in sacct for t in sacct_tasks(answer, set(rest))],
         "test",
     )
     return statuses, {t.label for t in live}, layout

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from datalad_slurm.slurm.backend import BackendError, expand_task_bitmap, merge_tasks
-from datalad_slurm.slurm.jsoncli import _Call, _sacct_tasks, _squeue_tasks
+from datalad_slurm.slurm.jsoncall import SlurmCall
+from datalad_slurm.slurm.jsonrecords import sacct_tasks, squeue_tasks
 from datalad_slurm.slurm.state import JobState, JobStatus
 
 SAMPLES = Path(__file__).parent / "fixtures"
@@ -33,7 +34,7 @@ def _states(status: JobStatus) -> dict[str, str]:
 
 @pytest.mark.parametrize("name", ["squeue-finished.json", "squeue-noacct-finished.json"])
 def test_squeue_finished(name: str) -> None:
-    statuses = _statuses(_squeue_tasks(_load(name), {2, 3, 4, 5, 6}))
+    statuses = _statuses(squeue_tasks(_load(name), {2, 3, 4, 5, 6}))
     assert _states(statuses[2]) == {"2": "COMPLETED"}
     assert _states(statuses[3]) == {f"3_{t}": "COMPLETED" for t in range(4)}
     assert _states(statuses[4]) == {"4": "CANCELLED"}
@@ -50,7 +51,7 @@ def test_squeue_finished(name: str) -> None:
 
 
 def test_squeue_active_with_compressed_pending_array() -> None:
-    statuses = _statuses(_squeue_tasks(_load("squeue-active.json"), {2, 3, 4}))
+    statuses = _statuses(squeue_tasks(_load("squeue-active.json"), {2, 3, 4}))
     assert _states(statuses[2]) == {"2": "RUNNING"}
     assert _states(statuses[3]) == {
         "3_0": "RUNNING",
@@ -66,7 +67,7 @@ def test_squeue_active_with_compressed_pending_array() -> None:
 
 def test_a_slurm_command_that_hangs_is_killed_at_the_timeout() -> None:
     started = time.monotonic()
-    call = _Call(["sleep", "30"])
+    call = SlurmCall(["sleep", "30"])
     with pytest.raises(BackendError, match="did not answer within 1 s"):
         call.result(timeout=1.0)
     assert time.monotonic() - started < 10
@@ -75,7 +76,7 @@ def test_a_slurm_command_that_hangs_is_killed_at_the_timeout() -> None:
 
 def test_a_background_call_keeps_all_its_output() -> None:
     # more than a pipe holds, written before anyone reads: files, not pipes
-    call = _Call(
+    call = SlurmCall(
         ["python3", "-c", "print('x' * 1_000_000); import sys; print('e', file=sys.stderr)"]
     )
     time.sleep(0.5)
@@ -84,17 +85,17 @@ def test_a_background_call_keeps_all_its_output() -> None:
 
 
 def test_a_missing_command_fails_when_its_answer_is_wanted() -> None:
-    call = _Call(["squeue-that-does-not-exist", "--json"])  # no exception yet
+    call = SlurmCall(["squeue-that-does-not-exist", "--json"])  # no exception yet
     with pytest.raises(BackendError, match="not installed or not on PATH"):
         call.result(timeout=5)
 
 
 def test_squeue_leaves_other_jobs_out() -> None:
-    assert _statuses(_squeue_tasks(_load("squeue-finished.json"), {999})) == {}
+    assert _statuses(squeue_tasks(_load("squeue-finished.json"), {999})) == {}
 
 
 def test_sacct_finished() -> None:
-    statuses = _statuses(_sacct_tasks(_load("sacct-finished.json"), {2, 3, 4, 5, 6}))
+    statuses = _statuses(sacct_tasks(_load("sacct-finished.json"), {2, 3, 4, 5, 6}))
     assert _states(statuses[2]) == {"2": "COMPLETED"}
     assert _states(statuses[3]) == {f"3_{t}": "COMPLETED" for t in range(4)}
     assert _states(statuses[4]) == {"4": "CANCELLED"}
@@ -104,12 +105,12 @@ def test_sacct_finished() -> None:
 
 
 def test_sacct_pending_array_bitmap() -> None:
-    statuses = _statuses(_sacct_tasks(_load("sacct-pending-array.json"), {21}))
+    statuses = _statuses(sacct_tasks(_load("sacct-pending-array.json"), {21}))
     assert _states(statuses[21]) == {"21_0": "PENDING", "21_1": "PENDING", "21_2": "PENDING"}
 
 
 def test_sacct_nothing_found() -> None:
-    assert _statuses(_sacct_tasks(_load("sacct-nothing-found.json"), {999999})) == {}
+    assert _statuses(sacct_tasks(_load("sacct-nothing-found.json"), {999999})) == {}
 
 
 @pytest.mark.parametrize(("text", "ids"), [("0x7", [0, 1, 2]), ("0x14", [2, 4]), ("1-2", [1, 2])])
@@ -121,7 +122,7 @@ def test_lagging_accounting_never_overrides_squeue() -> None:
     from datalad_slurm.slurm.backend import trusted_accounting
     from datalad_slurm.slurm.state import TaskState
 
-    known = _statuses(_squeue_tasks(_load("squeue-finished.json"), {3}))
+    known = _statuses(squeue_tasks(_load("squeue-finished.json"), {3}))
     stale = [
         TaskState(3, None, JobState.RUNNING),  # young record without its array fields
         TaskState(3, 1, JobState.RUNNING),  # old state of a task squeue has

@@ -17,12 +17,8 @@ from typing import Any
 import pytest
 
 from datalad_slurm.slurm.backend import Backend
-from datalad_slurm.slurm.jsoncli import (
-    JOB_STATE_COMMAND,
-    SQUEUE_COMMAND,
-    JsonCliBackend,
-    _job_state_tasks,
-)
+from datalad_slurm.slurm.jsoncli import JOB_STATE_COMMAND, SQUEUE_COMMAND, JsonCliBackend
+from datalad_slurm.slurm.jsonrecords import job_state_tasks
 from datalad_slurm.slurm.select import choose_backend
 
 SAMPLES = Path(__file__).parent / "fixtures"
@@ -36,7 +32,7 @@ def _load(name: str) -> dict[str, Any]:
 
 
 def test_plain_jobs_come_from_the_job_state_answer() -> None:
-    tasks, unsettled = _job_state_tasks(_load(JOB_STATE), {2, 3, 10010, 10009, 99})
+    tasks, unsettled = job_state_tasks(_load(JOB_STATE), {2, 3, 10010, 10009, 99})
     assert {(t.job_id, t.task_id, t.state.value, t.cluster) for t in tasks} == {
         (2, None, "PENDING", "local7957"),
         (3, None, "PENDING", "local7957"),
@@ -49,7 +45,7 @@ def test_plain_jobs_come_from_the_job_state_answer() -> None:
 def test_without_foreign_array_tasks_a_job_not_listed_goes_to_accounting() -> None:
     answer = _load(JOB_STATE)
     answer["jobs"] = [j for j in answer["jobs"] if "_" not in j["job_id"]]
-    tasks, unsettled = _job_state_tasks(answer, {2, 99})
+    tasks, unsettled = job_state_tasks(answer, {2, 99})
     assert [t.job_id for t in tasks] == [2]
     assert unsettled == set()
 

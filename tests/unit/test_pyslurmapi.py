@@ -18,15 +18,14 @@ import pytest
 
 from datalad_slurm.slurm import pyslurmapi
 from datalad_slurm.slurm.backend import BackendError, merge_tasks, trusted_accounting
-from datalad_slurm.slurm.pyslurmapi import (
+from datalad_slurm.slurm.pyslurmapi import PyslurmBackend
+from datalad_slurm.slurm.pyslurmexit import raw_statuses, whole_exit_code
+from datalad_slurm.slurm.pyslurmload import LoadedPyslurm, PyslurmApi
+from datalad_slurm.slurm.pyslurmrecords import (
     RECORD_FIELDS,
     RESOURCE_FIELDS,
-    PyslurmApi,
-    PyslurmBackend,
     accounting_tasks,
     live_tasks,
-    raw_statuses,
-    whole_exit_code,
 )
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState, Verdict
 
@@ -308,7 +307,7 @@ def standin(version: str, cluster: Cluster) -> ModuleType:
 def use_standin(monkeypatch: pytest.MonkeyPatch, version: str, cluster: Cluster) -> ModuleType:
     """Make the backend find the stand-in as pyslurm."""
     module = standin(version, cluster)
-    monkeypatch.setattr(pyslurmapi._Api, "get", classmethod(lambda cls: module))
+    monkeypatch.setattr(LoadedPyslurm, "get", classmethod(lambda cls: module))
     return module
 
 

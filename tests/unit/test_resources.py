@@ -24,8 +24,8 @@ import pytest
 
 from datalad_slurm.commit.record import RESOURCE_KEYS, build_record, job_facts, resource_keys
 from datalad_slurm.jobs.events import event_resources
-from datalad_slurm.slurm.jsoncli import _sacct_tasks, _squeue_tasks
-from datalad_slurm.slurm.pyslurmapi import accounting_tasks, live_tasks
+from datalad_slurm.slurm.jsonrecords import sacct_tasks, squeue_tasks
+from datalad_slurm.slurm.pyslurmrecords import accounting_tasks, live_tasks
 from datalad_slurm.slurm.resources import (
     Resources,
     job_totals,
@@ -65,8 +65,8 @@ def _readings(fixture: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Resou
     wanted = set(fixture["job_ids"])
     squeue = _answer(fixture, "squeue --json --states=all")
     sacct = _answer(fixture, "sacct")
-    from_squeue = {t.label: t for t in _squeue_tasks(squeue or {}, wanted)}
-    from_sacct = {t.label: t for t in _sacct_tasks(sacct or {}, wanted)}
+    from_squeue = {t.label: t for t in squeue_tasks(squeue or {}, wanted)}
+    from_sacct = {t.label: t for t in sacct_tasks(sacct or {}, wanted)}
     for label, line in fixture["scontrol"].items():
         fields = hook_facts.parse_scontrol_line(line)
         if not JobState.parse(fields.get("JobState")).is_terminal:
@@ -161,7 +161,7 @@ def test_pyslurm_agrees_with_sacct_and_scontrol_on_the_same_job() -> None:
     assert live.resources is not None and db.resources is not None
     (record,) = PYSLURM_OTHERS["sacct"]
     line = _scontrol(PYSLURM_OTHERS["scontrol"])
-    from_sacct = _sacct_tasks({"jobs": [record]}, {PYSLURM_OTHERS["job_id"]})[0].resources
+    from_sacct = sacct_tasks({"jobs": [record]}, {PYSLURM_OTHERS["job_id"]})[0].resources
     assert from_sacct is not None
     for figure in SHARED:
         assert getattr(live.resources, figure) == getattr(db.resources, figure), figure
@@ -262,7 +262,7 @@ def test_run_time_counts_as_scontrol_does() -> None:
 
 def _array_tasks() -> list[TaskState]:
     fixture = json.loads((FIXTURES / "json" / "24.11.5" / "array.json").read_text())
-    return list(_sacct_tasks(_answer(fixture, "sacct") or {}, set(fixture["job_ids"])))
+    return list(sacct_tasks(_answer(fixture, "sacct") or {}, set(fixture["job_ids"])))
 
 
 def test_an_array_adds_up_its_tasks() -> None:
@@ -281,7 +281,7 @@ def test_an_array_adds_up_its_tasks() -> None:
 
 def _resources_status(release: str = "24.11.5") -> JobStatus:
     fixture = json.loads((FIXTURES / "json" / release / "resources.json").read_text())
-    tasks = list(_sacct_tasks(_answer(fixture, "sacct") or {}, set(fixture["job_ids"])))
+    tasks = list(sacct_tasks(_answer(fixture, "sacct") or {}, set(fixture["job_ids"])))
     return JobStatus(42, {t.label: t for t in tasks}, backend="squeue/sacct --json")
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
 
-from datalad_slurm.slurm import pyslurmapi
+from datalad_slurm.slurm import pyslurmload
 from datalad_slurm.slurm.conf import (
     DEFAULT_SLURM_CONFIGS,
     conf_value,
@@ -23,7 +24,24 @@ def test_one_list_of_default_places() -> None:
     the pyslurm backend uses conf.py's.  Configless login nodes' copy is among them."""
     assert scontrol.DEFAULT_SLURM_CONFIGS == DEFAULT_SLURM_CONFIGS
     assert "/run/slurm/conf/slurm.conf" in DEFAULT_SLURM_CONFIGS
-    assert pyslurmapi.slurm_conf_path is slurm_conf_path
+    assert pyslurmload.slurm_conf_path is slurm_conf_path
+
+
+def test_no_other_module_has_its_own_list() -> None:
+    """slurm.conf's default places are written in slurm/conf.py only: no other module of the
+    package names one of them (messages take them from there too)."""
+    package = Path(__file__).resolve().parents[2] / "datalad_slurm"
+    own = package / "slurm" / "conf.py"
+    found = [
+        f"{path.relative_to(package)}:{node.lineno}: {node.value}"
+        for path in sorted(package.rglob("*.py"))
+        if path != own
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and any(place in node.value for place in DEFAULT_SLURM_CONFIGS)
+    ]
+    assert found == []
 
 
 def test_config_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
