@@ -12,8 +12,8 @@ from datalad.support.param import Parameter
 
 from datalad_slurm.commands.failures import error_result
 from datalad_slurm.errors import DataladSlurmError
+from datalad_slurm.usecases.request import ASSUME_READY_CHOICES
 from datalad_slurm.usecases.reschedule import reschedule
-from datalad_slurm.usecases.schedule import ASSUME_READY_CHOICES
 
 
 @build_doc

@@ -17,15 +17,14 @@ from datalad.support.param import Parameter
 from datalad_slurm.commands.failures import error_result
 from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.usecases.jobspecs import read_job_specs
-from datalad_slurm.usecases.schedule import (
+from datalad_slurm.usecases.request import (
     ASSUME_READY_CHOICES,
     EXPAND_CHOICES,
     ScheduleError,
     ScheduleRequest,
     join_command,
-    schedule,
-    schedule_many,
 )
+from datalad_slurm.usecases.schedule import schedule, schedule_many
 
 lgr = logging.getLogger("datalad.slurm.schedule")
 

@@ -19,7 +19,7 @@ import json
 import os
 from collections.abc import Iterable
 
-from datalad_slurm.usecases.schedule import (
+from datalad_slurm.usecases.request import (
     ASSUME_READY_CHOICES,
     EXPAND_CHOICES,
     ScheduleError,

@@ -13,7 +13,8 @@ from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.git.runner import GitError, run_git
 from datalad_slurm.results import RESCHEDULE, make_result
 from datalad_slurm.slurm.jobid import JobIdError, parse_job_id
-from datalad_slurm.usecases.schedule import ScheduleError, ScheduleRequest, Submitter
+from datalad_slurm.usecases.request import ScheduleError, ScheduleRequest
+from datalad_slurm.usecases.schedule import Submitter
 
 
 class RescheduleError(DataladSlurmError, RuntimeError):

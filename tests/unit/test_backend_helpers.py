@@ -7,7 +7,7 @@ import pytest
 from datalad_slurm.jobs.placeholders import PlaceholderError, format_command
 from datalad_slurm.slurm.backend import expand_array_spec, expand_filename_pattern
 from datalad_slurm.slurm.jsonlayout import ExitStatus
-from datalad_slurm.usecases.schedule import join_command
+from datalad_slurm.usecases.request import join_command
 
 
 @pytest.mark.parametrize(

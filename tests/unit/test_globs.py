@@ -22,7 +22,7 @@ from datalad_slurm.globs import (
 )
 from datalad_slurm.jobs.registry import OutputConflictError, Registry
 from datalad_slurm.usecases.jobspecs import parse_job_spec
-from datalad_slurm.usecases.schedule import ScheduleError, input_paths, normalise_all
+from datalad_slurm.usecases.request import ScheduleError, input_paths, normalise_all
 
 #: files (and, ending in "/", empty folders) of the tree every case globs in
 TREE = [

@@ -402,24 +402,21 @@ def _subjects(top: str) -> list[str]:
 
 
 def test_a_scratch_job_cannot_wait_and_no_job_waits_for_a_scratch_job() -> None:
-    from datalad_slurm.usecases.schedule import (
-        ScheduleError,
-        ScheduleRequest,
-        _refuse_scratch_waits,
-    )
+    from datalad_slurm.usecases.request import ScheduleError, ScheduleRequest
+    from datalad_slurm.usecases.waits import refuse_scratch_waits
 
     plain = _job(1, 101)
     in_scratch = _job(2, 102)
     in_scratch.alt_dir = "/scratch/me/ds"
     request = ScheduleRequest(cmd="sbatch x.sh", outputs=["o9"], inputs=["o1"])
     # a job of the dataset reading a job of the dataset: nothing refused
-    _refuse_scratch_waits(None, request, [("o1", "o1", plain)])
+    refuse_scratch_waits(None, request, [("o1", "o1", plain)])
     # the new job runs in a scratch folder: its inputs are copied at submission
     with pytest.raises(ScheduleError, match=r"open job\(s\) 101, not committed yet.*--alt-dir"):
-        _refuse_scratch_waits("/scratch/me/ds2", request, [("o1", "o1", plain)])
+        refuse_scratch_waits("/scratch/me/ds2", request, [("o1", "o1", plain)])
     # the provider runs in a scratch folder: its outputs reach the dataset at finish
     with pytest.raises(ScheduleError, match=r"job 102 in /scratch/me/ds\).*finish those jobs"):
-        _refuse_scratch_waits(None, request, [("o2", "o2", in_scratch)])
+        refuse_scratch_waits(None, request, [("o2", "o2", in_scratch)])
     # --no-auto-dependency: the user's choice, nothing refused
     request.auto_dependency = False
-    _refuse_scratch_waits("/scratch/me/ds2", request, [("o2", "o2", in_scratch)])
+    refuse_scratch_waits("/scratch/me/ds2", request, [("o2", "o2", in_scratch)])
