@@ -38,13 +38,20 @@ import logging
 import os
 import re
 import stat
-import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from datalad_slurm.git.catfile import read_objects
 from datalad_slurm.git.pack import uses_sha1, write_blobs
-from datalad_slurm.git.runner import GitError, fast_import, git_dir, git_ident, run_git
+from datalad_slurm.git.runner import (
+    GitError,
+    fast_import,
+    git_bytes,
+    git_dir,
+    git_ident,
+    run_git,
+)
 from datalad_slurm.jobs.registry import REGISTRY_DIRNAME
 
 lgr = logging.getLogger("datalad.slurm.annexing")
@@ -311,17 +318,16 @@ def _batch(
 ) -> list[str]:
     """One git-annex batch process over ``lines``; its answers, one per line."""
     items = list(lines)
-    proc = subprocess.run(
-        ["git", "annex", *command],
-        cwd=top,
-        input=("".join(item + separator for item in items)).encode("utf-8", "surrogateescape"),
-        capture_output=True,
-        check=False,
+    what = f"git annex {command[0]}"
+    out = git_bytes(
+        top,
+        ["annex", *command],
+        "".join(item + separator for item in items).encode("utf-8", "surrogateescape"),
+        what=what,
     )
-    answers = proc.stdout.decode("utf-8", "surrogateescape").split("\n")
-    if proc.returncode != 0 or len(answers) < len(items):
-        why = proc.stderr.decode(errors="replace").strip()
-        raise GitError(f"git annex {command[0]} failed in {top}: {why}")
+    answers = out.decode("utf-8", "surrogateescape").split("\n")
+    if len(answers) < len(items):
+        raise GitError(f"{what} failed in {top}: it answered {len(answers)} of {len(items)}")
     return answers[: len(items)]
 
 
@@ -507,27 +513,9 @@ def _branch_files(repo: _Repo) -> set[str]:
 
 def _read_branch_files(repo: _Repo, paths: Sequence[str]) -> dict[str, str]:
     """The contents of some files of the git-annex branch, through one ``git cat-file --batch``."""
-    if not paths:
-        return {}
-    proc = subprocess.run(
-        ["git", "cat-file", "--batch"],
-        cwd=repo.top,
-        input="".join(f"{ANNEX_BRANCH}:{path}\n" for path in paths).encode(),
-        capture_output=True,
-        check=True,
-    )
-    contents: dict[str, str] = {}
-    data = proc.stdout
-    position = 0
-    for path in paths:
-        end = data.index(b"\n", position)
-        header = data[position:end].split()
-        position = end + 1
-        if len(header) == 3:
-            size = int(header[2])
-            contents[path] = data[position : position + size].decode(errors="replace")
-            position += size + 1
-    return contents
+    found = read_objects(repo.top, [f"{ANNEX_BRANCH}:{path}" for path in paths])
+    prefix = len(ANNEX_BRANCH) + 1
+    return {name[prefix:]: content.decode(errors="replace") for name, content in found.items()}
 
 
 def record_present(repo: _Repo, logs: dict[str, str], attempts: int = 3) -> None:

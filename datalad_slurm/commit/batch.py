@@ -41,7 +41,6 @@ from datalad_slurm.commit.record import (
 )
 from datalad_slurm.commit.writer import (
     WORK_REF,
-    Change,
     StagingProblem,
     WorktreeChanges,
     advance_head,
@@ -57,6 +56,7 @@ from datalad_slurm.commit.writer import (
 )
 from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.git.runner import GitError, is_utf8, run_git, shown
+from datalad_slurm.git.trees import Change
 from datalad_slurm.globs import is_glob, reserved_path
 from datalad_slurm.jobs import altdir
 from datalad_slurm.jobs.pipelines import dependants

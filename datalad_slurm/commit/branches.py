@@ -28,11 +28,11 @@ out of the index and worktree the files of such jobs that a killed run left stag
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterable, Sequence
 
-from datalad_slurm.commit.writer import Change, chunked, commit_command, import_commits
-from datalad_slurm.git.runner import git_ident, run_git
+from datalad_slurm.commit.writer import chunked, commit_command, import_commits
+from datalad_slurm.git.runner import GitError, git_bytes, git_ident, run_git
+from datalad_slurm.git.trees import Change
 
 #: 0.2.8's names of the branches: this and the job id
 BRANCH_PREFIX = "slurm-job-branch-"
@@ -127,10 +127,11 @@ def settle(repo: str, commits: Iterable[str]) -> None:
 
 def _in_head(repo: str, sha: str) -> bool:
     """Whether HEAD's history holds the commit (``git merge-base --is-ancestor``)."""
-    proc = subprocess.run(
-        ["git", "merge-base", "--is-ancestor", sha, "HEAD"], cwd=repo, capture_output=True
-    )
-    return proc.returncode == 0
+    try:
+        git_bytes(repo, ["merge-base", "--is-ancestor", sha, "HEAD"])
+    except GitError:  # exit 1: not an ancestor
+        return False
+    return True
 
 
 def _changes(repo: str, sha: str) -> dict[str, tuple[str, str] | None]:
