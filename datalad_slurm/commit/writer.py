@@ -192,6 +192,7 @@ def _annex_add(
     ]
     problems = []
     reported = set()
+    # a Popen, not git/runner: each JSON line moves the progress bar as git-annex writes it
     with (
         tempfile.TemporaryFile() as errors,
         subprocess.Popen(
