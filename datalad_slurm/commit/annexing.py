@@ -30,6 +30,10 @@ Order, for crash safety: content and links first, then the location log, then th
 blobs, then the index. A
 finish killed in between leaves links to content that is in the annex; the next finish finds
 them as untracked links to their own objects and takes them from where they are.
+
+The location log is :mod:`datalad_slurm.commit.locationlog`. What is left here (~440 lines) is
+kept in one module: it is one file's way into the annex (classify, key, place, link, stage),
+whose order is its crash safety, and its parts are used nowhere else.
 """
 
 from __future__ import annotations
@@ -38,20 +42,25 @@ import logging
 import os
 import re
 import stat
-import subprocess
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from datalad_slurm.commit.locationlog import (
+    ANNEX_BRANCH,
+    AnnexedRepo,
+    annex_batch,
+    record_present,
+    set_present,
+)
 from datalad_slurm.git.pack import uses_sha1, write_blobs
-from datalad_slurm.git.runner import GitError, fast_import, git_dir, git_ident, run_git
-from datalad_slurm.jobs.registry import REGISTRY_DIRNAME
+from datalad_slurm.git.runner import (
+    git_dir,
+    run_git,
+)
 
 lgr = logging.getLogger("datalad.slurm.annexing")
 
-#: where fast-import builds the git-annex branch's commit before the branch moves to it
-ANNEX_WORK_REF = "refs/datalad-slurm/git-annex"
-ANNEX_BRANCH = "refs/heads/git-annex"
 #: the switch (git config) that sends every file to ``git annex add``
 FAST_ANNEX_KEY = "datalad.slurm.fast-annex"
 #: backends whose keys hold nothing but size, hash and extension (no file name, no mtime)
@@ -71,23 +80,6 @@ _SETTINGS_THAT_CHANGE_ADD = {
 }
 _ANNEX_VERSIONS = ("8", "9", "10")
 _FALSE = ("false", "no", "off", "0")
-
-
-@dataclass
-class _Repo:
-    top: str
-    git_dir: str
-    uuid: str
-    default_backend: str
-    #: ``annex.tune.branchhash1``: the git-annex branch keeps its logs one folder deep
-    branch_hash1: bool = False
-    #: object folders known to exist (a makedirs per file is a tenth of the work)
-    made: set[str] = field(default_factory=set)
-
-    @property
-    def scratch(self) -> str:
-        """Where links wait before they replace their file."""
-        return os.path.join(self.git_dir, REGISTRY_DIRNAME, "links")
 
 
 @dataclass
@@ -174,7 +166,7 @@ def _git_config(top: str) -> dict[str, str]:
     return config
 
 
-def _fast_path_repo(top: str) -> _Repo | None:
+def _fast_path_repo(top: str) -> AnnexedRepo | None:
     """The repository's facts if the fast path may run in it at all, else None (and why, logged)."""
     config = _git_config(top)
 
@@ -210,7 +202,7 @@ def _fast_path_repo(top: str) -> _Repo | None:
         refuse("git annex config sets annex.largefiles or annex.addunlocked")
         return None
     backend = config.get("annex.backend") or (config.get("annex.backends") or "").split(" ")[0]
-    return _Repo(
+    return AnnexedRepo(
         top,
         git_folder,
         config["annex.uuid"],
@@ -219,7 +211,7 @@ def _fast_path_repo(top: str) -> _Repo | None:
     )
 
 
-def _classify(repo: _Repo, untracked: Sequence[str], rest: list[str]) -> list[_File]:
+def _classify(repo: AnnexedRepo, untracked: Sequence[str], rest: list[str]) -> list[_File]:
     """Regular files with one link, and links to objects an interrupted finish made."""
     files: list[_File] = []
     links: list[_File] = []
@@ -251,7 +243,7 @@ def _classify(repo: _Repo, untracked: Sequence[str], rest: list[str]) -> list[_F
     return kept + links
 
 
-def _annex_link_key(repo: _Repo, path: str) -> str:
+def _annex_link_key(repo: AnnexedRepo, path: str) -> str:
     """The key a symlink points to if it is a link into this annex with its content present."""
     try:
         target = os.readlink(os.path.join(repo.top, path))
@@ -274,13 +266,13 @@ def _record_leftover_links(top: str, untracked: Sequence[str]) -> None:
     uuid = run_git(top, "config", "annex.uuid", check=False).strip() if links else ""
     if not uuid:
         return
-    repo = _Repo(top, git_dir(top), uuid, "")
+    repo = AnnexedRepo(top, git_dir(top), uuid, "")
     keys = sorted({key for path in links if (key := _annex_link_key(repo, path))})
     if keys:
-        _set_present(repo, keys)
+        set_present(repo, keys)
 
 
-def _attributes(repo: _Repo, paths: Sequence[str]) -> dict[str, tuple[str, str]]:
+def _attributes(repo: AnnexedRepo, paths: Sequence[str]) -> dict[str, tuple[str, str]]:
     """``annex.largefiles`` and ``annex.backend`` of each path, from ``.gitattributes``."""
     if not paths:
         return {}
@@ -306,32 +298,13 @@ def _attributes(repo: _Repo, paths: Sequence[str]) -> dict[str, tuple[str, str]]
     }
 
 
-def _batch(
-    top: str, command: Sequence[str], lines: Iterable[str], separator: str = "\n"
-) -> list[str]:
-    """One git-annex batch process over ``lines``; its answers, one per line."""
-    items = list(lines)
-    proc = subprocess.run(
-        ["git", "annex", *command],
-        cwd=top,
-        input=("".join(item + separator for item in items)).encode("utf-8", "surrogateescape"),
-        capture_output=True,
-        check=False,
-    )
-    answers = proc.stdout.decode("utf-8", "surrogateescape").split("\n")
-    if proc.returncode != 0 or len(answers) < len(items):
-        why = proc.stderr.decode(errors="replace").strip()
-        raise GitError(f"git annex {command[0]} failed in {top}: {why}")
-    return answers[: len(items)]
-
-
-def _compute_keys(repo: _Repo, files: Sequence[_File], rest: list[str]) -> None:
+def _compute_keys(repo: AnnexedRepo, files: Sequence[_File], rest: list[str]) -> None:
     """Each file's key, as ``git annex add`` would compute it; a file without one goes to rest."""
     by_backend: dict[str, list[_File]] = {}
     for candidate in files:
         by_backend.setdefault(candidate.backend, []).append(candidate)
     for backend, group in sorted(by_backend.items()):
-        keys = _batch(
+        keys = annex_batch(
             repo.top,
             ["calckey", "--backend", backend, "--batch", "-z"],
             (c.path for c in group),
@@ -344,9 +317,9 @@ def _compute_keys(repo: _Repo, files: Sequence[_File], rest: list[str]) -> None:
                 rest.append(candidate.path)
 
 
-def _locate(repo: _Repo, files: Sequence[_File]) -> None:
+def _locate(repo: AnnexedRepo, files: Sequence[_File]) -> None:
     keys = sorted({c.key for c in files})
-    answers = _batch(
+    answers = annex_batch(
         repo.top, ["examinekey", "--batch", "--format", "${objectpath}\t${hashdirlower}\n"], keys
     )
     places = dict(zip(keys, (answer.split("\t") for answer in answers), strict=True))
@@ -355,7 +328,7 @@ def _locate(repo: _Repo, files: Sequence[_File]) -> None:
         candidate.log_path = _log_path(repo, candidate.key, hash_dirs)
 
 
-def _log_path(repo: _Repo, key: str, hash_dirs: str) -> str:
+def _log_path(repo: AnnexedRepo, key: str, hash_dirs: str) -> str:
     """Where the git-annex branch keeps a key's location log.
 
     ``${hashdirlower}`` is always two levels (``aaa/bbb/``); with ``annex.tune.branchhash1``
@@ -380,7 +353,7 @@ def _without_write_bits(path: str) -> None:
     os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) & ~0o222)
 
 
-def _place(repo: _Repo, candidate: _File) -> bool:
+def _place(repo: AnnexedRepo, candidate: _File) -> bool:
     """Move the content into the annex and leave git-annex's symlink; False: leave it to add."""
     worktree_file = os.path.join(repo.top, candidate.path)
     content = os.path.join(repo.top, candidate.object_path)
@@ -448,7 +421,7 @@ def _unlink_content(content: str, before: os.stat_result) -> None:
     os.rmdir(key_dir)
 
 
-def _replace_by_link(repo: _Repo, worktree_file: str, target: str) -> None:
+def _replace_by_link(repo: AnnexedRepo, worktree_file: str, target: str) -> None:
     """Swap the file for a symlink in one rename, so a crash leaves one or the other."""
     link = os.path.join(repo.scratch, f"{os.getpid()}-{time.monotonic_ns()}")
     os.symlink(target, link)
@@ -459,7 +432,7 @@ def _replace_by_link(repo: _Repo, worktree_file: str, target: str) -> None:
         raise
 
 
-def _stage_links(repo: _Repo, paths: Sequence[str]) -> None:
+def _stage_links(repo: AnnexedRepo, paths: Sequence[str]) -> None:
     """Stage the links; their blobs go into one pack of ours first (not one loose object each),
     then ``update-index --info-only`` records them with their stat data, writing no object."""
     options = ["--add", "-z", "--stdin"]
@@ -468,126 +441,3 @@ def _stage_links(repo: _Repo, paths: Sequence[str]) -> None:
         write_blobs(repo.top, (os.readlink(os.path.join(top, os.fsencode(p))) for p in paths))
         options.insert(0, "--info-only")
     run_git(repo.top, "update-index", *options, stdin="\0".join(paths) + "\0")
-
-
-# --- the location log ------------------------------------------------------------------------
-
-
-def _journal_name(log_path: str) -> str:
-    """The journal file git-annex keeps for a branch file it has not committed yet."""
-    return log_path.replace("_", "__").replace("/", "_")
-
-
-def _in_journal(key: str, log_path: str, journal: set[str]) -> bool:
-    """Does git-annex hold uncommitted news about this key? (Also any journal file naming it.)"""
-    return bool(journal) and (
-        _journal_name(log_path) in journal or any(key in name for name in journal)
-    )
-
-
-def _newest_status(log: str, uuid: str) -> str | None:
-    newest: tuple[float, str] | None = None
-    for line in log.splitlines():
-        parts = line.split()
-        if len(parts) != 3 or parts[2] != uuid:
-            continue
-        try:
-            when = float(parts[0].rstrip("s"))
-        except ValueError:
-            continue
-        if newest is None or when >= newest[0]:
-            newest = (when, parts[1])
-    return newest[1] if newest else None
-
-
-def _branch_files(repo: _Repo) -> set[str]:
-    listing = run_git(repo.top, "ls-tree", "-r", "-z", "--name-only", ANNEX_BRANCH, check=False)
-    return set(listing.split("\0"))
-
-
-def _read_branch_files(repo: _Repo, paths: Sequence[str]) -> dict[str, str]:
-    """The contents of some files of the git-annex branch, through one ``git cat-file --batch``."""
-    if not paths:
-        return {}
-    proc = subprocess.run(
-        ["git", "cat-file", "--batch"],
-        cwd=repo.top,
-        input="".join(f"{ANNEX_BRANCH}:{path}\n" for path in paths).encode(),
-        capture_output=True,
-        check=True,
-    )
-    contents: dict[str, str] = {}
-    data = proc.stdout
-    position = 0
-    for path in paths:
-        end = data.index(b"\n", position)
-        header = data[position:end].split()
-        position = end + 1
-        if len(header) == 3:
-            size = int(header[2])
-            contents[path] = data[position : position + size].decode(errors="replace")
-            position += size + 1
-    return contents
-
-
-def record_present(repo: _Repo, logs: dict[str, str], attempts: int = 3) -> None:
-    """Record in the location log of each key (``{key: log path}``) that this repository has it.
-
-    New keys get their log in one commit on the git-annex branch, which moves by
-    compare-and-swap; keys that git-annex already knows about are left as they are if the log
-    says "here" already, and otherwise go through ``git annex setpresentkey``, as do keys the
-    journal holds news about.
-    """
-    journal_dir = os.path.join(repo.git_dir, "annex", "journal")
-    journal = set(os.listdir(journal_dir)) if os.path.isdir(journal_dir) else set()
-    for _ in range(attempts):
-        old = run_git(repo.top, "rev-parse", "--verify", "-q", ANNEX_BRANCH, check=False).strip()
-        existing = _branch_files(repo) if old else set()
-        through_git_annex = {key for key, log in logs.items() if _in_journal(key, log, journal)}
-        known = [k for k, log in logs.items() if log in existing and k not in through_git_annex]
-        current = _read_branch_files(repo, [logs[k] for k in known])
-        through_git_annex |= {
-            key for key in known if _newest_status(current.get(logs[key], ""), repo.uuid) != "1"
-        }
-        new = {
-            key: log
-            for key, log in logs.items()
-            if log not in existing and key not in through_git_annex
-        }
-        if not new or _commit_new_logs(repo, old, new):
-            break
-    else:
-        lgr.debug("the git-annex branch kept moving; recording through git-annex")
-        through_git_annex = set(logs)
-    if through_git_annex:
-        _set_present(repo, sorted(through_git_annex))
-
-
-def _set_present(repo: _Repo, keys: Iterable[str]) -> None:
-    """``git annex setpresentkey`` for the keys: one batch process."""
-    answers = _batch(repo.top, ["setpresentkey", "--batch"], (f"{k} {repo.uuid} 1" for k in keys))
-    failed = [answer for answer in answers if not answer.endswith(" ok")]
-    if failed:
-        raise GitError(f"git annex setpresentkey failed in {repo.top}: {failed[0]}")
-
-
-def _commit_new_logs(repo: _Repo, old: str, new: dict[str, str]) -> bool:
-    """One commit on the git-annex branch with a log for each new key; False if the branch moved."""
-    now = time.time_ns()
-    line = f"{now // 10**9}.{now % 10**9:09d}s 1 {repo.uuid}\n".encode()
-    ident = git_ident(repo.top, "GIT_COMMITTER_IDENT")
-    parts = [
-        b"commit %s\ncommitter %s\ndata 6\nupdate\n" % (ANNEX_WORK_REF.encode(), ident),
-        b"from %s\n" % old.encode() if old else b"",
-    ]
-    for log in sorted(set(new.values())):
-        parts.append(b"M 100644 inline %s\ndata %d\n%s\n" % (log.encode(), len(line), line))
-    parts.append(b"\ndone\n")
-    fast_import(repo.top, b"".join(parts))
-    commit = run_git(repo.top, "rev-parse", ANNEX_WORK_REF).strip()
-    run_git(repo.top, "update-ref", "-d", ANNEX_WORK_REF, check=False)
-    try:
-        run_git(repo.top, "update-ref", "-m", "datalad-slurm: finish", ANNEX_BRANCH, commit, old)
-    except GitError:
-        return False
-    return True

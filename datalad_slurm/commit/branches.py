@@ -28,11 +28,14 @@ out of the index and worktree the files of such jobs that a killed run left stag
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 
-from datalad_slurm.commit.writer import Change, chunked, commit_command, import_commits
-from datalad_slurm.git.runner import git_ident, run_git
+from datalad_slurm.commit.outcomes import NotCommitted, Reported
+from datalad_slurm.commit.record import PreparedCommit
+from datalad_slurm.commit.writer import chunked, commit_command, import_commits
+from datalad_slurm.git.runner import GitError, git_bytes, git_ident, run_git
+from datalad_slurm.git.trees import Change
+from datalad_slurm.results import FINISH, make_result
 
 #: 0.2.8's names of the branches: this and the job id
 BRANCH_PREFIX = "slurm-job-branch-"
@@ -127,10 +130,11 @@ def settle(repo: str, commits: Iterable[str]) -> None:
 
 def _in_head(repo: str, sha: str) -> bool:
     """Whether HEAD's history holds the commit (``git merge-base --is-ancestor``)."""
-    proc = subprocess.run(
-        ["git", "merge-base", "--is-ancestor", sha, "HEAD"], cwd=repo, capture_output=True
-    )
-    return proc.returncode == 0
+    try:
+        git_bytes(repo, ["merge-base", "--is-ancestor", sha, "HEAD"])
+    except GitError:  # exit 1: not an ancestor
+        return False
+    return True
 
 
 def _changes(repo: str, sha: str) -> dict[str, tuple[str, str] | None]:
@@ -157,3 +161,45 @@ def _index_entries(repo: str, paths: Sequence[str]) -> dict[str, tuple[str, str]
                 mode, blob, _stage = meta.split(" ")
                 found[path] = (mode, blob)
     return found
+
+
+# --- the step of a drain: free branches, the merge's result ----------------------------
+
+
+def branch_of(item: PreparedCommit) -> str:
+    return branch_name(item.job.job_id)
+
+
+def without_free_branch(
+    dataset_path: str, prepared: list[PreparedCommit]
+) -> Generator[NotCommitted, None, list[PreparedCommit]]:
+    """``--branches``: a job whose branch exists already is refused (it stays open); the
+    others."""
+    taken = existing(dataset_path, [branch_of(item) for item in prepared])
+    for item in prepared:
+        if branch_of(item) in taken:
+            yield NotCommitted(
+                dataset_path,
+                item.job,
+                f"the branch {branch_of(item)} exists already (of an earlier job with this id?); "
+                f"rename or delete it ('git branch -m {branch_of(item)} NEW'), then finish the "
+                "job again",
+            )
+    return [item for item in prepared if branch_of(item) not in taken]
+
+
+def merge_result(dataset_path: str, sha: str, merged: Sequence[PreparedCommit]) -> Reported:
+    """The result of the octopus merge."""
+    branch = run_git(dataset_path, "symbolic-ref", "-q", "--short", "HEAD", check=False).strip()
+    return Reported(
+        make_result(
+            FINISH,
+            "ok",
+            dataset_path,
+            type="dataset",
+            message=f"merged the commits of {len(merged)} Slurm jobs into {branch or 'HEAD'} as "
+            f"{sha[:8]} (one octopus merge)",
+            commit=sha,
+            merged=[item.job.job_id for item in merged],
+        )
+    )

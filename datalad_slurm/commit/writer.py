@@ -6,7 +6,7 @@ the others through one ``git annex add``, so ``annex.largefiles`` and
 ``.gitattributes`` decide exactly as for ``datalad save``; ``git add`` for a
 plain git dataset).  The index then says what changed; each job's commit gets
 the changes under its own paths, on top of the previous job's commit, all
-written as one pack by :mod:`datalad_slurm.git.pack` (``git fast-import`` in
+written as one pack by :mod:`datalad_slurm.git.trees` (``git fast-import`` in
 SHA-256 repositories).  HEAD moves once, by compare-and-swap, to the last of
 them.  Nothing here knows about jobs: callers pass paths and messages.
 """
@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from datalad_slurm.commit.annexing import annex_new_files
-from datalad_slurm.git.pack import Change as Change  # what staged_changes returns
-from datalad_slurm.git.pack import CommitChain, uses_sha1, write_pack
+from datalad_slurm.git.pack import uses_sha1
 from datalad_slurm.git.runner import GitError, fast_import, git_ident, run_git
+from datalad_slurm.git.trees import Change, CommitChain, write_pack
 
 lgr = logging.getLogger("datalad.slurm.commitwriter")
 
@@ -192,6 +192,7 @@ def _annex_add(
     ]
     problems = []
     reported = set()
+    # a Popen, not git/runner: each JSON line moves the progress bar as git-annex writes it
     with (
         tempfile.TemporaryFile() as errors,
         subprocess.Popen(
@@ -328,7 +329,7 @@ def import_commits(repo: str, commands: Sequence[bytes]) -> list[str]:
 def write_commits(repo: str, parent: str, commits: CommitChain) -> list[str]:
     """Write the chain of commits (nothing points at them yet); returns their shas in order.
 
-    In a SHA-1 repository through :mod:`datalad_slurm.git.pack`, whose cost per commit does
+    In a SHA-1 repository through :mod:`datalad_slurm.git.trees`, whose cost per commit does
     not grow with the size of the folders it changes; otherwise through ``git fast-import``.
     """
     if not commits:

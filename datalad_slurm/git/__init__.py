@@ -1,4 +1,5 @@
-"""Git plumbing: one runner and its error, the pack format.
+"""Git plumbing: one runner and its error, the cat-file reader, trees edited in memory, the pack
+format.
 
 Imports nothing of ours but ``errors``.
 """

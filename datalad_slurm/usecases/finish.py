@@ -15,8 +15,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from datalad_slurm.commit.batch import commit_jobs, find_commits_with_tokens, recover
+from datalad_slurm.commit.batch import commit_jobs
 from datalad_slurm.commit.record import status_word
+from datalad_slurm.commit.recovery import find_commits_with_tokens, recover
 from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.jobs import altdir
 from datalad_slurm.jobs.events import JobKey, match_events, resolve
@@ -423,11 +424,12 @@ def _commit_batch(
     branches: str | None,
     usage: Usage | None,
 ) -> Iterator[dict[str, Any]]:
-    by_id = {job.job_id: job for job, _ in batch}
+    by_row = {job.id: job for job, _ in batch}
     reported: set[int] = set()
     try:
-        for result in commit_jobs(ds, registry, batch, message, branches, usage):
-            job = by_id.get(result.get("slurm_job_id")) if result.get("action") == ACTION else None
+        for outcome in commit_jobs(ds, registry, batch, message, branches, usage):
+            result = outcome.result()
+            job = None if outcome.row is None else by_row.get(outcome.row)
             if job is not None:
                 reported.add(job.id)
                 result.setdefault("cluster", job.cluster)

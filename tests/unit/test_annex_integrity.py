@@ -20,8 +20,9 @@ from datalad.api import Dataset, create
 
 from datalad_slurm.commit import annexing
 from datalad_slurm.commit.annexing import annex_new_files
-from datalad_slurm.commit.batch import commit_jobs, recover
+from datalad_slurm.commit.batch import commit_jobs
 from datalad_slurm.commit.record import prepare_commit
+from datalad_slurm.commit.recovery import recover
 from datalad_slurm.commit.writer import (
     advance_head,
     stage,
@@ -130,7 +131,8 @@ def user_folder() -> Iterator[tuple[pwd.struct_passwd | None, Path]]:
 _READ_ONLY_SCENARIO = """
 import json, os, subprocess, sys
 from datalad.api import Dataset, create
-from datalad_slurm.commit.batch import commit_jobs, recover
+from datalad_slurm.commit.batch import commit_jobs
+from datalad_slurm.commit.recovery import recover
 from datalad_slurm.jobs.statedir import open_registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 from tests.unit.conftest import git
@@ -154,7 +156,7 @@ def finish(end):
     task = TaskState(42, None, JobState.COMPLETED, exit_code=0, end_time=end,
                      stdout=os.path.join(top, "slurm-42.out"), work_dir=top)
     results = commit_jobs(ds, registry, [(registry.get(job.id), JobStatus(42, {"42": task}))])
-    return [r["status"] for r in results if r["action"] == "finish"]
+    return [r["status"] for r in (o.result() for o in results) if r["action"] == "finish"]
 
 
 report = {"first": finish(100)}
@@ -332,7 +334,7 @@ def _finish(top: Path, outputs: list[str]) -> list[dict[str, Any]]:
             job = registry.mark_submitted(job, 42, None)
         task = TaskState(42, None, JobState.COMPLETED, exit_code=0, work_dir=str(top))
         status = JobStatus(42, {task.label: task}, backend="test")
-        return list(commit_jobs(Dataset(str(top)), registry, [(job, status)]))
+        return [o.result() for o in commit_jobs(Dataset(str(top)), registry, [(job, status)])]
 
 
 def test_outputs_unlocked_by_schedule_and_left_alone_are_locked_again(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from datalad.api import Dataset, create
 
-from datalad_slurm.commit import annexing
+from datalad_slurm.commit import annexing, locationlog
 from datalad_slurm.commit.annexing import annex_new_files
 from datalad_slurm.commit.writer import stage, worktree_changes
 from tests.unit.conftest import git
@@ -232,10 +232,10 @@ def test_a_git_annex_branch_moved_meanwhile_is_built_upon(
     fast = _dataset(tmp_path / "fast")
     uuid = git(fast, "config", "annex.uuid").strip()
     other = "MD5E-s5--0123456789abcdef0123456789abcdef.dat"
-    real_branch_files = annexing._branch_files
+    real_branch_files = locationlog._branch_files
     calls = []
 
-    def branch_files_then_git_annex_writes(repo: annexing._Repo) -> set[str]:
+    def branch_files_then_git_annex_writes(repo: locationlog.AnnexedRepo) -> set[str]:
         listing = real_branch_files(repo)
         if not calls:  # git-annex commits its own news right after we looked
             git(fast, "annex", "setpresentkey", other, uuid, "1")
@@ -243,7 +243,7 @@ def test_a_git_annex_branch_moved_meanwhile_is_built_upon(
         calls.append(len(listing))
         return listing
 
-    monkeypatch.setattr(annexing, "_branch_files", branch_files_then_git_annex_writes)
+    monkeypatch.setattr(locationlog, "_branch_files", branch_files_then_git_annex_writes)
     before = git(fast, "rev-parse", "git-annex").strip()
     assert annex_new_files(str(fast), ["a.txt", "noext"]).annexed == ["a.txt", "noext"]
     assert len(calls) == 2, "the compare-and-swap should have failed once and been retried"

@@ -32,7 +32,8 @@ from tests.unit.conftest import git
 _COMMON = r"""
 import json, os, subprocess, sys
 from datalad.api import Dataset, create
-from datalad_slurm.commit.batch import commit_jobs, recover
+from datalad_slurm.commit.batch import commit_jobs
+from datalad_slurm.commit.recovery import recover
 from datalad_slurm.jobs.statedir import open_registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 
@@ -70,7 +71,7 @@ def finish(top, outputs_by_id):
                 job = registry.mark_submitted(job, job_id, None)
             task = TaskState(job_id, None, JobState.COMPLETED, exit_code=0, work_dir=top)
             batch.append((job, JobStatus(job_id, {task.label: task}, backend="test")))
-        results = commit_jobs(Dataset(top), registry, batch)
+        results = [o.result() for o in commit_jobs(Dataset(top), registry, batch)]
         return {
             str(r["slurm_job_id"]): [r["status"], r["message"]]
             for r in results
@@ -413,7 +414,7 @@ def test_a_failed_stage_in_a_drain_of_many_is_that_jobs_alone(
             batch.append((job, JobStatus(number, {task.label: task}, backend="test")))
         results = {
             r["slurm_job_id"]: r
-            for r in commit_jobs(Dataset(str(top)), registry, batch)
+            for r in (o.result() for o in commit_jobs(Dataset(str(top)), registry, batch))
             if r["action"] == "finish" and "missing_output" not in r  # not the warnings
         }
         states = {job.job_id: registry.get(job.id).state for job, _ in batch}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from datalad_slurm.commit.batch import find_commits_with_tokens
+from datalad_slurm.commit.recovery import find_commits_with_tokens
 from datalad_slurm.jobs.statedir import clear_interrupted_writes, git_writes, state_dir
 from tests.unit.conftest import git
 

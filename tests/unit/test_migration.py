@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from datalad_slurm.commit.record import find_job_files
+from datalad_slurm.commit.jobfiles import find_job_files
 from datalad_slurm.jobs.migration import (
     IMPORTED_LOGS,
     MigrationError,

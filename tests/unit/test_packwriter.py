@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from datalad_slurm.commit.writer import write_commits, write_with_fast_import
-from datalad_slurm.git import pack as packwriter
-from datalad_slurm.git.pack import Change, write_pack
+from datalad_slurm.git import trees as packwriter
 from datalad_slurm.git.runner import GitError, git_ident
+from datalad_slurm.git.trees import Change, write_pack
 from tests.unit.conftest import git
 
 

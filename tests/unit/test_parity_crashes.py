@@ -144,7 +144,7 @@ def _assert_branches(top: Path, base: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "where", [(jobbranches, "publish"), (jobbranches, "restore"), (committer, "_clear_scratch")]
+    "where", [(jobbranches, "publish"), (jobbranches, "restore"), (committer, "clear_scratch")]
 )
 def test_branches_killed_at_each_step(
     top: Path, monkeypatch: pytest.MonkeyPatch, where: tuple[object, str]
@@ -163,12 +163,12 @@ def test_branches_killed_at_each_step(
         assert len(_branches(top)) == len(JOBS)
     staged = git(top, "diff", "--cached", "--name-only").split()
     # killed before the jobs' files left the current branch: still staged, settled next time
-    assert bool(staged) == (where[1] != "_clear_scratch")
+    assert bool(staged) == (where[1] != "clear_scratch")
     _finish(top, "branches")
     _assert_branches(top, base)
 
 
-@pytest.mark.parametrize("where", [(committer, "advance_head"), (committer, "_clear_scratch")])
+@pytest.mark.parametrize("where", [(committer, "advance_head"), (committer, "clear_scratch")])
 def test_octopus_killed_at_each_step(
     top: Path, monkeypatch: pytest.MonkeyPatch, where: tuple[object, str]
 ) -> None:

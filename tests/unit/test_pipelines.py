@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from datalad_slurm.commit.record import JobFiles, build_record, job_facts
+from datalad_slurm.commit.jobfiles import JobFiles
+from datalad_slurm.commit.record import build_record, job_facts
 from datalad_slurm.jobs.pipelines import (
     DependencyRefusal,
     dependants,
@@ -369,7 +370,11 @@ def test_a_job_waits_for_the_commit_of_what_it_read(tmp_path: Path) -> None:
         for name in ("b/out.txt", "c/out.txt", "d/out.txt"):
             _write(Path(top, name))
         batch = [_completed(registry.get(j.id), top) for j in jobs.values()]
-        results = [r for r in commit_jobs(ds, registry, batch) if r["action"] == "finish"]
+        results = [
+            r
+            for r in (o.result() for o in commit_jobs(ds, registry, batch))
+            if r["action"] == "finish"
+        ]
         by_id = {r["slurm_job_id"]: r for r in results}
         assert by_id[11]["status"] == "error" and "not valid UTF-8" in by_id[11]["message"]
         assert by_id[12]["status"] == "error"
@@ -386,7 +391,11 @@ def test_a_job_waits_for_the_commit_of_what_it_read(tmp_path: Path) -> None:
         }
         os.rename(bad, os.path.join(top, "a", "cafe.txt"))
         again = [_completed(registry.get(jobs[j].id), top) for j in (11, 12)]
-        results = [r for r in commit_jobs(ds, registry, again) if r["action"] == "finish"]
+        results = [
+            r
+            for r in (o.result() for o in commit_jobs(ds, registry, again))
+            if r["action"] == "finish"
+        ]
         assert [r["status"] for r in results] == ["ok", "ok"], results
     assert _subjects(top)[:2] == ["Slurm job 12: Completed", "Slurm job 11: Completed"]
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from datalad_slurm.commit.outcomes import NotCommitted
 from datalad_slurm.jobs.events import JobKey, match_events, resolve
 from datalad_slurm.jobs.registry import Job, Registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState, Verdict
@@ -118,16 +119,11 @@ def test_a_commit_failure_reports_each_cluster_s_job(
 
         def commit_jobs(
             ds: Any, reg: Registry, jobs: Any, message: Any, branches: Any = None, usage: Any = None
-        ) -> Iterator[dict[str, Any]]:
-            # cluster a's job gets its result (the committer names the id only), then trouble
+        ) -> Iterator[NotCommitted]:
+            # cluster a's job gets its outcome (keyed by its row), then trouble
             for job, _ in jobs:
                 if job.cluster == "a":
-                    yield {
-                        "action": "finish",
-                        "status": "error",
-                        "slurm_job_id": job.job_id,
-                        "message": "first failed",
-                    }
+                    yield NotCommitted(str(repo), job, "first failed")
             raise RuntimeError("boom")
 
         monkeypatch.setattr(finishing, "commit_jobs", commit_jobs)

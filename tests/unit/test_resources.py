@@ -302,7 +302,7 @@ def test_env_json_and_record_carry_the_figures() -> None:
 
 
 def find_files_stub() -> Any:
-    from datalad_slurm.commit.record import JobFiles
+    from datalad_slurm.commit.jobfiles import JobFiles
 
     return JobFiles(logs=[], env_json="slurm-job-42.env.json")
 
@@ -434,7 +434,7 @@ def _commit_one(ds: Any, top: Path, task: TaskState, usage: Usage | None) -> lis
         )
         job = registry.mark_submitted(job, 42, None)
         status = JobStatus(42, {task.label: task}, backend="spool")
-        return list(commit_jobs(ds, registry, [(job, status)], usage=usage))
+        return [o.result() for o in commit_jobs(ds, registry, [(job, status)], usage=usage)]
 
 
 def _git_out(top: Path, *args: str) -> str:
