@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 from datalad_slurm.git.pack import uses_sha1, write_blobs
 from datalad_slurm.git.runner import GitError, fast_import, git_dir, git_ident, run_git
-from datalad_slurm.jobs.registry import REGISTRY_DIRNAME
+from datalad_slurm.jobs.schema import REGISTRY_DIRNAME
 
 lgr = logging.getLogger("datalad.slurm.annexing")
 

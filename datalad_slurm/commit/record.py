@@ -17,7 +17,7 @@ from datalad_slurm.commit.message import REGISTRATION_KEY, RunRecord, format_mes
 from datalad_slurm.errors import DataladSlurmError, os_advice
 from datalad_slurm.globs import expand, output_paths, unmatched
 from datalad_slurm.jobs import altdir
-from datalad_slurm.jobs.registry import Job
+from datalad_slurm.jobs.job import Job
 from datalad_slurm.paths import PathOutsideDatasetError, normalise
 from datalad_slurm.slurm.backend import expand_filename_pattern
 from datalad_slurm.slurm.resources import Resources, job_totals

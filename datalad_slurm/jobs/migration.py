@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from datalad_slurm.jobs import altdir
-from datalad_slurm.jobs.registry import OutputConflictError, Registry
+from datalad_slurm.jobs.registry import Registry
+from datalad_slurm.jobs.reservations import OutputConflictError
 from datalad_slurm.paths import PathOutsideDatasetError, normalise
 from datalad_slurm.results import MIGRATE, make_result
 from datalad_slurm.settings import spool_config

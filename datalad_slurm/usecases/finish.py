@@ -20,9 +20,11 @@ from datalad_slurm.commit.record import status_word
 from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.jobs import altdir
 from datalad_slurm.jobs.events import JobKey, match_events, resolve
+from datalad_slurm.jobs.job import Job
+from datalad_slurm.jobs.lifecycle import HOLDING_STATES, Phase
 from datalad_slurm.jobs.migration import take_over, waiting
 from datalad_slurm.jobs.pipelines import NeverStarts, never_starting, waiting_for
-from datalad_slurm.jobs.registry import HOLDING_STATES, Job, Registry
+from datalad_slurm.jobs.registry import Registry
 from datalad_slurm.jobs.statedir import (
     GitLockTimeout,
     clear_interrupted_writes,
@@ -212,7 +214,7 @@ def _drain(
         )
     recover(dataset_path, registry)
     yield from take_over(ds, registry)  # open jobs of datalad-slurm 0.2.8, once
-    jobs = registry.jobs(states=("submitting", "open"), job_id=request.job_id)
+    jobs = registry.jobs(states=(Phase.SUBMITTING, Phase.OPEN), job_id=request.job_id)
     if request.job_id is not None and not jobs:
         raise FinishError(_not_open(dataset_path, registry, request.job_id))
     view = read_spool(ds)
@@ -265,7 +267,7 @@ def _drain(
                 list(_handle_never_starting(dataset_path, registry, job, never[job.id], request)),
                 request,
             )
-            if job.state == "closed":
+            if job.state == Phase.CLOSED:
                 open_rows.discard(job.id)
                 _consume(view.spool, job, resolution.events.get(job.id, []))
             continue
@@ -296,13 +298,13 @@ def _drain(
                     cluster=job.cluster,
                 )
             )
-        if job.state == "closed":
+        if job.state == Phase.CLOSED:
             open_rows.discard(job.id)
             _consume(view.spool, job, resolution.events.get(job.id, []))
     yield from _commit(ds, registry, to_commit, request.message, request.branches, usage)
     yield from reports
     for job, _ in to_commit:
-        if job.state == "finished":
+        if job.state == Phase.FINISHED:
             _consume(view.spool, job, resolution.events.get(job.id, []))
     if request.job_id is None:
         _tidy(view.spool, registry, resolution.unmatched)
@@ -319,7 +321,7 @@ def _news_only(
     changed (other task states, or the job was active again in between); cron would mail the
     same failure every run otherwise.  ``trouble`` says what the job's state is (None: active).
     What was reported is kept in the job's registry row."""
-    if not request.cron or job.state not in ("open", "submitting"):
+    if not request.cron or job.state not in (Phase.OPEN, Phase.SUBMITTING):
         return results
     if not any(r.get("status") == "impossible" for r in results):
         if trouble is None and job.cron_reported is not None:
@@ -353,12 +355,12 @@ def _trouble(status: JobStatus) -> str | None:
 
 def _not_open(dataset_path: str, registry: Registry, job_id: int) -> str:
     """Why ``finish JOBID`` has nothing to do: never registered, or finished or closed."""
-    earlier = registry.jobs(states=("finished", "closed"), job_id=job_id)
+    earlier = registry.jobs(states=(Phase.FINISHED, Phase.CLOSED), job_id=job_id)
     if earlier:
         last = earlier[-1]
         how = (
             f"was committed as {last.commit_sha[:8]}"
-            if last.state == "finished" and last.commit_sha
+            if last.state == Phase.FINISHED and last.commit_sha
             else f"is {last.state}"
         )
         return (
@@ -530,7 +532,7 @@ def _tidy(spool: UserSpool | None, registry: Registry, unmatched: Sequence[Event
         return
     done = {
         (job.job_id, job.cluster)
-        for job in registry.jobs(states=("finished", "closed"))
+        for job in registry.jobs(states=(Phase.FINISHED, Phase.CLOSED))
         if job.job_id is not None
     }
     now = time.time()
@@ -574,7 +576,7 @@ def _handle_job(
         )
         return
     if request.close_failed_jobs:
-        registry.mark_finished(job, None, state="closed")
+        registry.close_job(job)
         yield _result(
             dataset_path,
             "ok",
@@ -665,7 +667,7 @@ def _handle_never_starting(
                 **facts,
             )
             return
-        registry.mark_finished(job, None, state="closed")
+        registry.close_job(job)
         yield _result(
             dataset_path,
             "ok",
@@ -674,7 +676,7 @@ def _handle_never_starting(
             **facts,
         )
         return
-    registry.mark_finished(job, None, state="closed")
+    registry.close_job(job)
     left = (
         f"; it stays pending in Slurm, never to start: cancel it with 'scancel {job.job_id}' "
         "(or close such jobs with --cancel)"
@@ -709,7 +711,7 @@ def _held_by_interrupted_schedule(job: Job, status: JobStatus) -> bool:
     """A job submitted held whose schedule died before it reserved the job's logs and released
     it: the row is still 'submitting' and every task still pending."""
     return (
-        job.state == "submitting"
+        job.state == Phase.SUBMITTING
         and time.time() - job.submitted_at >= STALE_SUBMISSION_SECONDS
         and bool(status.tasks)
         and all(t.state is JobState.PENDING for t in status.tasks.values())
@@ -733,7 +735,7 @@ def _handle_unreleased(
         if problem:
             status, message = "error", f"{what} could not be cancelled ({problem}); it stays open"
         else:
-            registry.mark_finished(job, None, state="closed")
+            registry.close_job(job)
             status, message = "ok", f"Cancelled and closed {what}: its schedule was interrupted"
     yield _result(dataset_path, status, message, slurm_job_id=job.job_id, cluster=job.cluster)
 
@@ -745,7 +747,7 @@ def _handle_interrupted_submission(
     if age < STALE_SUBMISSION_SECONDS:
         return  # a schedule is probably running right now
     if request.close_failed_jobs:
-        registry.mark_finished(job, None, state="closed")
+        registry.close_job(job)
         yield _result(
             dataset_path,
             "ok",

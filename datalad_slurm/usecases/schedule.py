@@ -28,17 +28,13 @@ from datalad_slurm.git.runner import git_dir, run_git
 from datalad_slurm.globs import expand, hits, in_git_dir, is_glob, output_paths, reserved_path
 from datalad_slurm.jobs import altdir
 from datalad_slurm.jobs import logs as joblogs
+from datalad_slurm.jobs.job import Job
 from datalad_slurm.jobs.migration import take_over
 from datalad_slurm.jobs.pipelines import DependencyRefusal, Plan, plan
 from datalad_slurm.jobs.placeholders import PlaceholderError, format_command, substitutions
-from datalad_slurm.jobs.registry import (
-    REGISTRY_DIRNAME,
-    REGISTRY_FILENAME,
-    Job,
-    OutputConflictError,
-    Registry,
-    RegistryError,
-)
+from datalad_slurm.jobs.registry import Registry
+from datalad_slurm.jobs.reservations import OutputConflictError
+from datalad_slurm.jobs.schema import REGISTRY_DIRNAME, REGISTRY_FILENAME, RegistryError
 from datalad_slurm.jobs.statedir import (
     clear_interrupted_writes,
     git_lock,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from datalad_slurm.commit.record import JobFiles, build_record, job_facts
+from datalad_slurm.jobs.job import Job
 from datalad_slurm.jobs.pipelines import (
     DependencyRefusal,
     dependants,
@@ -22,7 +23,7 @@ from datalad_slurm.jobs.pipelines import (
     plan,
     waiting_for,
 )
-from datalad_slurm.jobs.registry import Job, Registry
+from datalad_slurm.jobs.registry import Registry
 from datalad_slurm.slurm.dependency import (
     DependencyError,
     Spec,

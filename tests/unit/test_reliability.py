@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from datalad_slurm.jobs.events import JobKey, match_events, resolve
-from datalad_slurm.jobs.registry import Job, Registry
+from datalad_slurm.jobs.job import Job
+from datalad_slurm.jobs.registry import Registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState, Verdict
 from datalad_slurm.spool import Event, UserSpool, is_registered, write_event
 from datalad_slurm.usecases import finish as finishing
@@ -285,6 +286,7 @@ def test_events_of_a_job_finished_by_a_killed_drain_are_removed_later(
     write_event(str(configured), UID, event, {UID})
     with _registry(repo) as registry:
         job = _open_job(registry, 12, "c", "out")
+        registry.mark_committing_many([job])
         registry.mark_finished(job, "0" * 40)
     assert list(finish(FakeDataset(repo), FinishRequest(), RecordingBackend({}))) == []
     assert spool.read_events({UID}) == ([], [])
