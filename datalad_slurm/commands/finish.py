@@ -17,7 +17,9 @@ from datalad_slurm.slurm.backend import BackendError
 from datalad_slurm.slurm.conf import cluster_name, conf_path
 from datalad_slurm.slurm.jobid import JobIdError, parse_job_id
 from datalad_slurm.slurm.select import choose_backend
-from datalad_slurm.usecases.finish import FinishRequest, finish, list_open_jobs
+from datalad_slurm.usecases.finish import finish
+from datalad_slurm.usecases.finish_listing import list_open_jobs
+from datalad_slurm.usecases.finish_request import FinishRequest
 
 
 @build_doc

@@ -51,8 +51,9 @@ from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.git.runner import GitError, run_git, shown
 from datalad_slurm.git.trees import Change
 from datalad_slurm.globs import is_glob, reserved_path
+from datalad_slurm.jobs.job import Job
 from datalad_slurm.jobs.pipelines import dependants
-from datalad_slurm.jobs.registry import Job, Registry
+from datalad_slurm.jobs.registry import Registry
 from datalad_slurm.jobs.statedir import git_writes
 from datalad_slurm.slurm.state import JobStatus
 from datalad_slurm.slurm.usage import Usage

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.jobs import altdir
-from datalad_slurm.jobs.registry import Job
+from datalad_slurm.jobs.job import Job
 from datalad_slurm.paths import PathOutsideDatasetError, normalise
 from datalad_slurm.slurm.backend import expand_filename_pattern
 from datalad_slurm.slurm.state import JobStatus, TaskState, sorted_tasks

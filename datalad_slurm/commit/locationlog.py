@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from datalad_slurm.git.catfile import read_objects
 from datalad_slurm.git.runner import GitError, fast_import, git_bytes, git_ident, run_git
-from datalad_slurm.jobs.registry import REGISTRY_DIRNAME
+from datalad_slurm.jobs.schema import REGISTRY_DIRNAME
 
 lgr = logging.getLogger("datalad.slurm.annexing")
 

@@ -17,7 +17,7 @@ from typing import Any
 from datalad_slurm.commit.record import status_word
 from datalad_slurm.git.trees import Change
 from datalad_slurm.globs import is_glob
-from datalad_slurm.jobs.registry import Job
+from datalad_slurm.jobs.job import Job
 from datalad_slurm.results import FINISH, make_result
 from datalad_slurm.slurm.state import JobStatus
 

@@ -16,7 +16,7 @@ from datalad_slurm.commit.jobfiles import JobFiles, find_job_files
 from datalad_slurm.commit.message import REGISTRATION_KEY, RunRecord, format_message
 from datalad_slurm.errors import DataladSlurmError, os_advice
 from datalad_slurm.globs import expand, output_paths, unmatched
-from datalad_slurm.jobs.registry import Job
+from datalad_slurm.jobs.job import Job
 from datalad_slurm.slurm.resources import Resources, job_totals
 from datalad_slurm.slurm.state import JobStatus, sorted_tasks
 

@@ -17,7 +17,8 @@ from datalad_slurm.commit.message import (
 from datalad_slurm.commit.writer import WORK_REF
 from datalad_slurm.git.runner import GitError, run_git
 from datalad_slurm.jobs import altdir
-from datalad_slurm.jobs.registry import Job, Registry
+from datalad_slurm.jobs.job import Job
+from datalad_slurm.jobs.registry import Registry
 
 
 def sync_adjusted_branch(repo: Any) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datalad_slurm.commit.jobfiles import scratch_logs
 from datalad_slurm.commit.outcomes import Warned, scratch_left
 from datalad_slurm.jobs import altdir
-from datalad_slurm.jobs.registry import Job
+from datalad_slurm.jobs.job import Job
 from datalad_slurm.slurm.state import JobStatus
 
 

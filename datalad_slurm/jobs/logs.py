@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from datalad_slurm.git.runner import run_git
-from datalad_slurm.jobs.registry import Job
+from datalad_slurm.jobs.job import Job
 from datalad_slurm.paths import PathOutsideDatasetError, lies_in, normalise
 from datalad_slurm.slurm.logfiles import LogFile
 

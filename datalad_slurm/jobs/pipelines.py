@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 
 from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.globs import is_glob, reserved_path
-from datalad_slurm.jobs.registry import Job, Registry, RegistryError
+from datalad_slurm.jobs.job import Job
+from datalad_slurm.jobs.lifecycle import Phase
+from datalad_slurm.jobs.registry import Registry
+from datalad_slurm.jobs.schema import RegistryError
 from datalad_slurm.slurm.dependency import (
     NEVER_SATISFIED,
     DependencyError,
@@ -81,7 +84,7 @@ def plan(
         problem = _unusable(provider, cluster, why)
         if problem:
             problems.append(problem)
-        elif provider.id not in held_here and provider.state != "committing":
+        elif provider.id not in held_here and provider.state != Phase.COMMITTING:
             assert provider.job_id is not None
             if provider.job_id not in standings:
                 to_ask.append(provider.job_id)
@@ -104,7 +107,7 @@ def plan(
         if provider.id in held_here:
             result.after.append(provider.job_id)
             continue
-        if provider.state == "committing":
+        if provider.state == Phase.COMMITTING:
             result.notes.append(f"job {provider.job_id} is being committed")
             continue
         standing = standings.get(provider.job_id)
@@ -149,7 +152,7 @@ def _unusable(provider: Job, cluster: str | None, why: Sequence[str]) -> str | N
             f"{where}: that submission is still in progress and has no Slurm job id yet to "
             "wait for; schedule this job once that 'datalad schedule' has returned"
         )
-    if provider.state == "submitting" and stale:
+    if provider.state == Phase.SUBMITTING and stale:
         return (
             f"{where}: the schedule of job {provider.job_id} was interrupted and the job is "
             "held, never to start; 'datalad finish --close-failed-jobs' cancels it"
@@ -246,11 +249,11 @@ def _upstream(registry: Registry, job: Job, statuses: Mapping[int, JobStatus]) -
             parts.append(f"job {job_id}, which ended {status.summary_state}")
             continue
         try:
-            state = registry.get(row).state
+            state: Phase | None = registry.get(row).state
         except RegistryError:
-            state = "unknown"
-        if state == "closed":
+            state = None
+        if state == Phase.CLOSED:
             parts.append(f"job {job_id}, which was closed")
-        elif state != "finished" and status is None:
+        elif state != Phase.FINISHED and status is None:
             parts.append(f"job {job_id}, which is {state}")
     return "it waits for " + ("; ".join(parts) or "a job that did not complete")

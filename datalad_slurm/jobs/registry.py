@@ -1,248 +1,40 @@
 """The job registry: an SQLite file in the dataset's git directory.
 
-It owns the scheduled jobs, the outputs they reserve and their life cycle
-(``submitting`` -> ``open`` -> ``committing`` -> ``finished`` | ``closed``).
-Every change is one transaction; checks that must not be split from their
-write run under ``BEGIN IMMEDIATE``.  The schema version lives in
-``PRAGMA user_version`` and is raised by the ordered migrations below.
+It owns access to the file (opening, one transaction per change; checks that must not
+be split from their write run under ``BEGIN IMMEDIATE``), the queries on the scheduled
+jobs and every change of a job's state: each step is checked against the life cycle
+(``jobs/lifecycle.py``: ``submitting`` -> ``open`` -> ``committing`` -> ``finished`` |
+``closed``) before it is written.  The schema and its migrations are ``jobs/schema.py``,
+the reservation lookups ``jobs/reservations.py``, the row type ``jobs/job.py``.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import sqlite3
 import time
 import urllib.parse
-import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
-from datalad_slurm.errors import DataladSlurmError, os_advice
-from datalad_slurm.globs import is_glob, reserved_path, reserved_paths
-from datalad_slurm.paths import ancestors, collapse, lies_in
+from datalad_slurm.globs import reserved_paths
+from datalad_slurm.jobs.job import Job
+from datalad_slurm.jobs.lifecycle import HOLDING_STATES, Phase, check_step
+from datalad_slurm.jobs.reservations import add_paths, holders, insert_holding
+from datalad_slurm.jobs.schema import (
+    REGISTRY_DIRNAME,
+    REGISTRY_FILENAME,
+    RegistryError,
+    failure,
+    migrate,
+    refuse_newer,
+)
+from datalad_slurm.paths import collapse
 
-REGISTRY_DIRNAME = "datalad-slurm"
-REGISTRY_FILENAME = "registry.sqlite"
-
-#: states in which a job holds its output reservations
-HOLDING_STATES = ("submitting", "open", "committing")
-
-_MIGRATIONS: list[str] = [
-    # 1: jobs and their reservations
-    """
-    CREATE TABLE jobs (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        token TEXT NOT NULL UNIQUE,
-        job_id INTEGER,
-        cluster TEXT,
-        state TEXT NOT NULL CHECK (state IN
-            ('submitting', 'open', 'committing', 'finished', 'closed')),
-        cmd TEXT NOT NULL,
-        pwd TEXT NOT NULL,
-        inputs TEXT NOT NULL,
-        extra_inputs TEXT NOT NULL,
-        outputs TEXT NOT NULL,
-        chain TEXT NOT NULL,
-        message TEXT,
-        dsid TEXT,
-        submitted_from TEXT,
-        submitted_at REAL NOT NULL,
-        finished_at REAL,
-        commit_sha TEXT,
-        note TEXT
-    );
-    CREATE INDEX jobs_by_job_id ON jobs (job_id);
-    CREATE INDEX jobs_by_state ON jobs (state);
-    CREATE TABLE reservations (
-        path TEXT PRIMARY KEY,
-        job INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE
-    );
-    CREATE INDEX reservations_by_job ON reservations (job);
-    """,
-    # 2: what slurmctld said about the job at submission (log patterns, name, user), as JSON
-    """
-    ALTER TABLE jobs ADD COLUMN submission_facts TEXT;
-    """,
-    # 3: the trouble 'finish --cron' last reported for the job (so that cron reports news only)
-    """
-    ALTER TABLE jobs ADD COLUMN cron_reported TEXT;
-    """,
-    # 4: which globs the record keeps expanded ('inputs', 'outputs', 'both'; NULL: none)
-    """
-    ALTER TABLE jobs ADD COLUMN expand TEXT;
-    """,
-    # 5: the open jobs whose outputs or logs the job's inputs overlap ([[row id, Slurm job id],
-    # ...]; finish commits them first), and the --dependency Slurm was given for it (ours
-    # joined with the user's; NULL: none set by us)
-    """
-    ALTER TABLE jobs ADD COLUMN depends_on TEXT NOT NULL DEFAULT '[]';
-    ALTER TABLE jobs ADD COLUMN dependency TEXT;
-    """,
-    # 6: the scratch folder the job runs in (``schedule --alt-dir``; NULL: in the dataset)
-    """
-    ALTER TABLE jobs ADD COLUMN alt_dir TEXT;
-    """,
-]
-
-SCHEMA_VERSION = len(_MIGRATIONS)
-
-
-class RegistryError(DataladSlurmError, RuntimeError):
-    """The registry cannot do what was asked (the message says why)."""
-
-
-def _failure(path: str, exc: sqlite3.Error | OSError) -> RegistryError:
-    """What SQLite (or the file system) said, with the registry's path and what to do."""
-    folder = os.path.dirname(path)
-    if isinstance(exc, OSError):
-        why = exc.strerror or str(exc)
-        return RegistryError(
-            f"the job registry {path} failed ({why})", path=path, advice=os_advice(exc, folder)
-        )
-    why = str(exc)
-    words = why.lower()
-    if "full" in words:
-        advice = os_advice(OSError(errno.ENOSPC, why), folder)
-    elif "readonly" in words or "unable to open" in words:
-        advice = (
-            f"{folder} and the file in it must be writable for you (datalad-slurm keeps its "
-            "state there): fix their permissions, or run the command as the dataset's owner"
-        )
-    elif "locked" in words or "busy" in words:
-        advice = "another datalad-slurm command holds it: try again when that has ended"
-    elif isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
-        return RegistryError(
-            f"the job registry {path} is damaged ({why})",
-            path=path,
-            advice=f"put back a copy from a backup, or move it aside ('mv {path} "
-            f"{path}.damaged'): the next command starts a new registry, which knows none of "
-            "the open jobs (commit their outputs with 'datalad save')",
-        )
-    else:
-        advice = f"check the file and the disk that holds {folder}"
-    return RegistryError(f"the job registry {path} failed ({why})", path=path, advice=advice)
-
-
-class OutputConflictError(RegistryError):
-    """Outputs overlap with those of a job that is still open.
-
-    ``declared`` are the outputs asked for: a glob among them is named with the folder it
-    holds (as are the globs of the open job).
-    """
-
-    def __init__(
-        self, conflicts: Sequence[tuple[str, str, Job]], declared: Sequence[str] = ()
-    ) -> None:
-        self.conflicts = list(conflicts)
-        parts = []
-        for wanted, held, job in self.conflicts:
-            owner = f"job {job.job_id}" if job.job_id is not None else "a submission in progress"
-            parts.append(
-                f"{_as_declared(wanted, declared)} overlaps "
-                f"{_as_declared(held, job.outputs)} of open {owner}"
-            )
-        super().__init__(
-            "output conflict: " + "; ".join(parts) + ". Finish or close that job first"
-            " ('datalad finish', or 'datalad finish --close-failed-jobs')"
-        )
-
-
-def _as_declared(reserved: str, declared: Sequence[str]) -> str:
-    """A reserved path as the user sees it: the glob(s) it holds for, if any."""
-    globs = [d for d in declared if is_glob(d) and reserved_path(d) == reserved]
-    if not globs:
-        return repr(reserved)
-    return f"{reserved!r} (held for the glob {', '.join(repr(g) for g in globs)})"
-
-
-@dataclass
-class Job:
-    """One registered submission."""
-
-    id: int
-    token: str
-    job_id: int | None
-    cluster: str | None
-    state: str
-    cmd: str
-    pwd: str
-    inputs: list[str]
-    extra_inputs: list[str]
-    outputs: list[str]
-    chain: list[str]
-    message: str | None
-    dsid: str | None
-    submitted_from: str | None
-    submitted_at: float
-    finished_at: float | None = None
-    commit_sha: str | None = None
-    note: str | None = None
-    #: ``stdout``/``stderr`` patterns, ``name``, ``user`` as slurmctld had them at submission;
-    #: for a job taken over from datalad-slurm 0.2.8 the log files it found (``imported_logs``)
-    submission_facts: dict[str, Any] = field(default_factory=dict)
-    #: what ``finish --cron`` last reported about the job (None: nothing, or it was active since)
-    cron_reported: str | None = None
-    #: which of inputs/outputs the record keeps with globs expanded (``datalad run --expand``)
-    expand: str | None = None
-    #: the jobs it waits for: ``(row id, Slurm job id)`` of each open job whose outputs or
-    #: logs its inputs overlapped at submission (``jobs/pipelines.py``)
-    depends_on: list[tuple[int, int]] = field(default_factory=list)
-    #: the ``--dependency`` Slurm was given for it by schedule (None: none set)
-    dependency: str | None = None
-    #: the scratch folder (absolute, resolved) the job runs in, mirroring the dataset's
-    #: layout (``schedule --alt-dir``; None: it runs in the dataset)
-    alt_dir: str | None = None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Job:
-        # a read-only look (schedule --dry-run) may meet a registry of an older schema
-        columns = set(row.keys())
-        return cls(
-            id=row["id"],
-            token=row["token"],
-            job_id=row["job_id"],
-            cluster=row["cluster"],
-            state=row["state"],
-            cmd=row["cmd"],
-            pwd=row["pwd"],
-            inputs=_json_list(row["inputs"]),
-            extra_inputs=_json_list(row["extra_inputs"]),
-            outputs=_json_list(row["outputs"]),
-            chain=_json_list(row["chain"]),
-            message=row["message"],
-            dsid=row["dsid"],
-            submitted_from=row["submitted_from"],
-            submitted_at=row["submitted_at"],
-            finished_at=row["finished_at"],
-            commit_sha=row["commit_sha"],
-            note=row["note"],
-            submission_facts=json.loads(
-                (row["submission_facts"] if "submission_facts" in columns else None) or "{}"
-            ),
-            cron_reported=row["cron_reported"] if "cron_reported" in columns else None,
-            expand=row["expand"] if "expand" in columns else None,
-            depends_on=[
-                (int(row_id), int(job_id))
-                for row_id, job_id in _json_list(
-                    row["depends_on"] if "depends_on" in columns else "[]"
-                )
-            ],
-            dependency=row["dependency"] if "dependency" in columns else None,
-            alt_dir=row["alt_dir"] if "alt_dir" in columns else None,
-        )
-
-
-def _json_list(text: str) -> list[Any]:
-    """A list column; most are empty, and ``json.loads`` costs ~3 us even for ``[]`` (a listing of
-    10,000 jobs reads 40,000 of them)."""
-    if text == "[]":
-        return []
-    loaded: list[Any] = json.loads(text)
-    return loaded
+#: row ids per ``SELECT ... IN (...)`` (SQLite before 3.32 takes at most 999 parameters)
+_CHUNK = 500
 
 
 class Registry:
@@ -257,7 +49,7 @@ class Registry:
                 self._conn = sqlite3.connect(uri, timeout=timeout, isolation_level=None, uri=True)
                 self._conn.row_factory = sqlite3.Row
                 version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-                self._refuse_newer(version)
+                refuse_newer(path, version)
                 return
             os.makedirs(os.path.dirname(path), exist_ok=True)
             self._conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
@@ -285,7 +77,7 @@ class Registry:
         try:
             yield
         except (sqlite3.Error, OSError) as exc:
-            raise _failure(self.path, exc) from exc
+            raise failure(self.path, exc) from exc
 
     @contextmanager
     def transaction(self, immediate: bool = True) -> Iterator[sqlite3.Connection]:
@@ -304,29 +96,14 @@ class Registry:
 
     def _migrate(self) -> None:
         with self.transaction() as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            self._refuse_newer(version)
-            for number in range(version, SCHEMA_VERSION):
-                for statement in _split_sql(_MIGRATIONS[number]):
-                    conn.execute(statement)
-            if version != SCHEMA_VERSION:
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    def _refuse_newer(self, version: int) -> None:
-        if version > SCHEMA_VERSION:
-            raise RegistryError(
-                f"the job registry {self.path} has schema version {version}, newer than this "
-                f"datalad-slurm understands ({SCHEMA_VERSION})",
-                path=self.path,
-                advice="a newer datalad-slurm wrote it: upgrade datalad-slurm to use it",
-            )
+            migrate(conn, self.path)
 
     # -- schedule -------------------------------------------------------------
 
     def conflicts(self, outputs: Sequence[str]) -> list[tuple[str, str, Job]]:
         """What :meth:`reserve` would refuse these outputs for, without reserving anything."""
         with self.transaction(immediate=False) as conn:
-            return self._conflicts(conn, collapse(reserved_paths(outputs)))
+            return holders(conn, collapse(reserved_paths(outputs)))
 
     def reserve(
         self,
@@ -349,10 +126,10 @@ class Registry:
         whose outputs its inputs are."""
         lists = {"inputs": inputs, "extra_inputs": extra_inputs, "outputs": outputs, "chain": chain}
         with self.transaction() as conn:
-            return self._insert(
+            return insert_holding(
                 conn,
                 lists,
-                state="submitting",
+                state=Phase.SUBMITTING,
                 cmd=cmd,
                 pwd=pwd,
                 message=message,
@@ -386,7 +163,7 @@ class Registry:
         with self.transaction() as conn:
             if conn.execute("SELECT 1 FROM jobs WHERE note = ?", (note,)).fetchone():
                 return None
-            return self._insert(
+            return insert_holding(
                 conn,
                 {
                     "inputs": inputs,
@@ -394,7 +171,7 @@ class Registry:
                     "outputs": outputs,
                     "chain": chain,
                 },
-                state="open",
+                state=Phase.OPEN,
                 job_id=job_id,
                 cluster=cluster,
                 cmd=cmd,
@@ -406,65 +183,12 @@ class Registry:
                 alt_dir=alt_dir,
             )
 
-    def _insert(
-        self, conn: sqlite3.Connection, lists: dict[str, Sequence[str]], **columns: Any
-    ) -> Job:
-        """A new job row (the columns given, the list columns as JSON, a new token) holding
-        its outputs, unless an open job holds any of them (OutputConflictError); inside the
-        caller's transaction."""
-        wanted = collapse(reserved_paths(lists["outputs"]))
-        conflicts = self._conflicts(conn, wanted)
-        if conflicts:
-            raise OutputConflictError(conflicts, lists["outputs"])
-        values = {
-            "token": uuid.uuid4().hex,
-            "submitted_at": time.time(),
-            **{name: json.dumps(list(paths)) for name, paths in lists.items()},
-            **columns,
-        }
-        names = ", ".join(values)
-        marks = ", ".join("?" * len(values))
-        cursor = conn.execute(f"INSERT INTO jobs ({names}) VALUES ({marks})", list(values.values()))
-        row_id = cursor.lastrowid
-        conn.executemany(
-            "INSERT INTO reservations (path, job) VALUES (?, ?)",
-            [(path, row_id) for path in wanted],
-        )
-        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (row_id,)).fetchone()
-        return Job.from_row(row)
-
-    def _conflicts(
-        self, conn: sqlite3.Connection, wanted: Sequence[str]
-    ) -> list[tuple[str, str, Job]]:
-        found: list[tuple[str, str, Job]] = []
-        for path in wanted:
-            held_rows = []
-            candidates = [path, *ancestors(path)]
-            marks = ",".join("?" * len(candidates))
-            held_rows += conn.execute(
-                f"SELECT path, job FROM reservations WHERE path IN ({marks})", candidates
-            ).fetchall()
-            if path == ".":
-                held_rows += conn.execute(
-                    "SELECT path, job FROM reservations WHERE path != '.'"
-                ).fetchall()
-            else:
-                # every path below `path`: '0' sorts right after '/'
-                held_rows += conn.execute(
-                    "SELECT path, job FROM reservations WHERE path > ? AND path < ?",
-                    (path + "/", path + "0"),
-                ).fetchall()
-            for held in held_rows:
-                job_row = conn.execute("SELECT * FROM jobs WHERE id = ?", (held["job"],)).fetchone()
-                found.append((path, held["path"], Job.from_row(job_row)))
-        return found
-
     def providers(self, paths: Sequence[str], job: Job | None) -> list[tuple[str, str, Job]]:
         """The other jobs holding what these paths overlap (an input a job writes: its output
         or log), as ``(path, held path, job)``, oldest job first; a glob by its fixed leading
         folder."""
         with self.transaction(immediate=False) as conn:
-            found = self._conflicts(conn, collapse(reserved_paths(paths)))
+            found = holders(conn, collapse(reserved_paths(paths)))
         own = job.id if job is not None else None
         return sorted((c for c in found if c[2].id != own), key=lambda c: c[2].id)
 
@@ -481,11 +205,12 @@ class Registry:
     def mark_submitted(self, job: Job, job_id: int, cluster: str | None) -> Job:
         """Slurm took the job: its id is on record before anything else can go wrong."""
         with self.transaction() as conn:
+            self._step(conn, [job], Phase.OPEN, start=Phase.SUBMITTING)
             conn.execute(
-                "UPDATE jobs SET job_id = ?, cluster = ?, state = 'open' WHERE id = ?",
-                (job_id, cluster, job.id),
+                "UPDATE jobs SET job_id = ?, cluster = ?, state = ? WHERE id = ?",
+                (job_id, cluster, Phase.OPEN, job.id),
             )
-        job.job_id, job.cluster, job.state = job_id, cluster, "open"
+        job.job_id, job.cluster, job.state = job_id, cluster, Phase.OPEN
         return job
 
     # -- log files (submitted held; see scheduling.Submitter.settle) ----------
@@ -513,29 +238,20 @@ class Registry:
         refused: dict[int, list[tuple[str, str, Job]]] = {}
         waits_for = waits_for or {}
         with self.transaction() as conn:
+            current = self._states(conn, [job for job, _ in claims])
             for job, logs in claims:
+                check_step(job.id, current.get(job.id), Phase.OPEN, start=Phase.SUBMITTING)
                 if any(row in refused for row in waits_for.get(job.id, ())):
                     refused[job.id] = []
                     continue
-                own = [
-                    row["path"]
-                    for row in conn.execute(
-                        "SELECT path FROM reservations WHERE job = ?", (job.id,)
-                    )
-                ]
-                wanted = [p for p in collapse(logs) if not any(lies_in(p, o) for o in own)]
-                conflicts = [c for c in self._conflicts(conn, wanted) if c[2].id != job.id]
+                conflicts = add_paths(conn, job.id, logs)
                 if conflicts:
                     refused[job.id] = conflicts
                     continue
-                conn.executemany(
-                    "INSERT INTO reservations (path, job) VALUES (?, ?)",
-                    [(path, job.id) for path in wanted if path not in own],
-                )
-                conn.execute("UPDATE jobs SET state = 'open' WHERE id = ?", (job.id,))
+                conn.execute("UPDATE jobs SET state = ? WHERE id = ?", (Phase.OPEN, job.id))
         for job, _ in claims:
             if job.id not in refused:
-                job.state = "open"
+                job.state = Phase.OPEN
         return refused
 
     def note_submission_facts(self, job: Job, facts: dict[str, str]) -> None:
@@ -554,7 +270,7 @@ class Registry:
     def forget_submission(self, job: Job) -> None:
         """Drop a reservation whose submission failed (nothing was submitted)."""
         with self.transaction() as conn:
-            conn.execute("DELETE FROM jobs WHERE id = ? AND state = 'submitting'", (job.id,))
+            conn.execute("DELETE FROM jobs WHERE id = ? AND state = ?", (job.id, Phase.SUBMITTING))
 
     # -- finish ---------------------------------------------------------------
 
@@ -588,24 +304,34 @@ class Registry:
         return Job.from_row(row)
 
     def mark_committing_many(self, jobs: Sequence[Job]) -> None:
-        """Note that commits for these jobs are being written (see ``committer.recover``)."""
+        """Note that commits for these jobs are being written (see ``commit/batch.recover``)."""
         with self.transaction() as conn:
+            self._step(conn, jobs, Phase.COMMITTING)
             conn.executemany(
-                "UPDATE jobs SET state = 'committing' WHERE id = ?", [(job.id,) for job in jobs]
+                "UPDATE jobs SET state = ? WHERE id = ?",
+                [(Phase.COMMITTING, job.id) for job in jobs],
             )
         for job in jobs:
-            job.state = "committing"
+            job.state = Phase.COMMITTING
 
-    def mark_finished(self, job: Job, commit_sha: str | None, state: str = "finished") -> None:
-        """Close the job and release its reservations, in one transaction."""
-        self.mark_finished_many([(job, commit_sha)], state)
+    def mark_finished(self, job: Job, commit_sha: str | None) -> None:
+        """The job's commit is written: it is finished, its reservations released, in one
+        transaction."""
+        self.mark_finished_many([(job, commit_sha)])
 
-    def mark_finished_many(
-        self, jobs: Sequence[tuple[Job, str | None]], state: str = "finished"
-    ) -> None:
-        """Close the jobs (with their commits) and release their reservations at once."""
+    def mark_finished_many(self, jobs: Sequence[tuple[Job, str | None]]) -> None:
+        """The jobs' commits are written: finished, their reservations released, at once."""
+        self._end(jobs, Phase.FINISHED)
+
+    def close_job(self, job: Job) -> None:
+        """Drop the job without a commit (failed, never to start, interrupted) and release
+        its reservations, in one transaction."""
+        self._end([(job, None)], Phase.CLOSED)
+
+    def _end(self, jobs: Sequence[tuple[Job, str | None]], state: Phase) -> None:
         now = time.time()
         with self.transaction() as conn:
+            self._step(conn, [job for job, _ in jobs], state)
             conn.executemany(
                 "UPDATE jobs SET state = ?, commit_sha = ?, finished_at = ? WHERE id = ?",
                 [(state, sha, now, job.id) for job, sha in jobs],
@@ -621,14 +347,45 @@ class Registry:
         self.reopen_many([job])
 
     def reopen_many(self, jobs: Sequence[Job]) -> None:
-        """Commit attempts left no commit behind: the jobs are open again."""
+        """Commit attempts left no commit behind: the jobs are open again.  A job not being
+        committed (still submitting, or open) is left as it is: there is nothing to undo."""
         with self.transaction() as conn:
+            current = self._states(conn, jobs)
+            back = [
+                job for job in jobs if current.get(job.id) not in (Phase.SUBMITTING, Phase.OPEN)
+            ]
+            for job in back:
+                check_step(job.id, current.get(job.id), Phase.OPEN, start=Phase.COMMITTING)
             conn.executemany(
-                "UPDATE jobs SET state = 'open' WHERE id = ? AND state = 'committing'",
-                [(job.id,) for job in jobs],
+                "UPDATE jobs SET state = ? WHERE id = ?", [(Phase.OPEN, job.id) for job in back]
             )
+        for job in back:
+            job.state = Phase.OPEN
+
+    @staticmethod
+    def _states(conn: sqlite3.Connection, jobs: Sequence[Job]) -> dict[int, str]:
+        """The stored state of each job, by row id (a deleted row is missing)."""
+        ids = [job.id for job in jobs]
+        found: dict[int, str] = {}
+        for start in range(0, len(ids), _CHUNK):
+            part = ids[start : start + _CHUNK]
+            marks = ",".join("?" * len(part))
+            for row in conn.execute(f"SELECT id, state FROM jobs WHERE id IN ({marks})", part):
+                found[row["id"]] = row["state"]
+        return found
+
+    def _step(
+        self,
+        conn: sqlite3.Connection,
+        jobs: Sequence[Job],
+        to: Phase,
+        start: Phase | None = None,
+    ) -> None:
+        """Check that every job may become ``to`` (TransitionError if one may not; ``start``:
+        the one state the step leaves), inside the caller's transaction, before the write."""
+        current = self._states(conn, jobs)
         for job in jobs:
-            job.state = "open"
+            check_step(job.id, current.get(job.id), to, start)
 
     def note_cron_reported(self, job: Job, report: str | None) -> None:
         """Remember what ``finish --cron`` reported about the job (None: forget it)."""
@@ -644,7 +401,3 @@ class Registry:
                     "SELECT path FROM reservations WHERE job = ? ORDER BY path", (job.id,)
                 )
             ]
-
-
-def _split_sql(script: str) -> list[str]:
-    return [part.strip() for part in script.split(";") if part.strip()]

@@ -17,7 +17,8 @@ from filelock import FileLock, Timeout
 from datalad_slurm.errors import DataladSlurmError, os_advice
 from datalad_slurm.git.pack import TMP_PACK_PREFIX
 from datalad_slurm.git.runner import git_dir
-from datalad_slurm.jobs.registry import REGISTRY_DIRNAME, Registry
+from datalad_slurm.jobs.registry import Registry
+from datalad_slurm.jobs.schema import REGISTRY_DIRNAME
 
 __all__ = [
     "GitLockError",

@@ -21,13 +21,9 @@ from datalad_slurm.globs import reserved_path
 from datalad_slurm.jobs import altdir
 from datalad_slurm.jobs import logs as joblogs
 from datalad_slurm.jobs.pipelines import DependencyRefusal, plan
-from datalad_slurm.jobs.registry import (
-    REGISTRY_DIRNAME,
-    REGISTRY_FILENAME,
-    OutputConflictError,
-    Registry,
-    RegistryError,
-)
+from datalad_slurm.jobs.registry import Registry
+from datalad_slurm.jobs.reservations import OutputConflictError
+from datalad_slurm.jobs.schema import REGISTRY_DIRNAME, REGISTRY_FILENAME, RegistryError
 from datalad_slurm.paths import lies_in, overlaps
 from datalad_slurm.results import SCHEDULE, make_result
 from datalad_slurm.slurm.conf import cluster_name

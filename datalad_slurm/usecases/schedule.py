@@ -21,7 +21,9 @@ from datalad_slurm.globs import expand
 from datalad_slurm.jobs import altdir
 from datalad_slurm.jobs.migration import take_over
 from datalad_slurm.jobs.placeholders import substitutions
-from datalad_slurm.jobs.registry import OutputConflictError, Registry, RegistryError
+from datalad_slurm.jobs.registry import Registry
+from datalad_slurm.jobs.reservations import OutputConflictError
+from datalad_slurm.jobs.schema import RegistryError
 from datalad_slurm.jobs.statedir import open_registry
 from datalad_slurm.paths import PathOutsideDatasetError, normalise
 from datalad_slurm.results import SCHEDULE, make_result

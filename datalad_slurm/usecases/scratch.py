@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datalad_slurm.globs import is_glob, reserved_path
 from datalad_slurm.jobs import altdir
 from datalad_slurm.jobs import logs as joblogs
-from datalad_slurm.jobs.registry import Job
+from datalad_slurm.jobs.job import Job
 from datalad_slurm.usecases.request import ScheduleError, ScheduleRequest
 
 

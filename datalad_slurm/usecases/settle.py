@@ -15,8 +15,9 @@ from typing import Any
 
 from datalad_slurm.jobs import altdir
 from datalad_slurm.jobs import logs as joblogs
+from datalad_slurm.jobs.job import Job
 from datalad_slurm.jobs.pipelines import Plan
-from datalad_slurm.jobs.registry import Job, Registry
+from datalad_slurm.jobs.registry import Registry
 from datalad_slurm.paths import lies_in
 from datalad_slurm.slurm.dependency import DependencyError, combine, parse_spec, set_dependency
 from datalad_slurm.slurm.holding import Noted, cancel, release

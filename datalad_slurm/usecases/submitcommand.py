@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from datalad_slurm.jobs.registry import Job, Registry
+from datalad_slurm.jobs.job import Job
+from datalad_slurm.jobs.registry import Registry
 from datalad_slurm.settings import spool_config
 from datalad_slurm.slurm.holding import HeldSubmission, Noted, cancel
 from datalad_slurm.slurm.jobid import NoJobIdError, Submission, parse_submission, printed_job_ids

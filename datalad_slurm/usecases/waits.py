@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Collection, MutableMapping, Sequence
 
 from datalad_slurm.globs import reserved_path
+from datalad_slurm.jobs.job import Job
 from datalad_slurm.jobs.pipelines import DependencyRefusal, Plan, plan
-from datalad_slurm.jobs.registry import Job
 from datalad_slurm.paths import lies_in, overlaps
 from datalad_slurm.slurm.dependency import JobStanding
 from datalad_slurm.usecases.request import ScheduleError, ScheduleRequest

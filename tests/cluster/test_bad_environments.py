@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from datalad_slurm.jobs.registry import SCHEMA_VERSION
+from datalad_slurm.jobs.schema import SCHEMA_VERSION
 from tests.conftest import UNPRIVILEGED, Actor, Cluster, acting, spare_cluster
 
 ACCOUNTS = ["root", UNPRIVILEGED]

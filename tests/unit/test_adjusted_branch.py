@@ -19,7 +19,7 @@ from datalad.api import Dataset, create
 from datalad.support.annexrepo import AnnexRepo
 
 from datalad_slurm.commit.message import registration_token
-from datalad_slurm.jobs.registry import Job
+from datalad_slurm.jobs.job import Job
 from datalad_slurm.jobs.statedir import open_registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 from tests.unit.conftest import git

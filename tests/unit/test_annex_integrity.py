@@ -31,7 +31,7 @@ from datalad_slurm.commit.writer import (
     write_commits,
 )
 from datalad_slurm.git.pack import TMP_PACK_PREFIX
-from datalad_slurm.jobs.registry import Job
+from datalad_slurm.jobs.job import Job
 from datalad_slurm.jobs.statedir import clear_interrupted_writes, open_registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 from tests.conftest import owned_folder, python_as, unprivileged_user

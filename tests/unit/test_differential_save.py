@@ -25,10 +25,11 @@ from datalad.api import Dataset, create
 
 from datalad_slurm import settings
 from datalad_slurm.commit.message import registration_token
-from datalad_slurm.jobs.registry import Job
+from datalad_slurm.jobs.job import Job
 from datalad_slurm.jobs.statedir import open_registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
-from datalad_slurm.usecases.finish import FinishRequest, finish
+from datalad_slurm.usecases.finish import finish
+from datalad_slurm.usecases.finish_request import FinishRequest
 from tests.unit.conftest import git
 from tests.unit.test_events import RecordingBackend
 

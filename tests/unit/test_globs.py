@@ -20,7 +20,8 @@ from datalad_slurm.globs import (
     reserved_paths,
     unmatched,
 )
-from datalad_slurm.jobs.registry import OutputConflictError, Registry
+from datalad_slurm.jobs.registry import Registry
+from datalad_slurm.jobs.reservations import OutputConflictError
 from datalad_slurm.usecases.jobspecs import parse_job_spec
 from datalad_slurm.usecases.request import ScheduleError, input_paths, normalise_all
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from datalad_slurm.commit.jobfiles import find_job_files
-from datalad_slurm.jobs.registry import Job
+from datalad_slurm.jobs.job import Job
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 
 

@@ -18,14 +18,12 @@ from typing import Any
 import pytest
 
 from datalad_slurm.commit.jobfiles import find_job_files
-from datalad_slurm.jobs.migration import (
-    IMPORTED_LOGS,
+from datalad_slurm.jobs.migration import IMPORTED_LOGS, take_over, waiting
+from datalad_slurm.jobs.oldregistry import (
     MigrationError,
     adopted,
     old_registries,
     read_old_registry,
-    take_over,
-    waiting,
 )
 from datalad_slurm.jobs.registry import Registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from datalad_slurm.commit.outcomes import Committed, NotCommitted, Outcome, Reported, Warned
-from datalad_slurm.jobs.registry import Job, Registry
+from datalad_slurm.jobs.job import Job
+from datalad_slurm.jobs.registry import Registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 from datalad_slurm.usecases import finish as finishing
 

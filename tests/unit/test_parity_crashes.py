@@ -21,10 +21,12 @@ from datalad.api import Dataset, create
 from datalad_slurm.commit import batch as committer
 from datalad_slurm.commit import branches as jobbranches
 from datalad_slurm.jobs import altdir
-from datalad_slurm.jobs.registry import Job, Registry
+from datalad_slurm.jobs.job import Job
+from datalad_slurm.jobs.registry import Registry
 from datalad_slurm.jobs.statedir import open_registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
-from datalad_slurm.usecases.finish import FinishRequest, finish
+from datalad_slurm.usecases.finish import finish
+from datalad_slurm.usecases.finish_request import FinishRequest
 from tests.unit.conftest import git
 from tests.unit.test_differential_save import no_spool
 from tests.unit.test_events import RecordingBackend

@@ -16,6 +16,7 @@ import pytest
 
 from datalad_slurm.commit.jobfiles import JobFiles
 from datalad_slurm.commit.record import build_record, job_facts
+from datalad_slurm.jobs.job import Job
 from datalad_slurm.jobs.pipelines import (
     DependencyRefusal,
     dependants,
@@ -23,7 +24,7 @@ from datalad_slurm.jobs.pipelines import (
     plan,
     waiting_for,
 )
-from datalad_slurm.jobs.registry import Job, Registry
+from datalad_slurm.jobs.registry import Registry
 from datalad_slurm.slurm.dependency import (
     DependencyError,
     Spec,

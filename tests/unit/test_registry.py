@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from datalad_slurm.jobs.registry import SCHEMA_VERSION, OutputConflictError, Registry, RegistryError
+from datalad_slurm.jobs.registry import Registry
+from datalad_slurm.jobs.reservations import OutputConflictError
+from datalad_slurm.jobs.schema import SCHEMA_VERSION, RegistryError
 
 
 def _reserve(registry: Registry, *outputs: str) -> object:
@@ -79,6 +81,7 @@ def test_lifecycle_releases_reservations(registry: Registry) -> None:
     registry.reopen(job)  # type: ignore[arg-type]
     assert registry.jobs(job_id=7)[0].state == "open"
     assert registry.jobs(job_id=7)[0].submission_facts == {"stdout": "/x/%j.out"}
+    registry.mark_committing_many([job])  # type: ignore[list-item]
     registry.mark_finished(job, "abc")  # type: ignore[arg-type]
     assert registry.jobs() == []
     assert registry.jobs(states=("finished",))[0].commit_sha == "abc"
@@ -133,11 +136,11 @@ def test_concurrent_reservations_exactly_one_wins(registry: Registry) -> None:
 
 def _old_registry(path: Path, version: int) -> None:
     """A registry as a datalad-slurm of schema ``version`` left it: one open job holding 'o'."""
-    from datalad_slurm.jobs.registry import _MIGRATIONS, _split_sql
+    from datalad_slurm.jobs.schema import MIGRATIONS, split_sql
 
     conn = sqlite3.connect(path)
-    for script in _MIGRATIONS[:version]:
-        for statement in _split_sql(script):
+    for script in MIGRATIONS[:version]:
+        for statement in split_sql(script):
             conn.execute(statement)
     conn.execute(
         "INSERT INTO jobs (token, job_id, state, cmd, pwd, inputs, extra_inputs, outputs, chain,"

@@ -13,11 +13,14 @@ import pytest
 
 from datalad_slurm.commit.outcomes import NotCommitted
 from datalad_slurm.jobs.events import JobKey, match_events, resolve
-from datalad_slurm.jobs.registry import Job, Registry
+from datalad_slurm.jobs.job import Job
+from datalad_slurm.jobs.registry import Registry
 from datalad_slurm.slurm.state import JobState, JobStatus, TaskState, Verdict
 from datalad_slurm.spool import Event, UserSpool, is_registered, write_event
 from datalad_slurm.usecases import finish as finishing
-from datalad_slurm.usecases.finish import FinishRequest, finish
+from datalad_slurm.usecases import finish_gather, finish_jobs
+from datalad_slurm.usecases.finish import finish
+from datalad_slurm.usecases.finish_request import FinishRequest
 
 from .conftest import git
 from .test_events import RecordingBackend
@@ -169,10 +172,10 @@ def test_finish_recovers_from_a_schedule_killed_before_registering(
     assert list(finish(ds, FinishRequest(), RecordingBackend({}))) == []
     assert marker.exists()
     # ten minutes later: the marker goes, the row is reported, then released on request
-    old = time.time() - finishing.STALE_SUBMISSION_SECONDS - 60
+    old = time.time() - finish_jobs.STALE_SUBMISSION_SECONDS - 60
     os.utime(marker, (old, old))
     with _registry(repo) as registry:
-        _age_submission(registry, job, finishing.STALE_SUBMISSION_SECONDS + 60)
+        _age_submission(registry, job, finish_jobs.STALE_SUBMISSION_SECONDS + 60)
     [report] = list(finish(ds, FinishRequest(), RecordingBackend({})))
     assert report["status"] == "impossible" and "interrupted" in report["message"]
     assert not marker.exists()
@@ -216,7 +219,7 @@ def test_events_nobody_claims_are_tidied_after_30_days(repo: Path, configured: P
     # age the second event by rewriting its written_at (as the hook's account: this one)
     path = configured / str(UID) / "events" / old
     text = path.read_text()
-    stamp = time.time() - finishing.STALE_EVENT_SECONDS - 3600
+    stamp = time.time() - finish_gather.STALE_EVENT_SECONDS - 3600
     path.write_text(text.replace('"written_at": ', f'"written_at": {stamp}, "x_": '))
     assert [e.name for e in spool.read_events({UID})[0]] == sorted([young, old])
     assert list(finish(FakeDataset(repo), FinishRequest(), RecordingBackend({}))) == []
@@ -230,14 +233,14 @@ def test_schedule_s_cleaning_leaves_a_running_schedule_s_marker(spool: Path) -> 
     user.begin_submission("running")
     user.begin_submission("killed")
     killed = spool / str(UID) / "inflight" / "killed"
-    old = time.time() - finishing.STALE_SUBMISSION_SECONDS - 60
+    old = time.time() - finish_jobs.STALE_SUBMISSION_SECONDS - 60
     os.utime(killed, (old, old))
     user.clean_inflight()
     assert sorted(os.listdir(spool / str(UID) / "inflight")) == ["running"]
 
 
 def test_open_jobs_of_two_clusters_are_listed_apart(repo: Path, configured: Path) -> None:
-    from datalad_slurm.usecases.finish import list_open_jobs
+    from datalad_slurm.usecases.finish_listing import list_open_jobs
 
     with _registry(repo) as registry:
         _open_job(registry, 7, "a", "out-a")
@@ -281,6 +284,7 @@ def test_events_of_a_job_finished_by_a_killed_drain_are_removed_later(
     write_event(str(configured), UID, event, {UID})
     with _registry(repo) as registry:
         job = _open_job(registry, 12, "c", "out")
+        registry.mark_committing_many([job])
         registry.mark_finished(job, "0" * 40)
     assert list(finish(FakeDataset(repo), FinishRequest(), RecordingBackend({}))) == []
     assert spool.read_events({UID}) == ([], [])

@@ -375,7 +375,7 @@ def test_no_question_without_jobs_to_commit() -> None:
 
 def test_the_listing_shows_how_long_running_jobs_have_run() -> None:
     from datalad_slurm.commands.finish import render_open_jobs
-    from datalad_slurm.usecases.finish import running_for
+    from datalad_slurm.usecases.finish_listing import running_for
 
     running = JobStatus(5, backend="pyslurm")
     for task_id, state, elapsed in ((0, JobState.RUNNING, 65), (1, JobState.RUNNING, 3723)):
@@ -584,7 +584,8 @@ def test_pyslurm_tres_are_written_as_slurm_writes_them() -> None:
 def test_finish_asks_accounting_unless_told_not_to(tmp_path: Path, setting: str | None) -> None:
     """The whole finish: a job the backend settled (no accounting) is asked about once, with
     ``datalad.slurm.usage`` unset or true; with false not at all, and committed all the same."""
-    from datalad_slurm.usecases.finish import FinishRequest, finish
+    from datalad_slurm.usecases.finish import finish
+    from datalad_slurm.usecases.finish_request import FinishRequest
 
     top = tmp_path / "ds"
     ds = _one_job_dataset(top)
