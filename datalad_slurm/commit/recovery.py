@@ -19,6 +19,7 @@ from datalad_slurm.git.runner import GitError, run_git
 from datalad_slurm.jobs import altdir
 from datalad_slurm.jobs.job import Job
 from datalad_slurm.jobs.registry import Registry
+from datalad_slurm.jobs.statedir import git_writes
 
 
 def sync_adjusted_branch(repo: Any) -> None:
@@ -36,28 +37,32 @@ def recover(dataset_path: str, registry: Registry) -> list[Job]:
     interrupted = registry.jobs(states=("committing",))
     if not interrupted:
         return []
-    # a fast-import killed before its commits were placed leaves its work ref behind, which
-    # would keep them (unused) reachable
-    run_git(dataset_path, "update-ref", "-d", WORK_REF, check=False)
-    # a finish killed between save's commit on an adjusted branch and its sync left the commit
-    # on the adjusted branch alone: the sync moves it where save would have
-    if _on_adjusted_branch(dataset_path):
-        from datalad.support.annexrepo import AnnexRepo
+    # git writes, as the commit's are: a kill among them (the work ref, the adjusted branch's
+    # sync, the index) leaves git's lock files, which the next finish removes only when the
+    # marker of a killed writer is there
+    with git_writes(dataset_path):
+        # a fast-import killed before its commits were placed leaves its work ref behind, which
+        # would keep them (unused) reachable
+        run_git(dataset_path, "update-ref", "-d", WORK_REF, check=False)
+        # a finish killed between save's commit on an adjusted branch and its sync left the commit
+        # on the adjusted branch alone: the sync moves it where save would have
+        if _on_adjusted_branch(dataset_path):
+            from datalad.support.annexrepo import AnnexRepo
 
-        sync_adjusted_branch(AnnexRepo(dataset_path, create=False))
-    found = find_commits_with_tokens(
-        dataset_path,
-        {job.token for job in interrupted},
-        {job.submitted_from for job in interrupted},
-    )
-    # a finish --branches killed before it took the jobs' files out of the index
-    jobbranches.settle(
-        dataset_path, [found[job.token] for job in interrupted if job.token in found]
-    )
-    for job in interrupted:
-        if job.token in found and job.alt_dir:
-            # a finish killed before it emptied the scratch folder of a job it committed
-            altdir.clear(job.alt_dir, brought_back(dataset_path, job, found[job.token]))
+            sync_adjusted_branch(AnnexRepo(dataset_path, create=False))
+        found = find_commits_with_tokens(
+            dataset_path,
+            {job.token for job in interrupted},
+            {job.submitted_from for job in interrupted},
+        )
+        # a finish --branches killed before it took the jobs' files out of the index
+        jobbranches.settle(
+            dataset_path, [found[job.token] for job in interrupted if job.token in found]
+        )
+        for job in interrupted:
+            if job.token in found and job.alt_dir:
+                # a finish killed before it emptied the scratch folder of a job it committed
+                altdir.clear(job.alt_dir, brought_back(dataset_path, job, found[job.token]))
     registry.mark_finished_many(
         [(job, found[job.token]) for job in interrupted if job.token in found]
     )

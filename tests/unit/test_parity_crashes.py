@@ -11,6 +11,8 @@ test_alt_dir.py) kill real finishes at swept moments; these pin each window down
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ from datalad.api import Dataset, create
 
 from datalad_slurm.commit import batch as committer
 from datalad_slurm.commit import branches as jobbranches
+from datalad_slurm.commit import recovery
+from datalad_slurm.commit.writer import WORK_REF
 from datalad_slurm.jobs import altdir
 from datalad_slurm.jobs.job import Job
 from datalad_slurm.jobs.registry import Registry
@@ -168,6 +172,85 @@ def test_branches_killed_at_each_step(
     assert bool(staged) == (where[1] != "clear_scratch")
     _finish(top, "branches")
     _assert_branches(top, base)
+
+
+def _dies_holding(
+    lock: str, real: Callable[..., Any], at: Callable[..., bool]
+) -> Callable[..., Any]:
+    """``real(repo, *args)``, but where ``at(*args)`` the process is SIGKILLed as while the git
+    command it would run held ``lock`` (under .git): the lock file stays, as git leaves it."""
+
+    def dying(repo: str, *args: Any, **kwargs: Any) -> Any:
+        if at(*args):
+            path = Path(repo, ".git", lock)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(repo, *args, **kwargs)
+
+    return dying
+
+
+def _finish_killed(top: Path, branches: str) -> None:
+    """A finish in a process of its own, which a patched step SIGKILLs (nothing of ours runs
+    after it, no ``finally`` either)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _finish(top, branches)
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+
+
+@pytest.mark.parametrize(
+    "first, where, lock",
+    [
+        # the branches exist, the jobs' files still staged: the recovery's git restore
+        ("restore", (jobbranches, "restore", lambda *args: True), "index.lock"),
+        # no branch yet: the recovery's removal of fast-import's work ref
+        (
+            "publish",
+            (
+                recovery,
+                "run_git",
+                lambda *args: args[:2] == ("update-ref", "-d") and WORK_REF in args,
+            ),
+            "refs/datalad-slurm/finish.lock",
+        ),
+    ],
+    ids=["settle", "work-ref"],
+)
+def test_a_recovery_killed_midway_is_completed(
+    top: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    first: str,
+    where: tuple[object, str, Callable[..., bool]],
+    lock: str,
+) -> None:
+    """A finish --branches killed while it recovers from an earlier kill, in the git command
+    that holds a lock: the next finish removes the lock git left and completes the work.  The
+    kill is a real SIGKILL (a ``KeyboardInterrupt`` would run the cleanup a kill skips); the
+    cluster test that sweeps kills over real finishes (tests/cluster/test_job_branches.py) can
+    hit this window, and every later finish then failed on the lock."""
+    _register(top)
+    base = git(top, "rev-parse", "HEAD").strip()
+    _killed_at(monkeypatch, jobbranches, first)
+    with pytest.raises(KeyboardInterrupt):
+        _finish(top, "branches")
+    monkeypatch.undo()
+    owner, name, at = where
+    monkeypatch.setattr(owner, name, _dies_holding(lock, getattr(owner, name), at))
+    _finish_killed(top, "branches")
+    monkeypatch.undo()
+    assert (top / ".git" / lock).exists()
+    assert {state for state, _ in _states(top).values()} == {"committing"}
+    results = _finish(top, "branches")
+    assert all(r["status"] == "ok" for r in results), [(r["status"], r["message"]) for r in results]
+    assert [r["cleared_locks"] for r in results if "cleared_locks" in r] == [[lock]]
+    _assert_branches(top, base)
+    assert not (top / ".git" / lock).exists()
 
 
 @pytest.mark.parametrize("where", [(committer, "advance_head"), (committer, "clear_scratch")])
