@@ -22,7 +22,7 @@ without a checkout:
 
 Crash safety: until the branches (or HEAD) point at the commits nothing does, and the next
 ``finish`` finds no token and starts over.  Afterwards the tokens are found on the branches
-(``committer.recover`` looks at :data:`BRANCH_GLOB` besides HEAD); :func:`settle` then takes
+(``commit/recovery.recover`` looks at :data:`BRANCH_GLOB` besides HEAD); :func:`settle` then takes
 out of the index and worktree the files of such jobs that a killed run left staged.
 """
 

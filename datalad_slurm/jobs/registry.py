@@ -213,7 +213,7 @@ class Registry:
         job.job_id, job.cluster, job.state = job_id, cluster, Phase.OPEN
         return job
 
-    # -- log files (submitted held; see scheduling.Submitter.settle) ----------
+    # -- log files (submitted held; see usecases/settle.py) ----------
 
     def note_held(self, job: Job, job_id: int, cluster: str | None) -> Job:
         """Slurm took the job, held: its id is on record at once, the row stays 'submitting'

@@ -130,7 +130,7 @@ def clear_interrupted_writes(dataset_path: str) -> list[str]:
     candidates = [os.path.join(gitdir, name) for name in _GIT_LOCK_FILES]
     for folder, _dirs, files in os.walk(os.path.join(gitdir, "refs")):
         candidates += [os.path.join(folder, f) for f in files if f.endswith(".lock")]
-    # half-written packs of ours (packwriter.install_pack); git's own tmp_pack_* are git's
+    # half-written packs of ours (git/pack.install_pack); git's own tmp_pack_* are git's
     candidates += glob.glob(os.path.join(gitdir, "objects", "pack", f"{TMP_PACK_PREFIX}*"))
     for path in candidates:
         try:

@@ -265,7 +265,7 @@ def _after_failed_commit(
 ) -> Iterator[dict[str, Any]]:
     """The commit failed, perhaps after HEAD moved (the registry failed on a full disk): a
     job whose commit is in HEAD's history must never be reopened, or the next finish commits
-    it twice.  The rows are settled by their tokens as after a crash (``committer.recover``);
+    it twice.  The rows are settled by their tokens as after a crash (``commit/recovery.recover``);
     if the registry still fails they stay 'committing' for the next finish's recovery."""
     try:
         recover(dataset_path, registry)
