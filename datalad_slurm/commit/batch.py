@@ -55,6 +55,7 @@ from datalad_slurm.jobs.job import Job
 from datalad_slurm.jobs.pipelines import dependants
 from datalad_slurm.jobs.registry import Registry
 from datalad_slurm.jobs.statedir import git_writes
+from datalad_slurm.paths import overlaps
 from datalad_slurm.slurm.state import JobStatus
 from datalad_slurm.slurm.usage import Usage
 
@@ -224,11 +225,7 @@ def _submodule_paths(dataset_path: str) -> list[str]:
 
 
 def _touches_submodule(paths: Sequence[str], submodules: Sequence[str]) -> bool:
-    return any(
-        path == sub or path.startswith(sub + "/") or path in (".", "") or sub.startswith(path + "/")
-        for path in paths
-        for sub in submodules
-    )
+    return any(path == "" or overlaps(path, sub) for path in paths for sub in submodules)
 
 
 def _commit_batch(

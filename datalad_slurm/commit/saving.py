@@ -21,6 +21,7 @@ from datalad_slurm.commit.staging import NOT_UTF8
 from datalad_slurm.commit.writer import advance_head, worktree_changes, write_commits
 from datalad_slurm.git.runner import GitError, is_utf8, run_git, shown
 from datalad_slurm.jobs.registry import Registry
+from datalad_slurm.paths import lies_in
 
 
 def commit_with_save(ds: Any, registry: Registry, prepared: PreparedCommit) -> Iterator[Outcome]:
@@ -46,7 +47,7 @@ def commit_with_save(ds: Any, registry: Registry, prepared: PreparedCommit) -> I
         os.path.join(dataset_path, p)
         for p in prepared.paths
         if os.path.lexists(os.path.join(dataset_path, p))
-        or any(t == p or t.startswith(p.rstrip("/") + "/") for t in tracked if t)
+        or any(lies_in(t, p.rstrip("/")) for t in tracked if t)
     ]
     before = ds.repo.get_hexsha()
     registry.mark_committing_many([job])

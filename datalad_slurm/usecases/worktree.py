@@ -15,6 +15,7 @@ from typing import Any
 from datalad_slurm.git.runner import git_dir, run_git
 from datalad_slurm.globs import output_paths
 from datalad_slurm.jobs.statedir import clear_interrupted_writes, git_lock, git_writes
+from datalad_slurm.paths import lies_in
 from datalad_slurm.usecases.request import ScheduleError
 
 
@@ -75,7 +76,7 @@ def _holds_tracked(root: str, path: str, tracked: Sequence[str]) -> bool:
     relative = os.path.relpath(path, root)
     if relative == ".":
         return any(tracked)
-    return any(t == relative or t.startswith(relative + "/") for t in tracked if t)
+    return any(lies_in(t, relative) for t in tracked if t)
 
 
 def inputs_to_get(ds: Any, inputs: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
@@ -96,7 +97,7 @@ def inputs_to_get(ds: Any, inputs: Sequence[str]) -> tuple[list[str], list[str],
     missing: list[str] = []
     present: list[str] = []
     for path in inputs:
-        if any(path == a or path.startswith(a + "/") for a in absent):
+        if any(lies_in(path, a) for a in absent):
             continue
         (present if os.path.lexists(os.path.join(root, path)) else missing).append(path)
     if not present or not os.path.exists(os.path.join(git_dir(root), "annex")):
