@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.globs import hits, in_git_dir, is_glob, reserved_path
@@ -53,7 +52,6 @@ class ScheduleRequest:
     assume_ready: str | None = None
     #: a scratch folder outside the dataset to run the job in (``--alt-dir``, see jobs/altdir.py)
     alt_dir: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def join_command(cmd: str | Sequence[str]) -> str:
