@@ -20,6 +20,9 @@ from datalad_slurm.commitwriter import (
 from datalad_slurm.git import GitError
 from tests.unit.conftest import git
 
+#: git only: the host and forky-jsoncli tiers (tests/conftest.py, AGNOSTIC_TIERS)
+pytestmark = pytest.mark.slurm_agnostic
+
 
 def test_chunked_respects_the_budget_and_keeps_order() -> None:
     paths = [f"p{n:03d}" for n in range(100)]
