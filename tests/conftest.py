@@ -29,6 +29,38 @@ REPO = Path(__file__).resolve().parent.parent
 #: the unprivileged account that tests needing file modes (root ignores them) run as
 USER = "dlstest"
 
+#: the tiers of tests/run that run the tests marked ``slurm_agnostic`` (their subject is git,
+#: git-annex, the committer, packaging or the documents; Slurm only supplies their jobs): the
+#: host (Debian 12: the oldest git, git-annex and Python) and forky-jsoncli (Debian forky: the
+#: newest); trixie and forky-pyslurm deselect them.  Outside tests/run (no tier named) all run.
+AGNOSTIC_TIERS = ("host", "forky-jsoncli")
+
+
+def _tier() -> str | None:
+    return os.environ.get("DATALAD_SLURM_TEST_TIER") or None
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    tier = _tier()
+    if tier is None or tier in AGNOSTIC_TIERS:
+        return None
+    return (
+        f"tier {tier}: the tests marked slurm_agnostic are deselected "
+        f"(they run in the tiers {', '.join(AGNOSTIC_TIERS)})"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (never skip) the ``slurm_agnostic`` tests outside :data:`AGNOSTIC_TIERS`."""
+    tier = _tier()
+    if tier is None or tier in AGNOSTIC_TIERS:
+        return
+    dropped = [item for item in items if item.get_closest_marker("slurm_agnostic")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not item.get_closest_marker("slurm_agnostic")]
+
+
 CLUSTER_ENV = {
     "acct": "DATALAD_SLURM_TEST_ACCT_CONF",
     "noacct": "DATALAD_SLURM_TEST_NOACCT_CONF",

@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.cluster.test_cli_answers import _git, _json
 from tests.cluster.test_globs import _clean, _record
 from tests.conftest import Actor
@@ -196,6 +198,9 @@ def test_a_job_runs_in_the_scratch_folder_and_its_outputs_come_back(actor: Actor
     _clean(actor, ds)
 
 
+# a failed job's scratch files left as they are: files, not Slurm (which only runs the job);
+# host and forky-jsoncli only (tests/conftest.py, AGNOSTIC_TIERS)
+@pytest.mark.slurm_agnostic
 def test_a_failing_job_leaves_its_scratch_folder_intact(actor: Actor) -> None:
     ds, scratch = _dataset(actor)
     root = os.path.realpath(scratch)
@@ -245,6 +250,9 @@ def test_a_failing_job_leaves_its_scratch_folder_intact(actor: Actor) -> None:
     _clean(actor, ds)
 
 
+# the committer's crash safety, not Slurm (which only runs the job); host and forky-jsoncli
+# only (tests/conftest.py, AGNOSTIC_TIERS)
+@pytest.mark.slurm_agnostic
 def test_a_finish_killed_while_it_brings_the_outputs_back_loses_nothing(actor: Actor) -> None:
     """SIGKILL to finish's process group at moments swept over its run (it copies 30 MiB back
     and commits them): until the job's commit exists the scratch copy is whole; the next finish

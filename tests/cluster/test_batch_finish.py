@@ -13,6 +13,10 @@ import pytest
 from datalad_slurm.jobs.statedir import open_registry
 from tests.conftest import Cluster, call, finish_by_job, git, only, subjects, write_script
 
+#: the subject is the batch committer (annex rules, files of a drain); Slurm only runs the
+#: jobs: host and forky-jsoncli only (tests/conftest.py, AGNOSTIC_TIERS)
+pytestmark = pytest.mark.slurm_agnostic
+
 
 def _annexed(ds: Any, path: str) -> bool:
     """Is the committed file an annex key (symlink or pointer), not a blob of its content?"""

@@ -10,6 +10,10 @@ import pytest
 
 from tests.conftest import Cluster, call, git, only, subjects, write_script
 
+#: the subject is the registry's and git's locking; Slurm only runs the jobs: host and
+#: forky-jsoncli only (tests/conftest.py, AGNOSTIC_TIERS)
+pytestmark = pytest.mark.slurm_agnostic
+
 
 def test_two_concurrent_schedules_on_one_output(slurm: Cluster, dataset: Any) -> None:
     write_script(dataset, "job.sh", "echo x\n")

@@ -22,6 +22,10 @@ import pytest
 from tests.cluster.test_cli_answers import _git, _json
 from tests.conftest import Actor, run_as
 
+#: the subject is globs in records and commits, against datalad run; Slurm only runs the jobs:
+#: host and forky-jsoncli only (tests/conftest.py, AGNOSTIC_TIERS)
+pytestmark = pytest.mark.slurm_agnostic
+
 #: run from work/: writes its argv and its inputs into out/, one file out/ not matched, res/
 GEN = """#!/bin/sh
 mkdir -p ../out ../res

@@ -26,6 +26,10 @@ from tests.cluster.test_cli_answers import _git, _json
 from tests.cluster.test_globs import _as_owner, _clean, _record
 from tests.conftest import Actor, assert_fsck_clean
 
+#: the subject is git: branches, octopus merges, killed finishes; Slurm only runs the jobs:
+#: host and forky-jsoncli only (tests/conftest.py, AGNOSTIC_TIERS)
+pytestmark = pytest.mark.slurm_agnostic
+
 JOBS = 20
 #: writes its output folder ($1)
 WRITE = """#!/bin/sh

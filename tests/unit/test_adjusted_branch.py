@@ -31,8 +31,9 @@ from tests.unit.test_differential_save import (
     register_job,
 )
 
-# no shared config: finish asks the (recording) backend alone
-pytestmark = pytest.mark.usefixtures(no_spool.__name__)
+#: git and git-annex only: the host and forky-jsoncli tiers (tests/conftest.py, AGNOSTIC_TIERS);
+#: no shared config: finish asks the (recording) backend alone
+pytestmark = [pytest.mark.slurm_agnostic, pytest.mark.usefixtures(no_spool.__name__)]
 
 
 @pytest.fixture

@@ -17,6 +17,9 @@ from datalad_slurm.commit.annexing import annex_new_files
 from datalad_slurm.commit.writer import stage, worktree_changes
 from tests.unit.conftest import git
 
+#: git and git-annex only: the host and forky-jsoncli tiers (tests/conftest.py, AGNOSTIC_TIERS)
+pytestmark = pytest.mark.slurm_agnostic
+
 ATTRIBUTES = (
     "*.csv annex.backend=SHA256E\n"
     "*.tiny annex.largefiles=(largerthan=1kb)\n"

@@ -20,6 +20,9 @@ from datalad_slurm.commit.writer import (
 from datalad_slurm.git.runner import GitError
 from tests.unit.conftest import git
 
+#: git only: the host and forky-jsoncli tiers (tests/conftest.py, AGNOSTIC_TIERS)
+pytestmark = pytest.mark.slurm_agnostic
+
 
 def test_chunked_respects_the_budget_and_keeps_order() -> None:
     paths = [f"p{n:03d}" for n in range(100)]

@@ -33,6 +33,9 @@ from datalad_slurm.usecases.finish_request import FinishRequest
 from tests.unit.conftest import git
 from tests.unit.test_events import RecordingBackend
 
+#: git and git-annex only: the host and forky-jsoncli tiers (tests/conftest.py, AGNOSTIC_TIERS)
+pytestmark = pytest.mark.slurm_agnostic
+
 JOB_ID = 42
 LOG = f"slurm-{JOB_ID}.out"
 ENV_JSON = f"slurm-job-{JOB_ID}.env.json"

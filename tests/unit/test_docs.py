@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+#: the documents only: the host and forky-jsoncli tiers (tests/conftest.py, AGNOSTIC_TIERS)
+pytestmark = pytest.mark.slurm_agnostic
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "CHANGELOG.md"]
 

@@ -27,6 +27,9 @@ from datalad_slurm.slurm.state import JobState, JobStatus, TaskState
 from tests.conftest import owned_folder, python_as, unprivileged_user
 from tests.unit.conftest import git
 
+#: git and git-annex only: the host and forky-jsoncli tiers (tests/conftest.py, AGNOSTIC_TIERS)
+pytestmark = pytest.mark.slurm_agnostic
+
 #: what the scenarios share: datasets, jobs committed by commit_jobs as finish does, twins
 #: committed by datalad save, and the facts the tests compare
 _COMMON = r"""

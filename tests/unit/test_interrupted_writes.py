@@ -14,6 +14,9 @@ from datalad_slurm.commit.recovery import find_commits_with_tokens
 from datalad_slurm.jobs.statedir import clear_interrupted_writes, git_writes, state_dir
 from tests.unit.conftest import git
 
+#: git only: the host and forky-jsoncli tiers (tests/conftest.py, AGNOSTIC_TIERS)
+pytestmark = pytest.mark.slurm_agnostic
+
 
 def test_nothing_to_clear_without_a_marker(repo: Path) -> None:
     lock = repo / ".git" / "index.lock"

@@ -14,6 +14,9 @@ from datalad_slurm.git.runner import GitError, git_ident
 from datalad_slurm.git.trees import Change, write_pack
 from tests.unit.conftest import git
 
+#: git only: the host and forky-jsoncli tiers (tests/conftest.py, AGNOSTIC_TIERS)
+pytestmark = pytest.mark.slurm_agnostic
+
 
 def _blobs(repo: Path, count: int) -> list[str]:
     """``count`` distinct blobs written into the repository's object store."""

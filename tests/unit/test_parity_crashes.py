@@ -35,7 +35,8 @@ from tests.unit.conftest import git
 from tests.unit.test_differential_save import no_spool
 from tests.unit.test_events import RecordingBackend
 
-pytestmark = pytest.mark.usefixtures(no_spool.__name__)
+#: git and git-annex only: the host and forky-jsoncli tiers (tests/conftest.py, AGNOSTIC_TIERS)
+pytestmark = [pytest.mark.slurm_agnostic, pytest.mark.usefixtures(no_spool.__name__)]
 
 JOBS = (101, 102, 103)
 
