@@ -26,9 +26,10 @@ def make_result(
     type: str = "dataset",
     **keys: Any,
 ) -> dict[str, Any]:
-    """A result record; ``keys`` whose value is None are left out (``message=None``: none)."""
+    """A result record with every key given, None values too (``data_parser: None`` says the
+    backend read no JSON; a key left out would be a different record)."""
     if status not in STATUSES:
         raise ValueError(f"not a DataLad result status: {status!r}")
     record: dict[str, Any] = {"action": action, "status": status, "path": path, "type": type}
-    record.update((key, value) for key, value in keys.items() if value is not None)
+    record.update(keys)
     return record
