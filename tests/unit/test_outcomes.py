@@ -75,6 +75,7 @@ def test_commit_jobs_says_what_became_of_each_row(tmp_path: Path) -> None:
         ("commit", head),
         ("state", "COMPLETED"),
         ("backend", "test"),
+        ("data_parser", None),
     ]
     assert list(warned.result().items()) == [
         ("action", "finish"),
