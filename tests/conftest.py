@@ -586,9 +586,9 @@ class Actor:
         without the hook: none); ``env`` adds to or replaces the environment."""
         return self.python(_CLI, *args, cwd=cwd, env=env)
 
-    def command(self, *args: str) -> list[str]:
+    def command(self, *args: str, env: dict[str, str] | None = None) -> list[str]:
         """The command line of ``datalad ARGS`` as this account (for a process of its own)."""
-        return self.command_line(self._python(), "-c", _CLI, *args)
+        return self.command_line(self._python(), "-c", _CLI, *args, env=env)
 
     def _python(self) -> str:
         # the venv's interpreter may live in root's home; Debian's is the same version

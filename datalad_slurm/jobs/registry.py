@@ -22,7 +22,7 @@ from typing import Any
 from datalad_slurm.globs import reserved_paths
 from datalad_slurm.jobs.job import Job
 from datalad_slurm.jobs.lifecycle import HOLDING_STATES, Phase, check_step
-from datalad_slurm.jobs.reservations import add_paths, holders, insert_holding
+from datalad_slurm.jobs.reservations import Refusals, add_paths, holders, insert_holding
 from datalad_slurm.jobs.schema import (
     REGISTRY_DIRNAME,
     REGISTRY_FILENAME,
@@ -229,28 +229,33 @@ class Registry:
         self,
         claims: Sequence[tuple[Job, Sequence[str]]],
         waits_for: Mapping[int, Collection[int]] | None = None,
-    ) -> dict[int, list[tuple[str, str, Job]]]:
+    ) -> Refusals:
         """Reserve each held job's log paths beside its outputs and open it, in one
         transaction, in the given order.  A job whose logs overlap what another job holds
-        (or what a job before it here just took) is left as it is; its conflicts are returned
-        by its row id.  ``waits_for``: row ids of jobs among the claims that a job depends
-        on; when one of them is refused, so is the job (with no conflicts of its own)."""
-        refused: dict[int, list[tuple[str, str, Job]]] = {}
+        (or what a job before it here just took) is left as it is, and so is one a finish
+        closed meanwhile: see :class:`Refusals`.  ``waits_for``: row ids of jobs among the
+        claims that a job depends on; when one of them is refused, so is the job."""
+        refused = Refusals()
         waits_for = waits_for or {}
         with self.transaction() as conn:
             current = self._states(conn, [job for job, _ in claims])
             for job, logs in claims:
+                if current.get(job.id) == Phase.CLOSED:
+                    refused.closed.add(job.id)
+                    continue
                 check_step(job.id, current.get(job.id), Phase.OPEN, start=Phase.SUBMITTING)
-                if any(row in refused for row in waits_for.get(job.id, ())):
-                    refused[job.id] = []
+                if any(
+                    r in refused.conflicts or r in refused.closed for r in waits_for.get(job.id, ())
+                ):
+                    refused.conflicts[job.id] = []
                     continue
                 conflicts = add_paths(conn, job.id, logs)
                 if conflicts:
-                    refused[job.id] = conflicts
+                    refused.conflicts[job.id] = conflicts
                     continue
                 conn.execute("UPDATE jobs SET state = ? WHERE id = ?", (Phase.OPEN, job.id))
         for job, _ in claims:
-            if job.id not in refused:
+            if job.id not in refused.conflicts and job.id not in refused.closed:
                 job.state = Phase.OPEN
         return refused
 

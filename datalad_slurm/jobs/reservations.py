@@ -3,8 +3,8 @@
 It owns the registry's ``reservations`` table: the lookups (:func:`holders`: a path, its
 ancestors and everything below it, a glob by its fixed leading folder), a new job row with
 the outputs it holds (:func:`insert_holding`), a held job's log files added
-(:func:`add_paths`), and :class:`OutputConflictError` with its message.  The registry
-calls them inside its transactions; nothing here opens one.
+(:func:`add_paths`; the jobs left held: :class:`Refusals`), and :class:`OutputConflictError`
+with its message.  The registry calls them inside its transactions; nothing here opens one.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from datalad_slurm.globs import is_glob, reserved_path, reserved_paths
@@ -126,3 +127,16 @@ def add_paths(
             [(path, row_id) for path in wanted if path not in own],
         )
     return conflicts
+
+
+@dataclass
+class Refusals:
+    """The held jobs ``Registry.open_with_logs`` left as they were, by row id."""
+
+    #: what each one's logs overlap; [] for a job that waits for a refused one
+    conflicts: dict[int, list[tuple[str, str, Job]]] = field(default_factory=dict)
+    #: closed meanwhile (``finish --close-failed-jobs`` of a schedule stalled 10 minutes)
+    closed: set[int] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.conflicts or self.closed)

@@ -98,7 +98,7 @@ def settle_batch(
             refused[held.job.id] = joblogs.tracked_message(held.name, collided)
     _set_dependencies(batch, facts, refused, registry)
     in_batch = {held.job.id for held in batch}
-    conflicts = registry.open_with_logs(
+    refusals = registry.open_with_logs(
         [
             (held.job, joblogs.reserved(claims[held.job.id]))
             for held in batch
@@ -109,8 +109,15 @@ def settle_batch(
             for held in batch
         },
     )
+    conflicts = refusals.conflicts
     for held in batch:
-        if held.job.id in conflicts and not conflicts[held.job.id]:
+        if held.job.id in refusals.closed:
+            refused[held.job.id] = (
+                "'datalad finish --close-failed-jobs' closed the registration of "
+                f"{held.name} while this schedule waited for Slurm (more than 10 minutes): "
+                "schedule it again"
+            )
+        elif held.job.id in conflicts and not conflicts[held.job.id]:
             refused[held.job.id] = _upstream_refused(held, refused)
         elif held.job.id in conflicts:
             refused[held.job.id] = joblogs.conflict_message(

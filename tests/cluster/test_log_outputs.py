@@ -261,6 +261,73 @@ def test_logs_outside_the_dataset_are_left_alone(actor: Actor) -> None:
     _fsck(actor, ds)
 
 
+def test_a_schedule_whose_registration_was_closed_meanwhile_cancels_its_job(
+    actor: Actor,
+) -> None:
+    """sbatch answers after more than 10 minutes (slurmctld away), and meanwhile 'finish
+    --close-failed-jobs' closed the registration: the schedule cancels the held job, which
+    never runs, says so and names it; the outputs are free again."""
+    ds = _dataset(actor)
+    folder = actor.folder()
+    waiting, gate = folder / "waiting", folder / "go"
+    real = actor.run("sh", "-c", "command -v sbatch", cwd=ds).stdout.strip()
+    slow = folder / "slow-sbatch"
+    actor.write(
+        slow,
+        f"#!/bin/sh\ntouch {waiting}\n"
+        f'while [ ! -e {gate} ]; do sleep 0.1; done\nexec {real} "$@"\n',
+    )
+    os.chmod(slow, 0o755)
+    proc = subprocess.Popen(
+        actor.command(
+            "-f",
+            "json",
+            "schedule",
+            "-o",
+            "late",
+            "sbatch",
+            "code/job.sh",
+            env={"DATALAD_SLURM_SBATCH": str(slow)},
+        ),
+        cwd=ds,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not waiting.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the schedule never ran sbatch"
+            time.sleep(0.1)
+        registry = ds / ".git/datalad-slurm/registry.sqlite"
+        with contextlib.closing(sqlite3.connect(registry)) as conn, conn:
+            conn.execute("UPDATE jobs SET submitted_at = submitted_at - 700 WHERE job_id IS NULL")
+        closed = _results(actor.datalad("-f", "json", "finish", "--close-failed-jobs", cwd=ds))
+        assert [(r["status"], r["message"][:40]) for r in closed] == [
+            ("ok", "Closing interrupted submission of 'sbatc")
+        ], closed
+    finally:
+        gate.touch()
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in err, (out, err)
+    [said] = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert (said["status"], said.get("cancelled")) == ("error", True), said
+    job = int(said["slurm_job_id"])
+    assert said["message"] == (
+        "'datalad finish --close-failed-jobs' closed the registration of "
+        f"Slurm job {job} while this schedule waited for Slurm (more than 10 minutes): "
+        "schedule it again. It was cancelled before it could start; nothing was "
+        "registered, the outputs are free again"
+    ), said
+    shown = actor.cluster.run("scontrol", "show", "job", "-o", str(job)).stdout
+    assert "JobState=CANCELLED" in shown and "BatchHost=" not in shown, shown
+    assert _registry(ds)[0][job] == "closed"
+    again = _schedule(actor, ds, "-o", "late", "sbatch", "--hold", "code/job.sh")
+    assert [r["status"] for r in again] == ["ok"], again
+    actor.cluster.scancel(int(again[0]["slurm_job_id"]))
+
+
 def test_a_held_job_stays_held_and_a_killed_schedule_leaves_it_held(actor: Actor) -> None:
     ds = _dataset(actor)
     asked = _schedule(actor, ds, "-o", "h1", "sbatch", "--hold", "-o", "h1.log", "code/job.sh")

@@ -15,6 +15,7 @@ from datalad_slurm.errors import DataladSlurmError
 from datalad_slurm.jobs.job import Job
 from datalad_slurm.jobs.lifecycle import HOLDING_STATES, STEPS, Phase, TransitionError
 from datalad_slurm.jobs.registry import Registry
+from datalad_slurm.jobs.reservations import Refusals
 from datalad_slurm.jobs.schema import MIGRATIONS
 
 PACKAGE = Path(__file__).resolve().parents[2] / "datalad_slurm"
@@ -93,7 +94,7 @@ def test_a_held_job_is_opened_with_its_logs(registry: Registry) -> None:
     job = _job_in(registry, Phase.SUBMITTING)
     registry.note_held(job, 44, "c")
     assert _stored(registry, job) == "submitting"
-    assert registry.open_with_logs([(job, ["logs/44.out"])]) == {}
+    assert not registry.open_with_logs([(job, ["logs/44.out"])])
     assert (job.state, _stored(registry, job)) == (Phase.OPEN, "open")
 
 
@@ -113,14 +114,40 @@ def test_an_illegal_step_raises_and_changes_nothing(
 @pytest.mark.parametrize("how", ["open_with_logs", "mark_submitted"])
 @pytest.mark.parametrize("start", [Phase.OPEN, Phase.COMMITTING, Phase.FINISHED, Phase.CLOSED])
 def test_only_a_submitting_job_is_opened(registry: Registry, start: Phase, how: str) -> None:
-    """Also a job being committed, which may go back to open, only by a reopening."""
+    """Also a job being committed, which may go back to open, only by a reopening.  A held
+    job that a finish closed meanwhile is refused, not an error: its schedule stalled."""
     job = _job_in(registry, start)
-    with pytest.raises(TransitionError, match=f"from {start.value} to open"):
-        if how == "open_with_logs":
-            registry.open_with_logs([(job, ["logs/42.out"])])
-        else:
-            registry.mark_submitted(job, 47, "c")
+    if how == "open_with_logs" and start is Phase.CLOSED:
+        assert registry.open_with_logs([(job, ["logs/42.out"])]) == Refusals(closed={job.id})
+        assert registry.reservations(job) == []
+    else:
+        with pytest.raises(TransitionError, match=f"from {start.value} to open"):
+            if how == "open_with_logs":
+                registry.open_with_logs([(job, ["logs/42.out"])])
+            else:
+                registry.mark_submitted(job, 47, "c")
     assert _stored(registry, job) == start.value
+
+
+def test_a_job_closed_meanwhile_is_refused_with_those_waiting_for_it(registry: Registry) -> None:
+    """The others of the batch are opened; one waiting for the closed job stays held."""
+    closed, waiting, other = (
+        registry.reserve(cmd="sbatch x", pwd=".", inputs=[], extra_inputs=[], outputs=[out])
+        for out in ("c", "w", "o")
+    )
+    for job, job_id in ((closed, 51), (waiting, 52), (other, 53)):
+        registry.note_held(job, job_id, "c")
+    registry.close_job(registry.get(closed.id))  # finish --close-failed-jobs, meanwhile
+    refused = registry.open_with_logs(
+        [(closed, ["logs/51.out"]), (waiting, ["logs/52.out"]), (other, ["logs/53.out"])],
+        waits_for={waiting.id: [closed.id]},
+    )
+    assert refused == Refusals(conflicts={waiting.id: []}, closed={closed.id})
+    stored = {job.id: _stored(registry, job) for job in (closed, waiting, other)}
+    assert stored == {closed.id: "closed", waiting.id: "submitting", other.id: "open"}
+    assert (waiting.state, other.state) == (Phase.SUBMITTING, Phase.OPEN)
+    assert registry.reservations(closed) == [] and registry.reservations(waiting) == ["w"]
+    assert sorted(registry.reservations(other)) == ["logs/53.out", "o"]
 
 
 @pytest.mark.parametrize("start", [Phase.FINISHED, Phase.CLOSED])

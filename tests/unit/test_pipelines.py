@@ -213,8 +213,8 @@ def test_a_job_waiting_for_a_refused_one_is_refused_in_the_same_transaction(
     refused = registry.open_with_logs(
         [(a, ["logs/shared.log"]), (b, []), (c, [])], waits_for={b.id: [a.id]}
     )
-    assert set(refused) == {a.id, b.id}
-    assert refused[a.id][0][2].id == first.id and refused[b.id] == []
+    assert set(refused.conflicts) == {a.id, b.id} and not refused.closed
+    assert refused.conflicts[a.id][0][2].id == first.id and refused.conflicts[b.id] == []
     assert {j.id: j.state for j in registry.jobs()}[c.id] == "open"
     assert {j.id: j.state for j in registry.jobs()}[b.id] == "submitting"
 
