@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Sequence
 
 #: between squeue -O fields, which are printed whole (width 0: neither padded nor cut); a
@@ -93,4 +94,16 @@ def ask_submission_facts(
             if not job_id.isdigit() or int(job_id) in facts:
                 continue  # one record per job: an array's tasks share their patterns
             facts[int(job_id)] = {k: v for k, v in values.items() if v and v != "(null)"}
+    return facts, problem
+
+
+def facts_of_held(job_ids: Sequence[int]) -> tuple[dict[int, dict[str, str]], str | None]:
+    """:func:`ask_submission_facts` for jobs just submitted held; those missing are asked for
+    once more a second later: a busy slurmctld must not cost the jobs their submission."""
+    facts, problem = ask_submission_facts(job_ids)
+    missing = [job_id for job_id in job_ids if job_id not in facts]
+    if missing:
+        time.sleep(1)
+        again, problem = ask_submission_facts(missing)
+        facts.update(again)
     return facts, problem

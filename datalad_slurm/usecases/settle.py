@@ -22,11 +22,11 @@ from datalad_slurm.paths import lies_in
 from datalad_slurm.slurm.dependency import DependencyError, combine, parse_spec, set_dependency
 from datalad_slurm.slurm.holding import Noted, cancel, release
 from datalad_slurm.slurm.logfiles import submitted_log_files
-from datalad_slurm.slurm.submitted import HELD_REASONS, KEPT
+from datalad_slurm.slurm.submitted import HELD_REASONS, KEPT, facts_of_held
 from datalad_slurm.spool import UserSpool
 from datalad_slurm.usecases.request import ScheduleRequest
 from datalad_slurm.usecases.scratch import log_folders
-from datalad_slurm.usecases.submitcommand import facts_of, spool_call
+from datalad_slurm.usecases.submitcommand import spool_call
 from datalad_slurm.usecases.waits import id_list, waits_note
 
 
@@ -61,7 +61,7 @@ def settle_batch(
     logs collide (with what an open job holds, or with a file git tracks) is cancelled
     before it ever ran and registers nothing (``note_failed`` hears of it).  One squeue, one
     registry transaction, one release for all of them; their results, in order."""
-    facts, problem = facts_of([h.job.job_id for h in batch if h.job.job_id])
+    facts, problem = facts_of_held([h.job.job_id for h in batch if h.job.job_id])
     claims: dict[int, list[joblogs.LogClaim]] = {}
     refused: dict[int, str] = {}
     for held in batch:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +19,6 @@ from datalad_slurm.jobs.registry import Registry
 from datalad_slurm.settings import spool_config
 from datalad_slurm.slurm.holding import HeldSubmission, Noted, cancel
 from datalad_slurm.slurm.jobid import NoJobIdError, Submission, parse_submission, printed_job_ids
-from datalad_slurm.slurm.submitted import ask_submission_facts
 from datalad_slurm.spool import SpoolError, UserSpool
 from datalad_slurm.usecases.request import ScheduleError
 from datalad_slurm.usecases.scratch import scratch_hint
@@ -122,16 +119,3 @@ def cancelled_note(job_ids: list[int], noted: Noted) -> str:
             f"({problem}): cancel them with 'scancel {' '.join(str(j) for j in job_ids)}'"
         )
     return f"; the Slurm job(s) it submitted ({listed}) were held and are cancelled, unstarted"
-
-
-def facts_of(job_ids: Sequence[int]) -> tuple[dict[int, dict[str, str]], str | None]:
-    """What slurmctld says of the held jobs (``slurm/submitted.py``), by job id, and why some
-    are missing; the missing ones are asked for once more: a busy slurmctld must not cost the
-    jobs their submission."""
-    facts, problem = ask_submission_facts(job_ids)
-    missing = [job_id for job_id in job_ids if job_id not in facts]
-    if missing:
-        time.sleep(1)
-        again, problem = ask_submission_facts(missing)
-        facts.update(again)
-    return facts, problem
