@@ -10,15 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.cluster.test_cli_answers import _git, _json
 from tests.cluster.test_globs import _as_owner, _clean
 from tests.conftest import Actor
-
-#: the subject is DataLad's get and unlock of inputs and outputs; Slurm only runs the jobs:
-#: host and forky-jsoncli only (tests/conftest.py, AGNOSTIC_TIERS)
-pytestmark = pytest.mark.slurm_agnostic
 
 #: writes a file into its output folder ($1), or leaves its output (a file) as it is
 WRITE = """#!/bin/sh

@@ -26,10 +26,6 @@ from tests.cluster.test_cli_answers import _git, _json
 from tests.cluster.test_globs import _as_owner, _clean, _record
 from tests.conftest import Actor, assert_fsck_clean
 
-#: the subject is git: branches, octopus merges, killed finishes; Slurm only runs the jobs:
-#: host and forky-jsoncli only (tests/conftest.py, AGNOSTIC_TIERS)
-pytestmark = pytest.mark.slurm_agnostic
-
 JOBS = 20
 #: writes its output folder ($1)
 WRITE = """#!/bin/sh
@@ -181,6 +177,9 @@ def test_octopus_merges_every_job_at_once(actor: Actor) -> None:
     _clean(actor, ds)
 
 
+# the subject is git (killed finishes); Slurm only runs the jobs: host and forky-jsoncli only
+# (tests/conftest.py, AGNOSTIC_TIERS). --branches and --octopus themselves run in every tier.
+@pytest.mark.slurm_agnostic
 @pytest.mark.parametrize("mode", ["--branches", "--octopus"])
 def test_a_finish_killed_midway_is_completed_once(actor: Actor, mode: str) -> None:
     """SIGKILL to the finish's process group at moments swept over its run (0.08 s apart)
