@@ -244,9 +244,7 @@ class Registry:
                     refused.closed.add(job.id)
                     continue
                 check_step(job.id, current.get(job.id), Phase.OPEN, start=Phase.SUBMITTING)
-                if any(
-                    r in refused.conflicts or r in refused.closed for r in waits_for.get(job.id, ())
-                ):
+                if any(row in refused for row in waits_for.get(job.id, ())):
                     refused.conflicts[job.id] = []
                     continue
                 conflicts = add_paths(conn, job.id, logs)
@@ -255,7 +253,7 @@ class Registry:
                     continue
                 conn.execute("UPDATE jobs SET state = ? WHERE id = ?", (Phase.OPEN, job.id))
         for job, _ in claims:
-            if job.id not in refused.conflicts and job.id not in refused.closed:
+            if job.id not in refused:
                 job.state = Phase.OPEN
         return refused
 

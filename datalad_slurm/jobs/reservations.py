@@ -140,3 +140,7 @@ class Refusals:
 
     def __bool__(self) -> bool:
         return bool(self.conflicts or self.closed)
+
+    def __contains__(self, row_id: object) -> bool:
+        """Whether the job of that row was left held, for either reason."""
+        return row_id in self.conflicts or row_id in self.closed
